@@ -1,0 +1,1 @@
+"""The machinery every loss shares: dispatch, validation, masking and reduction."""

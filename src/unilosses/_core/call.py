@@ -1,0 +1,182 @@
+"""One loss call: inputs dispatched, checked, cast and masked; the loss reduced in one place.
+
+Every loss goes through :func:`prepare`, computes its elementwise loss over ``call.xp`` and hands
+it to :meth:`Call.reduce`.  The semantics below are documented once, in README "Common semantics".
+
+* The computation dtype is the predictions' floating dtype; float16/bfloat16 are computed (and
+  returned) in float32, as autocast does.  Targets, weights and Python scalars are cast to it.
+* ``where`` masks elements of the elementwise loss.  Masked input elements are replaced by a
+  harmless value *before* the loss is computed, so a NaN or inf there reaches neither the value
+  nor the gradient (``where(mask, f(x), 0)`` alone would leak NaN through f's backward).
+* ``reduction="mean"`` divides the (weighted) sum over unmasked elements by their number; a fully
+  masked mean is 0 with zero gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import Adapter
+from .dispatch import resolve
+from .validate import check_broadcastable, check_reduction, check_same_shape, fmt_shape
+
+Array = Any
+
+
+class Call:
+    """The state of one loss evaluation, handed from :func:`prepare` to :meth:`reduce`."""
+
+    __slots__ = ("ad", "xp", "dtype", "loss_shape", "mask", "weights", "reduction")
+
+    def __init__(self, ad: Adapter, dtype: Any, loss_shape: tuple[Any, ...], mask: Array | None,
+                 weights: Array | None, reduction: str) -> None:
+        self.ad = ad
+        self.xp = ad.xp
+        self.dtype = dtype
+        self.loss_shape = loss_shape
+        self.mask = mask
+        self.weights = weights
+        self.reduction = reduction
+
+    def restrict(self, keep: Array) -> None:
+        """Also mask out elements where ``keep`` is False (e.g. labels equal to ignore_index)."""
+        self.mask = keep if self.mask is None else self.mask & keep
+        if self.weights is not None:
+            self.weights = self.ad.where(self.mask, self.weights, 0.0)
+
+    def clean(self, x: Array, fill: float, axis: int | None = None) -> Array:
+        """``x`` with masked elements replaced by ``fill`` (``axis``: x has an extra class axis)."""
+        if self.mask is None:
+            return x
+        m = self.mask
+        if axis is not None:
+            m = self.xp.expand_dims(m, axis=axis)
+        return self.ad.where(m, x, fill)
+
+    def reduce(self, loss: Array, axis: Any = None) -> Array:
+        """Apply weights, mask and the reduction to the elementwise ``loss``."""
+        ad, xp = self.ad, self.xp
+        if self.weights is not None:
+            loss = loss * self.weights
+        if self.mask is not None:
+            loss = ad.where(self.mask, loss, 0.0)
+        if self.reduction == "none":
+            return loss
+        total = xp.sum(loss, axis=axis)
+        if self.reduction == "sum":
+            return total
+        if self.mask is None:
+            n = _count(self.loss_shape, axis)
+            if n is not None:
+                return total / max(n, 1)
+            return xp.mean(loss, axis=axis)
+        count = xp.sum(ad.astype(self.mask, self.dtype), axis=axis)
+        return total / ad.where(count > 0, count, 1.0)
+
+
+def _count(shape: tuple[Any, ...], axis: Any) -> int | None:
+    if axis is None:
+        dims = shape
+    else:
+        axes = (axis,) if isinstance(axis, int) else tuple(axis)
+        dims = tuple(shape[a] for a in axes)
+    n = 1
+    for d in dims:
+        if d is None:
+            return None
+        n = n * d
+    return n
+
+
+def floating_predictions(ad: Adapter, p: Array, name: str = "predictions") -> tuple[Array, Any]:
+    if not ad.is_floating(p):
+        raise TypeError(
+            f"`{name}` must be a real floating array, got dtype {p.dtype}. "
+            f"Cast it first, e.g. x.astype(float32) / x.float() / tf.cast(x, tf.float32)."
+        )
+    if ad.is_half(p.dtype):
+        # half inputs are computed and returned in float32, as autocast does; autograd casts
+        # the gradient back to the input's dtype
+        p = ad.astype(p, ad.xp.float32)
+    return p, p.dtype
+
+
+def prepare(
+    names: tuple[str, ...],
+    arrays: tuple[Any, ...],
+    *,
+    reduction: str = "mean",
+    weights: Any = None,
+    where: Any = None,
+    class_axis: int | None = None,
+    labels: tuple[str, ...] = (),
+    same_shape: tuple[str, ...] | None = None,
+) -> tuple[Call, list[Array]]:
+    """Dispatch, check and cast the arrays of a loss call.
+
+    ``names``/``arrays``: the array arguments, predictions first.  Arrays named in ``labels``
+    are integer class labels (shape: predictions without ``class_axis``) and stay integer; the
+    others are cast to the computation dtype and must have the predictions' shape (or those
+    named in ``same_shape``).  With ``class_axis`` the elementwise loss drops that axis.
+    """
+    check_reduction(reduction)
+    ad = resolve(names + ("weights", "where"), arrays + (weights, where))
+    xp = ad.xp
+
+    p = arrays[0]
+    if not hasattr(p, "shape"):
+        p = ad.asarray(p)
+    p, dtype = floating_predictions(ad, p, names[0])
+    pshape = ad.shape(p)
+    if class_axis is None:
+        loss_shape = pshape
+    else:
+        loss_shape = pshape[:class_axis] + pshape[class_axis + 1:]
+
+    out = [p]
+    for name, x in zip(names[1:], arrays[1:]):
+        if not hasattr(x, "shape"):
+            x = ad.asarray(x, like=p)
+        if name in labels:
+            if not ad.is_integral(x) or x.dtype == xp.bool:
+                raise TypeError(
+                    f"`{name}` must hold integer class indices, got dtype {x.dtype}; "
+                    f"for one-hot or soft targets use the categorical (non-sparse) loss."
+                )
+            check_same_shape(name, ad.shape(x), f"{names[0]} without axis {class_axis}",
+                             loss_shape)
+        else:
+            if same_shape is None or name in same_shape:
+                check_same_shape(names[0], pshape, name, ad.shape(x))
+            if not (ad.is_floating(x) or ad.is_integral(x)):
+                raise TypeError(f"`{name}` must be a real array, got dtype {x.dtype}.")
+            x = ad.astype(x, dtype)
+        out.append(x)
+
+    mask = None
+    if where is not None:
+        if not hasattr(where, "shape"):
+            where = ad.asarray(where, like=p)
+        if where.dtype != xp.bool:
+            raise TypeError(
+                f"`where` must be a boolean mask, got dtype {where.dtype}; "
+                f"pass e.g. `where=mask != 0`."
+            )
+        check_broadcastable("where", ad.shape(where), loss_shape, "the elementwise loss of shape")
+        mask = xp.broadcast_to(where, loss_shape) if ad.shape(where) != loss_shape else where
+    w = None
+    if weights is not None:
+        if not hasattr(weights, "shape"):
+            weights = ad.asarray(weights, like=p)
+        if not (ad.is_floating(weights) or ad.is_integral(weights)):
+            raise TypeError(f"`weights` must be a real array, got dtype {weights.dtype}.")
+        check_broadcastable("weights", ad.shape(weights), loss_shape,
+                            "the elementwise loss of shape")
+        w = ad.astype(weights, dtype)
+    call = Call(ad, dtype, loss_shape, mask, w, reduction)
+    if mask is not None and w is not None:
+        call.weights = call.clean(xp.broadcast_to(w, loss_shape), 0.0)
+    return call, out
+
+
+__all__ = ["Call", "prepare", "fmt_shape"]

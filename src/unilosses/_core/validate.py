@@ -1,0 +1,109 @@
+"""Checks on arguments that do not depend on array values (safe under jit and compile)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: Any) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduction={reduction!r} is not supported; use one of "
+            f"{', '.join(repr(r) for r in REDUCTIONS)}."
+        )
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy scalars and 0-d host arrays
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"`{name}` must be a Python number, got {type(value).__name__}."
+            ) from None
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    v = _number(name, value)
+    if v <= 0:
+        raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+    return v
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    v = _number(name, value)
+    if v < 0:
+        raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+    return v
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    v = _number(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"`{name}` must lie in [0, 1], got {value!r}.")
+    return v
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            iv = int(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.") from None
+        if iv != value:
+            raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+        value = iv
+    if value < 1:
+        raise ValueError(f"`{name}` must be >= 1, got {value!r}.")
+    return value
+
+
+def fmt_shape(shape: tuple[Any, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _dims_equal(a: Any, b: Any) -> bool:
+    # an unknown (None) dimension of a traced TensorFlow tensor matches anything
+    return a is None or b is None or a == b
+
+
+def check_same_shape(
+    name_a: str, shape_a: tuple[Any, ...], name_b: str, shape_b: tuple[Any, ...]
+) -> None:
+    if len(shape_a) != len(shape_b) or not all(map(_dims_equal, shape_a, shape_b)):
+        raise ValueError(
+            f"`{name_a}` has shape {fmt_shape(shape_a)} but `{name_b}` has shape "
+            f"{fmt_shape(shape_b)}; they must match exactly (unilosses never broadcasts one "
+            f"against the other: an (N, 1) against an (N,) would silently give an (N, N) loss). "
+            f"Reshape one of them, e.g. with a squeeze or reshape."
+        )
+
+
+def check_broadcastable(name: str, shape: tuple[Any, ...], target: tuple[Any, ...], what: str) -> None:
+    """``shape`` must broadcast to ``target`` without changing it."""
+    ok = len(shape) <= len(target) and all(
+        d == 1 or _dims_equal(d, t) for d, t in zip(reversed(shape), reversed(target))
+    )
+    if not ok:
+        raise ValueError(
+            f"`{name}` has shape {fmt_shape(shape)}, which does not broadcast to {what} "
+            f"{fmt_shape(target)}; give it that shape or one that broadcasts to it "
+            f"(size-1 or missing leading dimensions)."
+        )
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"`{name}` must be an int, got {type(axis).__name__}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"`{name}`={axis} is out of range for predictions with {ndim} dimension(s); "
+            f"use a value in [{-ndim}, {ndim - 1}]."
+        )
+    return axis % ndim

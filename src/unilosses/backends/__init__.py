@@ -1,0 +1,85 @@
+"""Backend adapters, found from an array's type without importing any framework.
+
+An adapter module is imported the first time an array of its framework is seen; the answer is
+cached per Python type, so after the first call dispatch is a dictionary lookup.  A framework
+that was never imported by the user cannot have produced the array, so looking only at
+``sys.modules`` is both safe and free (the approach of einops and array-api-compat).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ._base import Adapter
+
+__all__ = ["Adapter", "adapter_for", "adapter_named", "KNOWN_BACKENDS"]
+
+# (backend name, module that must already be imported, how to get its array classes,
+#  adapter module).  Order matters only for speed: the common frameworks are tried first.
+_Detector = tuple[str, str, Callable[[Any], tuple[type, ...]], str]
+_DETECTORS: list[_Detector] = [
+    ("torch", "torch", lambda m: (m.Tensor,), "unilosses.backends.torch"),
+    ("jax", "jax", lambda m: (m.Array,), "unilosses.backends.jax"),
+    ("numpy", "numpy", lambda m: (m.ndarray,), "unilosses.backends.numpy"),
+    (
+        "tensorflow",
+        "tensorflow",
+        lambda m: (m.Tensor, m.Variable),
+        "unilosses.backends.tensorflow",
+    ),
+    ("array_api_strict", "array_api_strict", lambda m: (m.Array,), "unilosses.backends.strict"),
+]
+
+#: backend names in the order reports list them
+KNOWN_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "tensorflow")
+
+_BY_TYPE: dict[type, Adapter | None] = {}
+_BY_NAME: dict[str, Adapter] = {}
+
+
+def adapter_named(name: str) -> Adapter:
+    """The adapter of backend ``name`` (imports that framework)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        pass
+    for bname, _, _, modname in _DETECTORS:
+        if bname == name:
+            adapter = importlib.import_module(modname).load()
+            _BY_NAME[name] = adapter
+            return adapter
+    raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(KNOWN_BACKENDS)}")
+
+
+def _detect(x: Any) -> Adapter | None:
+    for bname, modname, classes, _ in _DETECTORS:
+        mod = sys.modules.get(modname)
+        if mod is not None and isinstance(x, classes(mod)):
+            return adapter_named(bname)
+    ns = getattr(x, "__array_namespace__", None)
+    if ns is not None:
+        # Any other array-API array (CuPy, Dask, ...): the generic adapter over its namespace.
+        # Keyed by the namespace module so each namespace gets one adapter.
+        xp = ns()
+        key = f"generic:{getattr(xp, '__name__', id(xp))}"
+        if key not in _BY_NAME:
+            _BY_NAME[key] = Adapter(xp)
+        return _BY_NAME[key]
+    return None
+
+
+def adapter_for(x: Any) -> Adapter | None:
+    """The adapter for array ``x``, or None if ``x`` is not an array (a Python scalar, a list)."""
+    t = type(x)
+    try:
+        return _BY_TYPE[t]
+    except KeyError:
+        pass
+    adapter = _detect(x)
+    # jax tracers are virtual subclasses of jax.Array: isinstance on the instance is the test,
+    # and the answer holds for every instance of the same type, so caching by type is exact.
+    _BY_TYPE[t] = adapter
+    return adapter

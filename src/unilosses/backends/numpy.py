@@ -1,0 +1,43 @@
+"""NumPy adapter (through array-api-compat's NumPy namespace)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+
+from ._base import Adapter, Array
+
+
+class NumpyAdapter(Adapter):
+    name = "numpy"
+
+    def __init__(self) -> None:
+        super().__init__(xp_numpy)
+
+    def device(self, x: Array) -> Any:
+        return "cpu"
+
+    def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
+        return np.asarray(value, dtype=dtype)
+
+    def where(self, cond: Array, x: Any, y: Any) -> Array:
+        # np.where keeps the array operand's dtype when the other is a Python scalar (NEP 50)
+        return np.where(cond, x, y)
+
+    def softplus(self, x: Array) -> Array:
+        return np.logaddexp(x, np.zeros((), dtype=x.dtype))
+
+    def logsumexp(self, x: Array, axis: int, keepdims: bool = False) -> Array:
+        m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isfinite(m), m, np.zeros((), dtype=x.dtype))
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+        return out if keepdims else np.squeeze(out, axis=axis)
+
+    def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
+        return np.take_along_axis(x, indices, axis=axis)
+
+
+def load() -> Adapter:
+    return NumpyAdapter()

@@ -1,0 +1,86 @@
+"""PyTorch adapter: torch's own fused kernels, with autograd, on the tensor's device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat.torch as xp_torch
+import torch
+import torch.nn.functional as F
+
+from ._base import Adapter, Array
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+
+    def __init__(self) -> None:
+        super().__init__(xp_torch)
+
+    def device(self, x: Array) -> Any:
+        return x.device
+
+    def is_floating(self, x: Array) -> bool:
+        return x.is_floating_point()
+
+    def is_integral(self, x: Array) -> bool:
+        return not (x.is_floating_point() or x.is_complex())
+
+    def is_half(self, dtype: Any) -> bool:
+        return dtype in (torch.float16, torch.bfloat16)
+
+    def is_tracing(self, x: Array) -> bool:
+        return torch.compiler.is_compiling()
+
+    def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
+        device = None if like is None else like.device
+        return torch.as_tensor(value, dtype=dtype, device=device)
+
+    def astype(self, x: Array, dtype: Any) -> Array:
+        return x if x.dtype == dtype else x.to(dtype)
+
+    differentiable = True
+
+    def from_numpy(self, a: Any) -> Array:
+        return torch.from_numpy(a.copy())
+
+    def to_numpy(self, x: Array) -> Any:
+        return x.detach().cpu().numpy()
+
+    def value_and_grad(self, fn: Any, x: Array, *rest: Array) -> tuple[Array, Array]:
+        x = x.detach().clone().requires_grad_(True)
+        out = fn(x, *rest)
+        (g,) = torch.autograd.grad(out, x)
+        return out.detach(), g
+
+    def where(self, cond: Array, x: Any, y: Any) -> Array:
+        return torch.where(cond, x, y)
+
+    def clip(self, x: Array, lo: float, hi: float) -> Array:
+        # torch.clamp's backward passes the gradient on the closed interval [lo, hi] and zero
+        # outside, the same rule as the generic double select, in one fused kernel.
+        return torch.clamp(x, lo, hi)
+
+    def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
+        return torch.gather(x, axis, indices.to(torch.int64))
+
+    def sigmoid(self, x: Array) -> Array:
+        return torch.sigmoid(x)
+
+    def log_sigmoid(self, x: Array) -> Array:
+        return F.logsigmoid(x)
+
+    def softplus(self, x: Array) -> Array:
+        # F.softplus switches to the identity above a threshold (an error of exp(-20) in
+        # float64); -logsigmoid(-x) is exact everywhere and has the exact gradient sigmoid(x).
+        return -F.logsigmoid(-x)
+
+    def logsumexp(self, x: Array, axis: int, keepdims: bool = False) -> Array:
+        return torch.logsumexp(x, dim=axis, keepdim=keepdims)
+
+    def log_softmax(self, x: Array, axis: int) -> Array:
+        return torch.log_softmax(x, dim=axis)
+
+
+def load() -> Adapter:
+    return TorchAdapter()

@@ -1,0 +1,276 @@
+"""Cross-entropy losses: binary and categorical, on probabilities and on logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.call import Call, prepare
+from .._core.validate import check_broadcastable, check_unit_interval, normalize_axis
+
+Array = Any
+
+#: probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
+EPSILON = 1e-7
+
+
+def binary_cross_entropy(predictions: Array, targets: Array, /, *, reduction: str = "mean",
+                         weights: Array | None = None, where: Array | None = None) -> Array:
+    r"""Binary cross-entropy on probabilities.
+
+    Parameters
+    ----------
+    predictions : array, floating
+        Probabilities in [0, 1].
+    targets : array, same shape
+        Labels in {0, 1} or soft labels in [0, 1] (bool/int are cast).
+
+    Notes
+    -----
+    .. math:: \ell_i = -\big(t_i \log \tilde p_i + (1 - t_i)\log(1 - \tilde p_i)\big),
+        \quad \tilde p_i = \mathrm{clip}(p_i, \epsilon, 1-\epsilon),\ \epsilon = 10^{-7}
+
+    The clip (Keras's convention) keeps the loss finite at exact 0/1 probabilities; there the
+    gradient is 0, like the clip's.  Prefer :func:`binary_cross_entropy_with_logits`, which
+    needs no clip.
+
+    Peers: ``keras.losses.BinaryCrossentropy`` (same epsilon), ``torch.nn.functional.
+    binary_cross_entropy`` (clamps the log at -100 instead).
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> round(float(unilosses.binary_cross_entropy(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
+    0.164252
+    """
+    call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
+                           reduction=reduction, weights=weights, where=where)
+    xp = call.xp
+    p = call.ad.clip(call.clean(p, 0.5), EPSILON, 1.0 - EPSILON)
+    t = call.clean(t, 0.0)
+    return call.reduce(-(t * xp.log(p) + (1.0 - t) * xp.log1p(-p)))
+
+
+def binary_cross_entropy_with_logits(
+    logits: Array, targets: Array, /, *, pos_weight: Array | float | None = None,
+    reduction: str = "mean", weights: Array | None = None, where: Array | None = None,
+) -> Array:
+    r"""Binary cross-entropy on logits, computed in log space.
+
+    Parameters
+    ----------
+    logits : array, floating
+    targets : array, same shape, labels in [0, 1]
+    pos_weight : array or float, optional
+        Weight of the positive term, broadcast against the classes (the last axis), with
+        torch's meaning.
+
+    Notes
+    -----
+    .. math:: \ell_i = w_+ t_i\,\mathrm{softplus}(-x_i) + (1 - t_i)\,\mathrm{softplus}(x_i)
+
+    since :math:`-\log\sigma(x) = \mathrm{softplus}(-x)` and
+    :math:`-\log(1-\sigma(x)) = \mathrm{softplus}(x)`.  Each term is evaluated by the backend's
+    stable softplus/log-sigmoid, so logits of +-1e4 give finite values and the exact gradient
+    :math:`\sigma(x) - t` (for :math:`w_+ = 1`) everywhere, including at 0, where the usual
+    ``max(x, 0) - x t + log1p(exp(-|x|))`` gets different subgradients on different frameworks.
+
+    Peers: ``torch.nn.functional.binary_cross_entropy_with_logits``,
+    ``optax.sigmoid_binary_cross_entropy``, ``tf.nn.sigmoid_cross_entropy_with_logits``,
+    ``keras.losses.BinaryCrossentropy(from_logits=True)``.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> round(float(unilosses.binary_cross_entropy_with_logits(np.array([2.0, -1.0]),
+    ...                                                        np.array([1.0, 0.0]))), 6)
+    0.220095
+    """
+    names, arrays = ("logits", "targets"), (logits, targets)
+    if pos_weight is not None and not isinstance(pos_weight, (int, float)):
+        names, arrays = names + ("pos_weight",), arrays + (pos_weight,)
+    call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
+                        same_shape=("targets",))
+    ad = call.ad
+    x, t = call.clean(out[0], 0.0), call.clean(out[1], 0.0)
+    pos = ad.softplus(-x)
+    if pos_weight is not None:
+        pw = out[2] if len(out) > 2 else pos_weight
+        if len(out) > 2:
+            check_broadcastable("pos_weight", ad.shape(pw), ad.shape(x), "the logits of shape")
+        pos = pos * pw
+    return call.reduce(t * pos + (1.0 - t) * ad.softplus(x))
+
+
+def _smooth(call: Call, t: Array, label_smoothing: float, classes: int) -> Array:
+    if label_smoothing == 0.0:
+        return t
+    return t * (1.0 - label_smoothing) + label_smoothing / classes
+
+
+def _log_probabilities(call: Call, p: Array, axis: int) -> Array:
+    """log of probabilities renormalised along ``axis`` and clipped, as Keras does."""
+    xp = call.xp
+    p = call.clean(p, 1.0, axis=axis)
+    p = p / xp.sum(p, axis=axis, keepdims=True)
+    return xp.log(call.ad.clip(p, EPSILON, 1.0 - EPSILON))
+
+
+def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing: float,
+                 reduction: str, weights: Any, where: Any, logits: bool) -> Array:
+    ls = check_unit_interval("label_smoothing", label_smoothing)
+    ndim = len(getattr(predictions, "shape", ()))
+    ax = normalize_axis(axis, max(ndim, 1))
+    call, (p, t) = prepare(("logits" if logits else "predictions", "targets"),
+                           (predictions, targets), reduction=reduction, weights=weights,
+                           where=where, class_axis=ax)
+    xp = call.xp
+    if logits:
+        logp = call.ad.log_softmax(call.clean(p, 0.0, axis=ax), ax)
+    else:
+        logp = _log_probabilities(call, p, ax)
+    t = _smooth(call, call.clean(t, 0.0, axis=ax), ls, call.ad.shape(p)[ax])
+    return call.reduce(-xp.sum(t * logp, axis=ax))
+
+
+def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: int = -1,
+                              label_smoothing: float = 0.0, reduction: str = "mean",
+                              weights: Array | None = None,
+                              where: Array | None = None) -> Array:
+    r"""Categorical cross-entropy on probabilities, one-hot or soft targets along ``axis``.
+
+    Notes
+    -----
+    .. math:: \ell = -\sum_c t_c \log \mathrm{clip}\big(p_c / \textstyle\sum_k p_k,
+        \epsilon, 1-\epsilon\big)
+
+    The probabilities are renormalised along ``axis`` first and clipped with
+    :math:`\epsilon = 10^{-7}`, as Keras does.  With label smoothing :math:`s`, targets become
+    :math:`t (1 - s) + s / C`.  The elementwise result has ``axis`` removed.
+
+    Peers: ``keras.losses.CategoricalCrossentropy``.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> p = np.array([[0.9, 0.1], [0.2, 0.8]]); t = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> round(float(unilosses.categorical_cross_entropy(p, t)), 6)
+    0.164252
+    """
+    return _categorical(predictions, targets, axis, label_smoothing, reduction, weights, where,
+                        logits=False)
+
+
+def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, axis: int = -1,
+                                          label_smoothing: float = 0.0,
+                                          reduction: str = "mean",
+                                          weights: Array | None = None,
+                                          where: Array | None = None) -> Array:
+    r"""Softmax cross-entropy on logits, one-hot or soft targets along ``axis``.
+
+    Notes
+    -----
+    .. math:: \ell = -\sum_c t_c \,\mathrm{log\_softmax}(x)_c
+
+    ``log_softmax`` subtracts the row maximum (the backend's fused kernel where it has one), so
+    logits of +-1e4 are exact.  With label smoothing :math:`s`, targets become
+    :math:`t (1 - s) + s / C` (torch's and Keras's convention).
+
+    Peers: ``torch.nn.functional.cross_entropy`` (probability targets),
+    ``optax.softmax_cross_entropy``, ``tf.nn.softmax_cross_entropy_with_logits``.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> x = np.array([[2.0, 0.0]]); t = np.array([[1.0, 0.0]])
+    >>> round(float(unilosses.categorical_cross_entropy_with_logits(x, t)), 6)
+    0.126928
+    """
+    return _categorical(logits, targets, axis, label_smoothing, reduction, weights, where,
+                        logits=True)
+
+
+def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | None,
+            label_smoothing: float, reduction: str, weights: Any, where: Any,
+            logits: bool) -> Array:
+    ls = check_unit_interval("label_smoothing", label_smoothing)
+    if ignore_index is not None and (isinstance(ignore_index, bool)
+                                     or not isinstance(ignore_index, int)):
+        raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}.")
+    ndim = len(getattr(predictions, "shape", ()))
+    ax = normalize_axis(axis, max(ndim, 1))
+    call, (p, y) = prepare(("logits" if logits else "predictions", "labels"),
+                           (predictions, labels), reduction=reduction, weights=weights,
+                           where=where, class_axis=ax, labels=("labels",))
+    xp, ad = call.xp, call.ad
+    if ignore_index is not None:
+        call.restrict(y != ignore_index)
+    if logits:
+        logp = ad.log_softmax(call.clean(p, 0.0, axis=ax), ax)
+    else:
+        logp = _log_probabilities(call, p, ax)
+    y = call.clean(y, 0)
+    picked = ad.take_along_axis(logp, xp.expand_dims(y, axis=ax), ax)
+    nll = -xp.squeeze(picked, axis=ax)
+    if ls:
+        nll = (1.0 - ls) * nll - ls * xp.mean(logp, axis=ax)
+    return call.reduce(nll)
+
+
+def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, axis: int = -1,
+                                     ignore_index: int | None = None,
+                                     label_smoothing: float = 0.0, reduction: str = "mean",
+                                     weights: Array | None = None,
+                                     where: Array | None = None) -> Array:
+    r"""Categorical cross-entropy on probabilities with integer labels.
+
+    Notes
+    -----
+    .. math:: \ell = -(1 - s)\log \tilde p_{y} - \frac{s}{C}\sum_c \log \tilde p_c
+
+    with :math:`\tilde p` renormalised along ``axis`` and clipped as in
+    :func:`categorical_cross_entropy`.  The label's entry is gathered
+    (``take_along_axis``); no one-hot is built.  Labels equal to ``ignore_index`` are left
+    out, and "mean" divides by the number of the others (torch's convention).
+
+    Peers: ``keras.losses.SparseCategoricalCrossentropy``.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> p = np.array([[0.9, 0.1], [0.2, 0.8]])
+    >>> round(float(unilosses.sparse_categorical_cross_entropy(p, np.array([0, 1]))), 6)
+    0.164252
+    """
+    return _sparse(predictions, labels, axis, ignore_index, label_smoothing, reduction, weights,
+                   where, logits=False)
+
+
+def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /, *,
+                                                 axis: int = -1,
+                                                 ignore_index: int | None = None,
+                                                 label_smoothing: float = 0.0,
+                                                 reduction: str = "mean",
+                                                 weights: Array | None = None,
+                                                 where: Array | None = None) -> Array:
+    r"""Softmax cross-entropy on logits with integer labels.
+
+    Notes
+    -----
+    .. math:: \ell = -(1 - s)\,\mathrm{log\_softmax}(x)_y
+        - \frac{s}{C}\sum_c \mathrm{log\_softmax}(x)_c
+
+    Labels equal to ``ignore_index`` are left out of the sum and of the count for "mean".
+
+    Peers: ``torch.nn.functional.cross_entropy`` (class indices; ``ignore_index``,
+    ``label_smoothing`` with the same meaning), ``optax.softmax_cross_entropy_with_integer_labels``,
+    ``tf.nn.sparse_softmax_cross_entropy_with_logits``.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> x = np.array([[2.0, 0.0]])
+    >>> round(float(unilosses.sparse_categorical_cross_entropy_with_logits(x, np.array([0]))), 6)
+    0.126928
+    """
+    return _sparse(logits, labels, axis, ignore_index, label_smoothing, reduction, weights,
+                   where, logits=True)

@@ -1,0 +1,84 @@
+"""Top-k membership and accuracy (metrics, no gradient)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.call import prepare
+from .._core.validate import check_positive_int, fmt_shape
+
+Array = Any
+
+
+def _check_2d(predictions: Any) -> None:
+    shape = tuple(getattr(predictions, "shape", ()))
+    if len(shape) != 2:
+        raise ValueError(
+            f"`predictions` must have shape (N, classes), got {fmt_shape(shape)}; "
+            f"reshape to two dimensions first."
+        )
+
+
+def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
+    xp, ad = call.xp, call.ad
+    classes = ad.shape(scores)[-1]
+    valid = (labels >= 0) & (labels < classes)
+    safe = ad.where(valid, labels, 0)
+    target = ad.take_along_axis(scores, xp.expand_dims(safe, axis=-1), -1)
+    higher = xp.sum(ad.astype(scores > target, ad.index_dtype()), axis=-1)
+    finite = xp.all(xp.isfinite(scores), axis=-1)
+    return (higher < k) & finite & valid
+
+
+def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
+    r"""Whether each label is among the top ``k`` predictions of its row.
+
+    Parameters
+    ----------
+    predictions : array (N, classes), floating
+    labels : integer array (N,)
+    k : int >= 1
+
+    Returns
+    -------
+    boolean array (N,)
+
+    Notes
+    -----
+    A label is in the top k when fewer than k classes score strictly higher than it
+    (TensorFlow's ``in_top_k`` rule: ties count in the label's favour, no sort needed).  A row
+    with any non-finite score, or a label outside ``[0, classes)``, gives False.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> unilosses.in_top_k(np.array([[0.1, 0.5, 0.5], [0.9, 0.0, 0.1]]), np.array([2, 2]), k=1)
+    array([ True, False])
+    """
+    k = check_positive_int("k", k)
+    _check_2d(predictions)
+    call, (p, y) = prepare(("predictions", "labels"), (predictions, labels), class_axis=1,
+                           labels=("labels",))
+    return _in_top_k(call, p, y, k)
+
+
+def top_k_accuracy(predictions: Array, labels: Array, /, *, k: int = 5,
+                   where: Array | None = None) -> Array:
+    r"""Fraction of rows whose label is in the top ``k`` (see :func:`in_top_k`).
+
+    Returns a scalar in the predictions' floating dtype; rows masked out by ``where`` are not
+    counted, and a fully masked accuracy is 0.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> float(unilosses.top_k_accuracy(np.array([[0.1, 0.5, 0.4], [0.9, 0.0, 0.1]]),
+    ...                                np.array([2, 2]), k=2))
+    1.0
+    """
+    k = check_positive_int("k", k)
+    _check_2d(predictions)
+    call, (p, y) = prepare(("predictions", "labels"), (predictions, labels), class_axis=1,
+                           labels=("labels",), where=where)
+    hit = _in_top_k(call, p, y, k)
+    return call.reduce(call.ad.astype(hit, call.dtype))

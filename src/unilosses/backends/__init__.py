@@ -30,7 +30,8 @@ _DETECTORS: list[_Detector] = [
         lambda m: (m.Tensor, m.Variable),
         "unilosses.backends.tensorflow",
     ),
-    ("array_api_strict", "array_api_strict", lambda m: (m.Array,), "unilosses.backends.strict"),
+    ("array_api_strict", "array_api_strict._array_object", lambda m: (m.Array,),
+     "unilosses.backends.strict"),
 ]
 
 #: backend names in the order reports list them

@@ -1,0 +1,103 @@
+"""The ``xp`` fixture: every test that takes it runs once per installed backend.
+
+A backend that is not installed is skipped with the reason shown (``-ra``); CI installs all
+of them, and the nox matrix installs one per session, so a skip there is the point.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+# float64 on JAX needs x64, enabled before jax creates any array.  Tests that need the default
+# (x64 off) behaviour run in a subprocess.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "tensorflow")
+_MODULE = {"numpy": "numpy", "array_api_strict": "array_api_strict", "torch": "torch",
+           "jax": "jax", "tensorflow": "tensorflow"}
+DIFFERENTIABLE = ("torch", "jax", "tensorflow")
+
+
+def installed(name: str) -> bool:
+    return importlib.util.find_spec(_MODULE[name]) is not None
+
+
+def _backend_param(name: str):  # type: ignore[no-untyped-def]
+    marks = [] if installed(name) else [pytest.mark.skip(reason=f"{name} is not installed")]
+    return pytest.param(name, id=name, marks=marks)
+
+
+class Backend:
+    """A backend under test: its adapter plus conversions used by the tests."""
+
+    def __init__(self, name: str) -> None:
+        from unilosses.backends import adapter_named
+
+        self.name = name
+        self.ad = adapter_named(name)
+        self.xp = self.ad.xp
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name})"
+
+    @property
+    def differentiable(self) -> bool:
+        return self.ad.differentiable
+
+    def asarray(self, a, dtype=None):  # type: ignore[no-untyped-def]
+        a = np.asarray(a)
+        if dtype is not None:
+            a = a.astype(dtype)
+        return self.ad.from_numpy(a)
+
+    def to_numpy(self, x):  # type: ignore[no-untyped-def]
+        return self.ad.to_numpy(x)
+
+    def value_and_grad(self, fn, x, *rest):  # type: ignore[no-untyped-def]
+        v, g = self.ad.value_and_grad(fn, x, *rest)
+        return self.to_numpy(v), self.to_numpy(g)
+
+    def is_native(self, x) -> bool:  # type: ignore[no-untyped-def]
+        from unilosses.backends import adapter_for
+
+        if self.name == "numpy" and isinstance(x, np.generic):
+            return True  # NumPy's reductions give NumPy scalars, as np.sum does
+        return adapter_for(x) is self.ad
+
+
+@pytest.fixture(params=[_backend_param(b) for b in BACKENDS])
+def xp(request) -> Backend:  # type: ignore[no-untyped-def]
+    return Backend(request.param)
+
+
+@pytest.fixture(params=[_backend_param(b) for b in DIFFERENTIABLE])
+def ad_backend(request) -> Backend:  # type: ignore[no-untyped-def]
+    """Only the backends with automatic differentiation."""
+    return Backend(request.param)
+
+
+def tolerance(dtype) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """rtol/atol from the dtype's machine epsilon (float16/bfloat16 compute in float32)."""
+    name = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
+    eps = {"float64": np.finfo(np.float64).eps}.get(name, np.finfo(np.float32).eps)
+    return {"rtol": 256 * eps, "atol": 256 * eps}
+
+
+def assert_close(backend: Backend, actual, expected, dtype, *, scale: float = 1.0) -> None:  # type: ignore[no-untyped-def]
+    """``actual`` is ``backend``'s array of ``dtype`` and shape of ``expected``, and close to it.
+
+    ``scale``: multiplies the tolerance for results that are sums of many rounded terms or
+    pass through a conditioning factor (each use says why).
+    """
+    assert backend.is_native(actual), f"result is {type(actual)}, not a {backend.name} array"
+    got = backend.to_numpy(actual)
+    expected = np.asarray(expected)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    assert str(got.dtype) == str(np.dtype(dtype)), (got.dtype, dtype)
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(got, expected, rtol=tol["rtol"] * scale, atol=tol["atol"] * scale)

@@ -1,0 +1,265 @@
+"""Elementwise losses on every backend: values, reductions, weights, masks and gradients
+against the float64 references in reference.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+import unilosses
+from conftest import assert_close
+
+rng = np.random.default_rng(0)
+SHAPE = (4, 5)
+DTYPES = ("float32", "float64")
+
+
+def _regression_inputs():  # type: ignore[no-untyped-def]
+    p = rng.normal(size=SHAPE) * 2
+    t = rng.normal(size=SHAPE) * 2
+    t[0, 0] = p[0, 0]            # an exact zero error
+    t[0, 1] = p[0, 1] - 1.0      # an error exactly at Huber's kink (delta = 1)
+    t[1, 0] = p[1, 0] + 1e-3     # a small error (log-cosh cancellation territory)
+    t[1, 1] = p[1, 1] - 40.0     # a large one
+    return p, t
+
+
+def _binary_inputs():  # type: ignore[no-untyped-def]
+    x = rng.normal(size=SHAPE) * 3
+    x[0, 0] = 0.0                # logit exactly 0
+    t = (rng.random(SHAPE) > 0.5).astype(np.float64)
+    return x, t
+
+
+# name -> (unilosses function, kwargs, reference(p, t) -> (value, grad), input builder)
+CASES = {
+    "mse": (unilosses.mse, {}, ref.mse, _regression_inputs),
+    "mae": (unilosses.mae, {}, ref.mae, _regression_inputs),
+    "huber": (unilosses.huber, {}, ref.huber, _regression_inputs),
+    "huber_delta": (unilosses.huber, {"delta": 0.3}, lambda p, t: ref.huber(p, t, 0.3),
+                    _regression_inputs),
+    "smooth_l1": (unilosses.smooth_l1, {"beta": 2.0}, lambda p, t: ref.smooth_l1(p, t, 2.0),
+                  _regression_inputs),
+    "log_cosh": (unilosses.log_cosh, {}, ref.log_cosh, _regression_inputs),
+    "bce_logits": (unilosses.binary_cross_entropy_with_logits, {}, ref.bce_logits,
+                   _binary_inputs),
+    "bce_logits_pos_weight": (
+        unilosses.binary_cross_entropy_with_logits, {"pos_weight": 3.0},
+        lambda x, t: ref.bce_logits(x, t, 3.0), _binary_inputs),
+    "bce": (unilosses.binary_cross_entropy, {}, ref.bce,
+            lambda: (rng.uniform(0.01, 0.99, SHAPE), (rng.random(SHAPE) > 0.5) * 1.0)),
+    "focal_logits": (unilosses.binary_focal_loss_with_logits, {}, ref.focal_logits,
+                     _binary_inputs),
+    "focal_logits_g05_noalpha": (
+        unilosses.binary_focal_loss_with_logits, {"gamma": 0.5, "alpha": None},
+        lambda x, t: ref.focal_logits(x, t, None, 0.5), _binary_inputs),
+    "focal_logits_soft": (
+        unilosses.binary_focal_loss_with_logits, {"gamma": 2.0, "alpha": 0.4},
+        lambda x, t: ref.focal_logits(x, t, 0.4, 2.0),
+        lambda: (rng.normal(size=SHAPE), rng.random(SHAPE))),
+    "focal_probs": (unilosses.binary_focal_loss, {}, ref.focal_probs,
+                    lambda: (rng.uniform(0.01, 0.99, SHAPE), (rng.random(SHAPE) > 0.5) * 1.0)),
+    "focal_probs_g0": (unilosses.binary_focal_loss, {"gamma": 0.0},
+                       lambda p, t: ref.focal_probs(p, t, 0.25, 0.0),
+                       lambda: (rng.uniform(0.01, 0.99, SHAPE), rng.random(SHAPE))),
+}
+INPUTS = {name: case[3]() for name, case in CASES.items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_value(xp, case, reduction, dtype):
+    fn, kw, reference, _ = CASES[case]
+    p, t = INPUTS[case]
+    p = p.astype(dtype)  # the reference sees the same rounded inputs
+    out = fn(xp.asarray(p), xp.asarray(t, dtype), reduction=reduction, **kw)
+    val, _ = reference(p, t.astype(dtype))
+    # sums of 20 terms: tolerance scaled by the count's square root
+    assert_close(xp, out, ref.reduce(val, reduction), dtype, scale=5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_weights_and_mask(xp, case, dtype):
+    fn, kw, reference, _ = CASES[case]
+    p, t = INPUTS[case]
+    p = p.astype(dtype)
+    w = rng.uniform(0.5, 2.0, size=(SHAPE[1],))           # broadcast along the rows
+    m = rng.random(SHAPE) > 0.3
+    out = fn(xp.asarray(p), xp.asarray(t, dtype), weights=xp.asarray(w, dtype),
+             where=xp.asarray(m), **kw)
+    val, _ = reference(p, t.astype(dtype))
+    assert_close(xp, out, ref.reduce(val, "mean", w.astype(dtype), m), dtype, scale=5)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_mask_equals_slicing_and_blocks_nan(xp, case):
+    fn, kw, _, _ = CASES[case]
+    p, t = INPUTS[case]
+    m = np.ones(SHAPE, bool)
+    m[1:3] = False
+    p_bad = p.copy()
+    p_bad[1, :] = np.nan
+    p_bad[2, :] = np.inf
+    masked = fn(xp.asarray(p_bad), xp.asarray(t), where=xp.asarray(m), **kw)
+    sliced = fn(xp.asarray(p[m]), xp.asarray(t[m]), **kw)
+    assert_close(xp, masked, xp.to_numpy(sliced), "float64")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradient(ad_backend, case, reduction, dtype):
+    fn, kw, reference, _ = CASES[case]
+    p, t = INPUTS[case]
+    p = p.astype(dtype)
+    b = ad_backend
+    _, g = b.value_and_grad(lambda x, y: fn(x, y, reduction=reduction, **kw),
+                            b.asarray(p), b.asarray(t, dtype))
+    _, dref = reference(p, t.astype(dtype))
+    expected = ref.reduce_grad(dref, reduction)
+    tol = 256 * np.finfo(dtype).eps
+    np.testing.assert_allclose(g, expected, rtol=tol * 5, atol=tol * 5)
+    assert str(g.dtype) == dtype
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_masked_gradient_is_zero_and_finite(ad_backend, case):
+    fn, kw, _, _ = CASES[case]
+    p, t = INPUTS[case]
+    m = np.ones(SHAPE, bool)
+    m[0] = False
+    p_bad = p.copy()
+    p_bad[0, :2] = np.nan
+    p_bad[0, 2:] = np.inf
+    b = ad_backend
+    v, g = b.value_and_grad(lambda x, y: fn(x, y, where=b.asarray(m), **kw),
+                            b.asarray(p_bad), b.asarray(t))
+    assert np.isfinite(v)
+    assert np.all(np.isfinite(g))
+    assert np.all(g[0] == 0)
+
+
+@pytest.mark.parametrize("fn", [unilosses.mse, unilosses.mae, unilosses.huber,
+                                unilosses.binary_cross_entropy_with_logits])
+def test_fully_masked_mean_is_zero(ad_backend, fn):
+    b = ad_backend
+    p, t = rng.normal(size=(3,)), rng.random(3)
+    v, g = b.value_and_grad(lambda x, y: fn(x, y, where=b.asarray(np.zeros(3, bool))),
+                            b.asarray(p), b.asarray(t))
+    assert v == 0 and np.all(g == 0)
+
+
+# -- rmse ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 1)])
+def test_rmse(xp, axis, dtype):
+    p, t = _regression_inputs()
+    p, t = p.astype(dtype), t.astype(dtype)
+    w = rng.uniform(0.5, 2, SHAPE).astype(dtype)
+    m = rng.random(SHAPE) > 0.2
+    out = unilosses.rmse(xp.asarray(p), xp.asarray(t), axis=axis, weights=xp.asarray(w),
+                         where=xp.asarray(m))
+    se = (p.astype(np.float64) - t) ** 2 * w
+    expected = np.sqrt(np.where(m, se, 0).sum(axis=axis) / m.sum(axis=axis))
+    assert_close(xp, out, expected, dtype, scale=5)
+
+
+def test_rmse_gradient_and_zero_error(ad_backend):
+    b = ad_backend
+    p, t = _regression_inputs()
+    v, g = b.value_and_grad(lambda x, y: unilosses.rmse(x, y), b.asarray(p), b.asarray(t))
+    r = np.sqrt(np.mean((p - t) ** 2))
+    np.testing.assert_allclose(v, r, rtol=1e-13)
+    np.testing.assert_allclose(g, (p - t) / (p.size * r), rtol=1e-12, atol=1e-15)
+    # zero error everywhere: sqrt's infinite slope must not give NaN
+    v0, g0 = b.value_and_grad(lambda x, y: unilosses.rmse(x, y), b.asarray(p), b.asarray(p))
+    assert v0 == 0 and np.all(g0 == 0)
+
+
+# -- extremes and ties ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_focal_logits_extremes_finite(ad_backend, gamma, dtype):
+    b = ad_backend
+    x = np.array([-1e4, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4] * 2, dtype)
+    t = np.array([0.0] * 7 + [1.0] * 7, dtype)
+    v, g = b.value_and_grad(
+        lambda a, y: unilosses.binary_focal_loss_with_logits(a, y, gamma=gamma, reduction="sum"),
+        b.asarray(x), b.asarray(t))
+    val, dref = ref.focal_logits(x, t, 0.25, gamma)
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    tol = 256 * np.finfo(dtype).eps
+    np.testing.assert_allclose(v, val.sum(), rtol=tol)
+    np.testing.assert_allclose(g, dref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fn", [unilosses.binary_cross_entropy_with_logits,
+                                unilosses.binary_focal_loss_with_logits])
+def test_logits_extremes_float32(ad_backend, fn):
+    b = ad_backend
+    x = np.array([-1e4, 1e4, -1e4, 1e4, 0.0], np.float32)
+    t = np.array([0.0, 1.0, 1.0, 0.0, 1.0], np.float32)
+    v, g = b.value_and_grad(lambda a, y: fn(a, y, reduction="sum"), b.asarray(x), b.asarray(t))
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    # confidently wrong logits of 1e4 cost ~1e4 each (times alpha for the focal loss)
+    assert v > 1e3
+
+
+@pytest.mark.parametrize("fn", [unilosses.binary_cross_entropy, unilosses.binary_focal_loss])
+def test_exact_probabilities_finite(ad_backend, fn):
+    b = ad_backend
+    p = np.array([0.0, 1.0, 0.0, 1.0, 0.5])
+    t = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    v, g = b.value_and_grad(lambda a, y: fn(a, y, reduction="none")[2] * 0 + fn(a, y),
+                            b.asarray(p), b.asarray(t))
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    # a confidently wrong exact probability is charged -log(1e-7)
+    expected = fn(np.array([0.0]), np.array([1.0]), alpha=None, gamma=0.0) if fn is \
+        unilosses.binary_focal_loss else fn(np.array([0.0]), np.array([1.0]))
+    np.testing.assert_allclose(expected, -np.log(1e-7), rtol=1e-6)
+
+
+def test_regression_huge_errors_float32(ad_backend):
+    b = ad_backend
+    p = np.array([1e30, -1e30, 0.0], np.float32)
+    t = np.zeros(3, np.float32)
+    for fn in (unilosses.huber, unilosses.smooth_l1, unilosses.log_cosh, unilosses.mae):
+        v, g = b.value_and_grad(lambda a, y, fn=fn: fn(a, y, reduction="sum"),
+                                b.asarray(p), b.asarray(t))
+        assert np.isfinite(v) and np.all(np.isfinite(g)), fn.__name__
+        np.testing.assert_allclose(g, [1.0, -1.0, 0.0], rtol=1e-6)
+
+
+def test_ties_agree_across_backends(ad_backend):
+    """Zero error and logit 0: the same, correct derivative on every backend."""
+    b = ad_backend
+    z = np.zeros(3)
+    _, g = b.value_and_grad(lambda a, y: unilosses.mae(a, y, reduction="sum"),
+                            b.asarray(z), b.asarray(z))
+    assert np.all(g == 0)
+    _, g = b.value_and_grad(lambda a, y: unilosses.huber(a, y, reduction="sum"),
+                            b.asarray(np.array([1.0, -1.0])), b.asarray(np.zeros(2)))
+    np.testing.assert_array_equal(g, [1.0, -1.0])
+    _, g = b.value_and_grad(
+        lambda a, y: unilosses.binary_cross_entropy_with_logits(a, y, reduction="sum"),
+        b.asarray(np.zeros(2)), b.asarray(np.array([0.0, 1.0])))
+    np.testing.assert_allclose(g, [0.5, -0.5], rtol=1e-15)
+    _, g = b.value_and_grad(
+        lambda a, y: unilosses.binary_focal_loss_with_logits(a, y, reduction="sum", gamma=2.0),
+        b.asarray(np.zeros(2)), b.asarray(np.array([0.0, 1.0])))
+    _, dref = ref.focal_logits(np.zeros(2), np.array([0.0, 1.0]), 0.25, 2.0)
+    np.testing.assert_allclose(g, dref, rtol=1e-13)
+
+
+def test_focal_soft_label_equal_prediction_gamma_half(ad_backend):
+    """0 < gamma < 1 where p equals a soft label: no derivative exists; we return 0 + CE part."""
+    b = ad_backend
+    t = np.array([0.5, 0.3])
+    x = np.log(t / (1 - t))  # sigmoid(x) == t up to rounding
+    _, g = b.value_and_grad(
+        lambda a, y: unilosses.binary_focal_loss_with_logits(a, y, gamma=0.5, reduction="sum"),
+        b.asarray(x), b.asarray(t))
+    assert np.all(np.isfinite(g))

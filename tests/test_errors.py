@@ -1,0 +1,110 @@
+"""Bad input gets a clear error naming the argument and the fix, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import unilosses
+
+P = np.linspace(0.1, 0.9, 6).reshape(3, 2)
+
+
+def test_shape_mismatch_no_silent_broadcast(xp):
+    with pytest.raises(ValueError, match=r"`targets` has shape \(3, 1\).*must match exactly"):
+        unilosses.mse(xp.asarray(P), xp.asarray(np.zeros((3, 1))))
+    with pytest.raises(ValueError, match="must match exactly"):
+        unilosses.mse(xp.asarray(np.zeros((4, 1))), xp.asarray(np.zeros(4)))
+
+
+def test_weights_and_where_must_broadcast_to_loss(xp):
+    with pytest.raises(ValueError, match=r"`weights` has shape \(3,\), which does not broadcast"):
+        unilosses.mae(xp.asarray(P), xp.asarray(P), weights=xp.asarray(np.ones(3)))
+    with pytest.raises(ValueError, match="`where`"):
+        unilosses.mae(xp.asarray(P), xp.asarray(P), where=xp.asarray(np.ones((2, 3), bool)))
+    with pytest.raises(TypeError, match="`where` must be a boolean mask"):
+        unilosses.mae(xp.asarray(P), xp.asarray(P), where=xp.asarray(np.ones((3, 2))))
+
+
+def test_non_floating_predictions(xp):
+    with pytest.raises(TypeError, match="`predictions` must be a real floating array"):
+        unilosses.mse(xp.asarray(np.arange(4)), xp.asarray(np.arange(4)))
+    with pytest.raises(TypeError, match="`logits` must be a real floating array"):
+        unilosses.binary_cross_entropy_with_logits(xp.asarray(np.arange(4)),
+                                                   xp.asarray(np.zeros(4)))
+
+
+@pytest.mark.parametrize("reduction", ["avg", "batchmean", None, "MEAN"])
+def test_unknown_reduction(xp, reduction):
+    with pytest.raises(ValueError, match="reduction=.* is not supported; use one of"):
+        unilosses.mse(xp.asarray(P), xp.asarray(P), reduction=reduction)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda a: unilosses.huber(a, a, delta=0), "`delta` must be > 0"),
+    (lambda a: unilosses.huber(a, a, delta=-1.0), "`delta` must be > 0"),
+    (lambda a: unilosses.huber(a, a, delta=float("nan")), "`delta` must be finite"),
+    (lambda a: unilosses.smooth_l1(a, a, beta=0.0), "`beta` must be > 0"),
+    (lambda a: unilosses.binary_focal_loss(a, a, gamma=-0.5), "`gamma` must be >= 0"),
+    (lambda a: unilosses.binary_focal_loss_with_logits(a, a, alpha=1.5), "`alpha` must lie"),
+    (lambda a: unilosses.categorical_cross_entropy(a, a, label_smoothing=1.5),
+     "`label_smoothing` must lie in"),
+    (lambda a: unilosses.categorical_cross_entropy_with_logits(a, a, label_smoothing=-0.1),
+     "`label_smoothing` must lie in"),
+    (lambda a: unilosses.categorical_cross_entropy_with_logits(a, a, axis=2), "`axis`=2"),
+])
+def test_bad_hyperparameters(xp, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(xp.asarray(P))
+
+
+def test_k(xp):
+    y = xp.asarray(np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="`k` must be >= 1"):
+        unilosses.in_top_k(xp.asarray(P), y, k=0)
+    with pytest.raises(TypeError, match="`k` must be an integer"):
+        unilosses.in_top_k(xp.asarray(P), y, k=1.5)
+
+
+def test_labels_must_be_integer(xp):
+    with pytest.raises(TypeError, match="`labels` must hold integer class indices"):
+        unilosses.sparse_categorical_cross_entropy_with_logits(xp.asarray(P),
+                                                               xp.asarray(np.zeros(3)))
+    with pytest.raises(ValueError, match=r"`labels` has shape \(2,\)"):
+        unilosses.sparse_categorical_cross_entropy_with_logits(
+            xp.asarray(P), xp.asarray(np.zeros(2, np.int64)))
+
+
+def test_anchor_state_shape(xp):
+    x = xp.asarray(np.zeros((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"`anchor_state` has shape \(2, 4\).*\(2, 5\)"):
+        unilosses.anchor_focal_loss_with_logits(x, x, xp.asarray(np.zeros((2, 4))))
+    with pytest.raises(ValueError, match=r"`anchor_state` has shape \(2, 5, 3\)"):
+        unilosses.anchor_focal_loss(x, x, xp.asarray(np.zeros((2, 5, 3))))
+
+
+def test_two_frameworks_in_one_call():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"arrays from two frameworks.*`predictions` is "
+                                        r"torch.Tensor.*`targets` is numpy.ndarray"):
+        unilosses.mse(torch.zeros(3), np.zeros(3))
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.raises(TypeError, match=r"`weights` is .*jax"):
+        unilosses.mse(torch.zeros(3), torch.zeros(3), weights=jnp.ones(3))
+
+
+def test_python_values_are_converted(xp):
+    """Lists and scalars take the arrays' namespace; all-Python input runs on NumPy."""
+    out = unilosses.mse(xp.asarray(np.array([0.0, 2.0])), [1.0, 2.0], weights=2.0)
+    assert xp.is_native(out)
+    np.testing.assert_allclose(xp.to_numpy(out), 1.0)
+    out = unilosses.mse([0.0, 2.0], [1, 2])
+    assert isinstance(out, (np.ndarray, np.generic)) and float(out) == 0.5
+
+
+def test_integer_and_bool_targets_cast(xp):
+    p = xp.asarray(np.array([0.2, 0.7]), "float32")
+    a = unilosses.binary_cross_entropy(p, xp.asarray(np.array([False, True])))
+    b = unilosses.binary_cross_entropy(p, xp.asarray(np.array([0.0, 1.0]), "float32"))
+    np.testing.assert_array_equal(xp.to_numpy(a), xp.to_numpy(b))
+    assert str(xp.to_numpy(a).dtype) == "float32"

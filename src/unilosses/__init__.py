@@ -4,6 +4,7 @@ Every loss takes arrays of one framework and returns that framework's array, on 
 device, with that framework's autograd.  ``import unilosses`` imports no framework.
 """
 
+from ._core.checks import checks, set_checks
 from .losses.classification import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -23,6 +24,7 @@ from .losses.regression import huber, log_cosh, mae, mse, rmse, smooth_l1
 
 __version__ = "0.1.0"
 
+# `__all__` lists the losses (tools iterate over it); `checks`/`set_checks` are public too.
 __all__ = [
     "anchor_focal_loss",
     "anchor_focal_loss_with_logits",

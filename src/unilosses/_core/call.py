@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Callable
+
 from ..backends import Adapter
+from .checks import checks_enabled
 from .dispatch import resolve
 from .validate import check_broadcastable, check_reduction, check_same_shape, fmt_shape
 
@@ -52,6 +55,23 @@ class Call:
         if axis is not None:
             m = self.xp.expand_dims(m, axis=axis)
         return self.ad.where(m, x, fill)
+
+    def require(self, ok: Array, message: Callable[[], str]) -> None:
+        """Raise ``ValueError(message())`` unless every element of ``ok`` is True.
+
+        Eager only (skipped while tracing) and only while checks are enabled; see
+        :mod:`unilosses._core.checks`.
+        """
+        if not checks_enabled() or self.ad.is_tracing(ok):
+            return
+        if not bool(self.xp.all(ok)):
+            raise ValueError(message())
+
+    def require_probabilities(self, p: Array, name: str) -> None:
+        self.require((p >= 0.0) & (p <= 1.0), lambda: (
+            f"`{name}` holds values outside [0, 1] (or NaN), but this loss takes "
+            f"probabilities. Pass logits to the `_with_logits` form instead, or apply a "
+            f"sigmoid/softmax first."))
 
     def reduce(self, loss: Array, axis: Any = None) -> Array:
         """Apply weights, mask and the reduction to the elementwise ``loss``."""
@@ -123,6 +143,12 @@ def prepare(
     ad = resolve(names + ("weights", "where"), arrays + (weights, where))
     xp = ad.xp
 
+    for name, x in zip(names, arrays):
+        if not (hasattr(x, "shape") or isinstance(x, (int, float, list, tuple))):
+            raise TypeError(
+                f"`{name}` must be an array (or a Python number or list), got "
+                f"{type(x).__name__}."
+            )
     p = arrays[0]
     if not hasattr(p, "shape"):
         p = ad.asarray(p)

@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from ._base import Adapter, Array
 
 
+def _functorch_wrapped(x: Array) -> bool:
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check is not None and check(x))
+
+
 class TorchAdapter(Adapter):
     name = "torch"
 
@@ -30,7 +35,9 @@ class TorchAdapter(Adapter):
         return dtype in (torch.float16, torch.bfloat16)
 
     def is_tracing(self, x: Array) -> bool:
-        return torch.compiler.is_compiling()
+        # under torch.compile the values are fake; under torch.func transforms (vmap, grad)
+        # they are wrapped and reading one back would be data-dependent control flow
+        return torch.compiler.is_compiling() or _functorch_wrapped(x)
 
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
         device = None if like is None else like.device

@@ -45,7 +45,9 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, reduction: st
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)
     xp = call.xp
-    p = call.ad.clip(call.clean(p, 0.5), EPSILON, 1.0 - EPSILON)
+    p = call.clean(p, 0.5)
+    call.require_probabilities(p, "predictions")
+    p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
     t = call.clean(t, 0.0)
     return call.reduce(-(t * xp.log(p) + (1.0 - t) * xp.log1p(-p)))
 
@@ -111,6 +113,9 @@ def _log_probabilities(call: Call, p: Array, axis: int) -> Array:
     """log of probabilities renormalised along ``axis`` and clipped, as Keras does."""
     xp = call.xp
     p = call.clean(p, 1.0, axis=axis)
+    call.require(p >= 0.0, lambda: (
+        "`predictions` holds negative values (or NaN), but this loss takes probabilities. "
+        "Pass logits to the `_with_logits` form instead, or apply a softmax first."))
     p = p / xp.sum(p, axis=axis, keepdims=True)
     return xp.log(call.ad.clip(p, EPSILON, 1.0 - EPSILON))
 
@@ -204,11 +209,16 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     xp, ad = call.xp, call.ad
     if ignore_index is not None:
         call.restrict(y != ignore_index)
+    classes = ad.shape(p)[ax]
+    y = call.clean(y, 0)
+    call.require((y >= 0) & (y < classes), lambda: (
+        f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
+        + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
+        + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
     if logits:
         logp = ad.log_softmax(call.clean(p, 0.0, axis=ax), ax)
     else:
         logp = _log_probabilities(call, p, ax)
-    y = call.clean(y, 0)
     picked = ad.take_along_axis(logp, xp.expand_dims(y, axis=ax), ax)
     nll = -xp.squeeze(picked, axis=ax)
     if ls:

@@ -107,6 +107,7 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: float | N
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)
     p, t = call.clean(p, 0.5), call.clean(t, 0.0)
+    call.require_probabilities(p, "predictions")
     return call.reduce(_focal_from_probabilities(call, p, t, alpha, gamma))
 
 
@@ -171,12 +172,17 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: floa
             f"`anchor_state` has shape {fmt_shape(sshape)} but must be {pname}.shape[:-1] = "
             f"{fmt_shape(want)} (one state per anchor: -1 ignore, 0 background, 1 object)."
         )
+    call.require((state == -1.0) | (state == 0.0) | (state == 1.0), lambda: (
+        "`anchor_state` holds values other than -1 (ignore), 0 (background) and 1 (object); "
+        "map your anchor assignments to these three states."))
     keep = xp.expand_dims(state != -1.0, axis=-1)
     positive = state == 1.0
     # background anchors are scored as all-negative whatever their targets say (the seed's
     # RetinaNet rule); ignored anchors are cleaned so NaN there cannot reach the gradient
     t = ad.where(xp.expand_dims(positive, axis=-1), t, 0.0)
     p = ad.where(keep, p, 0.0 if logits else 0.5)
+    if not logits:
+        call.require_probabilities(p, pname)
     if logits:
         fl = _focal_from_logits(call, p, t, alpha, gamma)
     else:

@@ -1,0 +1,41 @@
+"""Checks that need the data's values (label ranges, probability ranges, anchor states).
+
+They run eagerly only: while a function is being traced (``jax.jit``, ``torch.compile``,
+``tf.function``) the values do not exist yet, so the checks are skipped there.  Each costs one
+reduction over a comparison and one host read; turn them off for the last microseconds with
+``unilosses.set_checks(False)``, the ``unilosses.checks(False)`` context manager, or the
+environment variable ``UNILOSSES_CHECKS=0``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_OFF = ("0", "false", "off", "no")
+_default = os.environ.get("UNILOSSES_CHECKS", "1").strip().lower() not in _OFF
+_override: ContextVar[bool | None] = ContextVar("unilosses_checks", default=None)
+
+
+def set_checks(enabled: bool) -> None:
+    """Turn the value checks on or off for the whole process."""
+    global _default
+    _default = bool(enabled)
+
+
+def checks_enabled() -> bool:
+    """Whether value checks run (the innermost :func:`checks` context wins)."""
+    o = _override.get()
+    return _default if o is None else o
+
+
+@contextmanager
+def checks(enabled: bool) -> Iterator[None]:
+    """Run the body with value checks on or off, restoring the previous state afterwards."""
+    token = _override.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _override.reset(token)

@@ -13,6 +13,18 @@ Array = Any
 EPSILON = 1e-7
 
 
+def finite_logits(call: Call, x: Array) -> Array:
+    """Logits with +-inf replaced by +-max/4 of their dtype.
+
+    An infinite logit is meaningful (certainty), but ``0 * inf`` in the loss formulas would
+    make it NaN; a quarter of the dtype's maximum behaves the same in every log-sigmoid and
+    log-softmax (no overflow when two are added) while staying finite.  The gradient there is
+    0, the limit of the true gradient for a correct certain prediction.
+    """
+    bound = float(call.xp.finfo(call.dtype).max) / 4
+    return call.ad.clip(x, -bound, bound)
+
+
 def binary_cross_entropy(predictions: Array, targets: Array, /, *, reduction: str = "mean",
                          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Binary cross-entropy on probabilities.
@@ -93,7 +105,7 @@ def binary_cross_entropy_with_logits(
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     ad = call.ad
-    x, t = call.clean(out[0], 0.0), call.clean(out[1], 0.0)
+    x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
     pos = ad.softplus(-x)
     if pos_weight is not None:
         pw = out[2] if len(out) > 2 else pos_weight
@@ -130,7 +142,7 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
                            where=where, class_axis=ax)
     xp = call.xp
     if logits:
-        logp = call.ad.log_softmax(call.clean(p, 0.0, axis=ax), ax)
+        logp = call.ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:
         logp = _log_probabilities(call, p, ax)
     t = _smooth(call, call.clean(t, 0.0, axis=ax), ls, call.ad.shape(p)[ax])
@@ -216,7 +228,7 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
         + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
         + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
     if logits:
-        logp = ad.log_softmax(call.clean(p, 0.0, axis=ax), ax)
+        logp = ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:
         logp = _log_probabilities(call, p, ax)
     picked = ad.take_along_axis(logp, xp.expand_dims(y, axis=ax), ax)

@@ -6,7 +6,7 @@ from typing import Any
 
 from .._core.call import Call, prepare
 from .._core.validate import check_nonnegative, check_unit_interval, fmt_shape
-from .classification import EPSILON
+from .classification import EPSILON, finite_logits
 
 Array = Any
 
@@ -146,7 +146,7 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     gamma = check_nonnegative("gamma", gamma)
     call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
                            weights=weights, where=where)
-    x, t = call.clean(x, 0.0), call.clean(t, 0.0)
+    x, t = finite_logits(call, call.clean(x, 0.0)), call.clean(t, 0.0)
     return call.reduce(_focal_from_logits(call, x, t, alpha, gamma))
 
 
@@ -184,7 +184,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: floa
     if not logits:
         call.require_probabilities(p, pname)
     if logits:
-        fl = _focal_from_logits(call, p, t, alpha, gamma)
+        fl = _focal_from_logits(call, finite_logits(call, p), t, alpha, gamma)
     else:
         fl = _focal_from_probabilities(call, p, t, alpha, gamma)
     total = xp.sum(ad.where(keep, fl, 0.0))

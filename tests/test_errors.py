@@ -108,3 +108,13 @@ def test_integer_and_bool_targets_cast(xp):
     b = unilosses.binary_cross_entropy(p, xp.asarray(np.array([0.0, 1.0]), "float32"))
     np.testing.assert_array_equal(xp.to_numpy(a), xp.to_numpy(b))
     assert str(xp.to_numpy(a).dtype) == "float32"
+
+
+def test_two_devices():
+    torch = pytest.importorskip("torch")
+    # the meta device stands in for a second device on a CPU-only machine
+    with pytest.raises(ValueError, match=r"`predictions` is on device cpu but `targets` is on "
+                                         r"device meta"):
+        unilosses.mse(torch.zeros(3), torch.zeros(3, device="meta"))
+    with pytest.raises(ValueError, match="`weights` is on device meta"):
+        unilosses.mse(torch.zeros(3), torch.zeros(3), weights=torch.ones(3, device="meta"))

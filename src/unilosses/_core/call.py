@@ -108,6 +108,15 @@ def _count(shape: tuple[Any, ...], axis: Any) -> int | None:
     return n
 
 
+def _same_device(ad: Adapter, device: Any, first: str, name: str, x: Array) -> None:
+    other = ad.device(x)
+    if device is not None and other is not None and other != device:
+        raise ValueError(
+            f"`{first}` is on device {device} but `{name}` is on device {other}; move them to "
+            f"one device first (e.g. x.to(device) / jax.device_put(x, device))."
+        )
+
+
 def floating_predictions(ad: Adapter, p: Array, name: str = "predictions") -> tuple[Array, Any]:
     if not ad.is_floating(p):
         raise TypeError(
@@ -160,9 +169,12 @@ def prepare(
         loss_shape = pshape[:class_axis] + pshape[class_axis + 1:]
 
     out = [p]
+    device = ad.device(p)
     for name, x in zip(names[1:], arrays[1:]):
         if not hasattr(x, "shape"):
             x = ad.asarray(x, like=p)
+        else:
+            _same_device(ad, device, names[0], name, x)
         if name in labels:
             if not ad.is_integral(x) or x.dtype == xp.bool:
                 raise TypeError(
@@ -183,6 +195,8 @@ def prepare(
     if where is not None:
         if not hasattr(where, "shape"):
             where = ad.asarray(where, like=p)
+        else:
+            _same_device(ad, device, names[0], "where", where)
         if where.dtype != xp.bool:
             raise TypeError(
                 f"`where` must be a boolean mask, got dtype {where.dtype}; "
@@ -194,6 +208,8 @@ def prepare(
     if weights is not None:
         if not hasattr(weights, "shape"):
             weights = ad.asarray(weights, like=p)
+        else:
+            _same_device(ad, device, names[0], "weights", weights)
         if not (ad.is_floating(weights) or ad.is_integral(weights)):
             raise TypeError(f"`weights` must be a real array, got dtype {weights.dtype}.")
         check_broadcastable("weights", ad.shape(weights), loss_shape,

@@ -17,8 +17,12 @@ class JaxAdapter(Adapter):
         super().__init__(jnp)
 
     def device(self, x: Array) -> Any:
-        # a tracer has no committed device; let jax place constants
-        return None if isinstance(x, jax.core.Tracer) else next(iter(x.devices()))
+        # a tracer has no committed device and a sharded array has several: jax places
+        # constants and checks placement itself there
+        if isinstance(x, jax.core.Tracer):
+            return None
+        devices = x.devices()
+        return next(iter(devices)) if len(devices) == 1 else None
 
     def is_floating(self, x: Array) -> bool:
         return jnp.issubdtype(x.dtype, jnp.floating)

@@ -48,11 +48,21 @@ class TorchAdapter(Adapter):
 
     differentiable = True
 
-    def from_numpy(self, a: Any) -> Array:
-        return torch.from_numpy(a.copy())
-
     def to_numpy(self, x: Array) -> Any:
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:
+            # NumPy has no bfloat16; ml_dtypes (installed with JAX/TF) has, else widen
+            try:
+                import ml_dtypes
+            except ImportError:
+                return x.float().numpy()
+            return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return x.numpy()
+
+    def from_numpy(self, a: Any) -> Array:
+        if a.dtype.name == "bfloat16":
+            return torch.from_numpy(a.view("int16").copy()).view(torch.bfloat16)
+        return torch.from_numpy(a.copy())
 
     def value_and_grad(self, fn: Any, x: Array, *rest: Array) -> tuple[Array, Array]:
         x = x.detach().clone().requires_grad_(True)

@@ -227,6 +227,9 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
         f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
         + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
         + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
+    # with checks off an out-of-range label must still not index out of bounds (NumPy raises,
+    # CUDA asserts): clamp it, as JAX's gather does
+    y = ad.clip(y, 0, classes - 1)
     if logits:
         logp = ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:

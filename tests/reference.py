@@ -78,7 +78,8 @@ def log_cosh(p, t):  # type: ignore[no-untyped-def]
 # -- binary ----------------------------------------------------------------------------------
 def sigmoid(x):  # type: ignore[no-untyped-def]
     x = np.asarray(x, np.float64)
-    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def log_sigmoid(x):  # type: ignore[no-untyped-def]

@@ -12,7 +12,8 @@ def test_import_does_not_import_frameworks():
     code = (
         "import sys, unilosses, numpy as np\n"
         "unilosses.mse(np.ones(3), np.zeros(3))\n"
-        "unilosses.sparse_categorical_cross_entropy_with_logits(np.ones((2, 3)), np.zeros(2, int))\n"
+        "unilosses.sparse_categorical_cross_entropy_with_logits(\n"
+        "    np.ones((2, 3)), np.zeros(2, int))\n"
         "bad = [m for m in ('torch', 'jax', 'tensorflow', 'keras', 'array_api_strict') "
         "if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -4,7 +4,8 @@ Every loss takes arrays of one framework and returns that framework's array, on 
 device, with that framework's autograd.  ``import unilosses`` imports no framework.
 """
 
-from ._core.checks import checks, set_checks
+from ._core.checks import checks as checks
+from ._core.checks import set_checks as set_checks
 from .losses.classification import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,

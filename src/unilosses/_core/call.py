@@ -14,9 +14,8 @@ it to :meth:`Call.reduce`.  The semantics below are documented once, in README "
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Callable
+from typing import Any
 
 from ..backends import Adapter
 from .checks import checks_enabled

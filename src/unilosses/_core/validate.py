@@ -65,7 +65,8 @@ def check_positive_int(name: str, value: Any) -> int:
 
 
 def fmt_shape(shape: tuple[Any, ...]) -> str:
-    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def _dims_equal(a: Any, b: Any) -> bool:
@@ -85,7 +86,9 @@ def check_same_shape(
         )
 
 
-def check_broadcastable(name: str, shape: tuple[Any, ...], target: tuple[Any, ...], what: str) -> None:
+def check_broadcastable(
+    name: str, shape: tuple[Any, ...], target: tuple[Any, ...], what: str
+) -> None:
     """``shape`` must broadcast to ``target`` without changing it."""
     ok = len(shape) <= len(target) and all(
         d == 1 or _dims_equal(d, t) for d, t in zip(reversed(shape), reversed(target))

@@ -92,6 +92,22 @@ class Adapter:
         x = self.where(x < lo, lo, x)
         return self.where(x > hi, hi, x)
 
+    def safe_abs(self, x: Array) -> Array:
+        """|x| with gradient exactly 0 at 0 on every framework (JAX's abs takes 1 there)."""
+        return x * self.xp.sign(x)
+
+    def safe_sqrt(self, x: Array) -> Array:
+        """sqrt(x) for x >= 0 with gradient 0 at 0 (not inf, which times 0 is NaN)."""
+        positive = x > 0
+        return self.where(positive, self.xp.sqrt(self.where(positive, x, 1.0)), 0.0)
+
+    def safe_pow(self, a: Array, p: float) -> Array:
+        """a ** p for a >= 0 with gradient 0 at 0 for every p > 0, and 0 ** 0 == 1."""
+        if p == 0:
+            return self.xp.ones_like(a)
+        positive = a > 0
+        return self.where(positive, self.where(positive, a, 1.0) ** p, 0.0)
+
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         return self.xp.take_along_axis(x, indices, axis=axis)
 

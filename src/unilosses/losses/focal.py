@@ -15,15 +15,6 @@ def _alpha(alpha: float | None) -> float | None:
     return None if alpha is None else check_unit_interval("alpha", alpha)
 
 
-def _safe_pow(call: Call, a: Array, gamma: float) -> Array:
-    """``a ** gamma`` for ``a >= 0`` with gradient 0 at ``a == 0`` (and ``0 ** 0 == 1``)."""
-    if gamma == 0.0:
-        return call.xp.ones_like(a)
-    ad = call.ad
-    positive = a > 0
-    return ad.where(positive, ad.where(positive, a, 1.0) ** gamma, 0.0)
-
-
 def _focal_from_logits(call: Call, x: Array, y: Array, alpha: float | None,
                        gamma: float) -> Array:
     ad, xp = call.ad, call.xp
@@ -42,7 +33,7 @@ def _focal_from_logits(call: Call, x: Array, y: Array, alpha: float | None,
     hard_one = y == 1.0
     hard_zero = y == 0.0
     m = y * ad.sigmoid(-x) - (1.0 - y) * ad.sigmoid(x)
-    am = m * xp.sign(m)
+    am = ad.safe_abs(m)
     soft_ok = am > 0
     log_soft = xp.log(ad.where(soft_ok, am, 1.0))
     log_mod = ad.where(hard_one, log_q, ad.where(hard_zero, log_p, log_soft))
@@ -60,8 +51,7 @@ def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | Non
         ce = -(y * log_p + (1.0 - y) * log_q)
     else:
         ce = -(alpha * y * log_p + (1.0 - alpha) * (1.0 - y) * log_q)
-    d = y - p
-    return _safe_pow(call, d * xp.sign(d), gamma) * ce
+    return ad.safe_pow(ad.safe_abs(y - p), gamma) * ce
 
 
 def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: float | None = 0.25,

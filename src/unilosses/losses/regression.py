@@ -72,10 +72,7 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
     call, (p, t) = prepare(_PT, (predictions, targets), reduction="mean", weights=weights,
                            where=where)
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
-    msq = call.reduce(d * d, axis=axis)
-    ad = call.ad
-    positive = msq > 0
-    return ad.where(positive, call.xp.sqrt(ad.where(positive, msq, 1.0)), 0.0)
+    return call.ad.safe_sqrt(call.reduce(d * d, axis=axis))
 
 
 def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
@@ -100,12 +97,12 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
-    return call.reduce(d * call.xp.sign(d))
+    return call.reduce(call.ad.safe_abs(d))
 
 
 def _huber(call: Any, d: Array, delta: float) -> Array:
-    xp, ad = call.xp, call.ad
-    a = d * xp.sign(d)
+    ad = call.ad
+    a = ad.safe_abs(d)
     small = a <= delta
     # each branch sees only inputs it is selected for: no inf from squaring a huge error,
     # no kink of |d| at zero in the linear branch
@@ -205,7 +202,7 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
                            where=where)
     xp, ad = call.xp, call.ad
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
-    a = d * xp.sign(d)
+    a = ad.safe_abs(d)
     small = a < 1.0
     ds = ad.where(small, d, 0.0)
     s = xp.sinh(0.5 * ds)

@@ -6,6 +6,7 @@ device, with that framework's autograd.  ``import unilosses`` imports no framewo
 
 from ._core.checks import checks as checks
 from ._core.checks import set_checks as set_checks
+from ._core.define import loss as loss
 from .losses.classification import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,

@@ -1,0 +1,97 @@
+"""unilosses.ops and @unilosses.loss: the machinery, public, on every backend."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import reference as ref
+import unilosses
+from conftest import assert_close
+from unilosses import ops
+
+X = np.array([-1e4, -30.0, -1.0, 0.0, 1e-3, 2.0, 40.0, 1e4])
+
+
+def test_stable_extras(xp):
+    x = xp.asarray(X)
+    assert_close(xp, ops.sigmoid(x), ref.sigmoid(X), "float64")
+    assert_close(xp, ops.log_sigmoid(x), ref.log_sigmoid(X), "float64")
+    assert_close(xp, ops.softplus(x), -ref.log_sigmoid(-X), "float64")
+    m = np.stack([X[:4], X[4:]])
+    assert_close(xp, ops.log_softmax(xp.asarray(m), axis=-1), ref.log_softmax(m), "float64")
+    mx = m.max(axis=1)
+    lse = mx + np.log(np.exp(m - mx[:, None]).sum(axis=1))
+    assert_close(xp, ops.logsumexp(xp.asarray(m), axis=1), lse, "float64")
+    idx = np.array([[3], [0]])
+    assert_close(xp, ops.take_along_axis(xp.asarray(m), xp.asarray(idx), axis=1),
+                 np.take_along_axis(m, idx, axis=1), "float64")
+    assert_close(xp, ops.clip(x, -1.0, 1.0), np.clip(X, -1, 1), "float64")
+    assert_close(xp, ops.where(x > 0, x, 0.0), np.where(X > 0, X, 0), "float64")
+    assert_close(xp, ops.safe_abs(x), np.abs(X), "float64")
+    assert_close(xp, ops.safe_sqrt(ops.safe_abs(x)), np.sqrt(np.abs(X)), "float64")
+    assert_close(xp, ops.safe_pow(ops.safe_abs(x), 0.5), np.abs(X) ** 0.5, "float64")
+
+
+def test_safe_gradients_at_zero(ad_backend):
+    b = ad_backend
+    z = b.asarray(np.zeros(3))
+    for f in (ops.safe_abs, ops.safe_sqrt, lambda a: ops.safe_pow(a, 0.5),
+              lambda a: ops.clip(a, 0.0, 1.0) * 0 + ops.safe_abs(a)):
+        _, g = b.value_and_grad(lambda a, f=f: f(a).sum(), z)
+        np.testing.assert_array_equal(g, 0.0)
+    _, g = b.value_and_grad(lambda a: ops.softplus(a).sum(), z)
+    np.testing.assert_array_equal(g, 0.5)
+    _, g = b.value_and_grad(lambda a: ops.clip(a, 0.0, 1.0).sum(), b.asarray([0.0, 1.0, 2.0]))
+    np.testing.assert_array_equal(g, [1.0, 1.0, 0.0])
+
+
+@unilosses.loss
+def charbonnier(xp, predictions, targets, *, eps=1e-3, alpha=1.0):
+    """A generalised Charbonnier loss (Barron, CVPR 2019, with alpha=1)."""
+    d = predictions - targets
+    return (xp.sqrt(d * d + eps * eps) - eps) * alpha
+
+
+def test_decorated_loss_conventions(xp):
+    rng = np.random.default_rng(3)
+    p, t = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    m = rng.random((4, 3)) > 0.3
+    w = rng.uniform(0.5, 2, (3,))
+    el = np.sqrt((p - t) ** 2 + 1e-4) - 1e-2
+    out = charbonnier(xp.asarray(p), xp.asarray(t), eps=1e-2, weights=xp.asarray(w),
+                      where=xp.asarray(m))
+    assert_close(xp, out, ref.reduce(el, "mean", w, m), "float64")
+    out = charbonnier(xp.asarray(p, "float32"), xp.asarray(t), reduction="none")
+    assert_close(xp, out, np.sqrt((p.astype("float32") - t) ** 2 + 1e-6) - 1e-3, "float32")
+    with pytest.raises(ValueError, match="reduction="):
+        charbonnier(xp.asarray(p), xp.asarray(t), reduction="avg")
+    with pytest.raises(ValueError, match="must match exactly"):
+        charbonnier(xp.asarray(p), xp.asarray(t[:, :1]))
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['epsilon'\]"):
+        charbonnier(xp.asarray(p), xp.asarray(t), epsilon=1.0)
+
+
+def test_decorated_signature_and_masked_nan_gradient(ad_backend):
+    sig = inspect.signature(charbonnier)
+    assert [p.kind for p in sig.parameters.values()][:2] == [inspect.Parameter.POSITIONAL_ONLY] * 2
+    assert list(sig.parameters)[2:] == ["eps", "alpha", "reduction", "weights", "where"]
+    b = ad_backend
+    p = np.array([1.0, np.nan, 3.0])
+    v, g = b.value_and_grad(
+        lambda a, t: charbonnier(a, t, where=b.asarray(np.array([True, False, True]))),
+        b.asarray(p), b.asarray(np.zeros(3)))
+    assert np.isfinite(v) and np.all(np.isfinite(g)) and g[1] == 0
+
+
+def test_decorator_rejects_bad_definitions():
+    with pytest.raises(TypeError, match="reserved"):
+        @unilosses.loss
+        def bad(xp, p, t, *, reduction="x"):
+            return p
+    with pytest.raises(TypeError, match="at least one array"):
+        @unilosses.loss
+        def bad2(xp):
+            return xp

@@ -9,7 +9,9 @@ it to :meth:`Call.reduce`.  The semantics below are documented once, in README "
   harmless value *before* the loss is computed, so a NaN or inf there reaches neither the value
   nor the gradient (``where(mask, f(x), 0)`` alone would leak NaN through f's backward).
 * ``reduction="mean"`` divides the (weighted) sum over unmasked elements by their number; a fully
-  masked mean is 0 with zero gradient.
+  masked mean is 0 with zero gradient.  ``"weighted_mean"`` divides it by the sum of the weights
+  over unmasked elements instead (Keras's ``mean_with_sample_weight``, torch's class-weighted
+  mean); 0 where that sum is 0.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class Call:
         Eager only (skipped while tracing) and only while checks are enabled; see
         :mod:`unilosses._core.checks`.
         """
-        if not checks_enabled() or self.ad.is_tracing(ok):
+        # is_tracing first: under torch.compile the ContextVar read in checks_enabled()
+        # cannot be traced, and a traced value is never checked anyway
+        if self.ad.is_tracing(ok) or not checks_enabled():
             return
         if not bool(self.xp.all(ok)):
             raise ValueError(message())
@@ -72,8 +76,12 @@ class Call:
             f"probabilities. Pass logits to the `_with_logits` form instead, or apply a "
             f"sigmoid/softmax first."))
 
-    def reduce(self, loss: Array, axis: Any = None) -> Array:
-        """Apply weights, mask and the reduction to the elementwise ``loss``."""
+    def reduce(self, loss: Array, axis: Any = None, *, norm: Array | None = None) -> Array:
+        """Apply weights, mask and the reduction to the elementwise ``loss``.
+
+        ``norm``: per-element weights already inside ``loss`` (e.g. the class weight of each
+        label), which "weighted_mean" also divides by, together with ``weights``.
+        """
         ad, xp = self.ad, self.xp
         if self.weights is not None:
             loss = loss * self.weights
@@ -84,6 +92,15 @@ class Call:
         total = xp.sum(loss, axis=axis)
         if self.reduction == "sum":
             return total
+        if self.reduction == "weighted_mean" and (self.weights is not None or norm is not None):
+            w = self.weights if norm is None else norm if self.weights is None else \
+                self.weights * norm
+            w = xp.broadcast_to(w, self.loss_shape)
+            if self.mask is not None:
+                w = ad.where(self.mask, w, 0.0)
+            wsum = xp.sum(w, axis=axis)
+            nonzero = wsum != 0.0
+            return ad.where(nonzero, total / ad.where(nonzero, wsum, 1.0), 0.0)
         if self.mask is None:
             n = _count(self.loss_shape, axis)
             if n is not None:

@@ -40,7 +40,8 @@ class Adapter:
         return dtype == getattr(self.xp, "float16", None)
 
     def is_tracing(self, x: Array) -> bool:
-        """Whether ``x`` is a symbolic value under jit/compile (no value checks then)."""
+        """Whether ``x`` has no concrete values (traced under jit/compile, fake or meta):
+        value checks are skipped then."""
         return False
 
     def shape(self, x: Array) -> tuple[Any, ...]:

@@ -37,7 +37,8 @@ class TorchAdapter(Adapter):
     def is_tracing(self, x: Array) -> bool:
         # under torch.compile the values are fake; under torch.func transforms (vmap, grad)
         # they are wrapped and reading one back would be data-dependent control flow
-        return torch.compiler.is_compiling() or _functorch_wrapped(x)
+        # (and a tensor on the meta device has no values at all)
+        return torch.compiler.is_compiling() or _functorch_wrapped(x) or x.device.type == "meta"
 
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
         device = None if like is None else like.device

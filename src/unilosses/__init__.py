@@ -24,7 +24,11 @@ from .losses.focal import (
 from .losses.metrics import in_top_k, top_k_accuracy
 from .losses.regression import huber, log_cosh, mae, mse, rmse, smooth_l1
 
+from .backends import preload as _preload
+
 __version__ = "0.1.0"
+
+_preload()
 
 # `__all__` lists the losses (tools iterate over it); `checks`/`set_checks` are public too.
 __all__ = [

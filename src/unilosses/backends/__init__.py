@@ -49,10 +49,39 @@ def adapter_named(name: str) -> Adapter:
         pass
     for bname, _, _, modname in _DETECTORS:
         if bname == name:
-            adapter = importlib.import_module(modname).load()
+            module = sys.modules.get(modname)
+            if module is None:
+                _refuse_import_while_compiling(name)
+                module = importlib.import_module(modname)
+            adapter = module.load()
             _BY_NAME[name] = adapter
             return adapter
     raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(KNOWN_BACKENDS)}")
+
+
+def _refuse_import_while_compiling(name: str) -> None:
+    torch = sys.modules.get("torch")
+    if name == "torch" and torch is not None and torch.compiler.is_compiling():
+        raise RuntimeError(
+            "unilosses' torch adapter is not loaded yet, and torch.compile cannot trace the "
+            "import: call unilosses.backends.preload() once after `import torch` (importing "
+            "unilosses after torch, or any eager unilosses call on a tensor, does it too)."
+        )
+
+
+def preload() -> None:
+    """Load the adapters of frameworks that are already imported (nothing new is imported).
+
+    A first call traced by ``torch.compile(fullgraph=True)`` cannot import an adapter module
+    (dynamo does not trace imports); loading it at ``import unilosses`` time, when the
+    framework is already there, avoids that.
+    """
+    for bname, modname, _, _ in _DETECTORS:
+        if modname in sys.modules and bname not in _BY_NAME:
+            try:
+                adapter_named(bname)
+            except Exception:  # a broken framework install must not break `import unilosses`
+                pass
 
 
 def _detect(x: Any) -> Adapter | None:

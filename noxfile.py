@@ -1,0 +1,108 @@
+"""nox sessions: the test suite once per backend (each in its own environment with only that
+framework), the runtime-only install, the parity report with every framework, lint and types.
+See the comments below for the environment variables CI sets."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+# Examples: `nox -l`; `nox` (the default sessions); `nox -s "tests(torch)"`; `nox -s parity`;
+# `nox -R -s lint` (reuse the environment, skip the installs).
+#
+# UNILOSSES_TORCH_REQUIREMENT: pip requirement for torch, default "torch".  Installed *first*,
+# alone, in every session that needs it, so that nothing else resolves a default (multi-GB,
+# CUDA) torch build; CI sets e.g. "torch==2.13.0" for the CPU wheel it has on disk.
+# UNILOSSES_TF_REQUIREMENT: pip requirement for TensorFlow, default "tensorflow"; CI sets
+# "tensorflow-cpu".
+TORCH = os.environ.get("UNILOSSES_TORCH_REQUIREMENT", "torch")
+TENSORFLOW = os.environ.get("UNILOSSES_TF_REQUIREMENT", "tensorflow")
+JAX = "jax[cpu]>=0.4.31"
+STRICT = "array-api-strict>=2.3"
+TEST = ("pytest>=8", "hypothesis>=6.100")
+
+#: what each ``tests`` session installs besides the package and TEST (numpy is a runtime
+#: dependency, so the "numpy" session is the package alone)
+FRAMEWORKS: dict[str, tuple[str, ...]] = {
+    "numpy": (),
+    "array_api_strict": (STRICT,),
+    "torch": (TORCH,),
+    "jax": (JAX,),
+    "tensorflow": (TENSORFLOW,),
+}
+BACKENDS = list(FRAMEWORKS)
+
+nox.options.sessions = ["lint", "typecheck", "minimal", "tests"]
+
+#: quiet TensorFlow's C++ start-up logging in every session
+ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+SMOKE = """
+import sys
+import numpy as np
+import unilosses
+
+heavy = [m for m in ("torch", "jax", "tensorflow") if m in sys.modules]
+assert not heavy, f"import unilosses imported {heavy}"
+p, t = np.array([0.0, 2.0]), np.array([1.0, 2.0])
+assert float(unilosses.mse(p, t)) == 0.5
+assert float(unilosses.mae(p, t)) == 0.5
+x, y = np.array([2.0, -1.0]), np.array([1.0, 0.0])
+assert round(float(unilosses.binary_cross_entropy_with_logits(x, y)), 6) == 0.220095
+print("unilosses", unilosses.__version__, "runs on NumPy alone")
+"""
+
+
+def _install(session: nox.Session, *requirements: str) -> None:
+    """Install ``requirements``, torch's alone and first (see UNILOSSES_TORCH_REQUIREMENT)."""
+    if TORCH in requirements:
+        session.install(TORCH)
+        requirements = tuple(r for r in requirements if r != TORCH)
+    if requirements:
+        session.install(*requirements)
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """The test suite with one framework installed (the others' tests skip)."""
+    _install(session, *FRAMEWORKS[backend], *TEST, "-e", ".")
+    session.run("pytest", *session.posargs, env=ENV)
+
+
+@nox.session
+def minimal(session: nox.Session) -> None:
+    """Runtime dependencies only: a real (non-editable) install, imports and NumPy losses."""
+    # pip rather than session.install: it runs under `nox -R` too, so the installed package
+    # is always the working tree's (pip rebuilds a local directory every time)
+    session.run("python", "-m", "pip", "install", "--quiet", ".")
+    session.run("python", "-c", SMOKE)
+    session.run("unilosses", "parity", "--backends", "numpy", env=ENV)
+    # no --backends: runs what is there and lists each missing backend with its pip command
+    session.run("unilosses", "parity", "--losses", "mse", "--dtype", "float32", env=ENV)
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """Every framework and peer library: the parity report with compilation, and its tests."""
+    _install(session, TORCH, TENSORFLOW, JAX, STRICT, "optax>=0.2.3", "keras>=3.3",
+             "matplotlib>=3.7", *TEST, "-e", ".")
+    # the table goes to the log; the heatmap is a file CI can keep (ignored by git)
+    session.run("unilosses", "parity", "--compile", "--plot", "parity-report.png",
+                *session.posargs, env=ENV)
+    session.run("pytest", "tests", "-k", "parity or peers or compile", env=ENV)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the sources, the tests and this file."""
+    session.install("ruff")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package (frameworks not installed: their imports are untyped)."""
+    session.install("mypy", "-e", ".")
+    session.run("mypy", "src")

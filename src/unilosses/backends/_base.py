@@ -78,7 +78,7 @@ class Adapter:
         raise NotImplementedError(f"backend {self.name!r} has no automatic differentiation")
 
     # -- selection ---------------------------------------------------------------------------
-    def where(self, cond: Array, x: Array | float, y: Array | float) -> Array:
+    def where(self, cond: Array, x: Any, y: Any) -> Array:
         """``where`` that accepts a Python scalar for either branch, built in the other's dtype."""
         xp = self.xp
         if not hasattr(x, "shape"):

@@ -58,7 +58,13 @@ class JaxAdapter(Adapter):
         return jnp.where(cond, x, y)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
-        return jnp.take_along_axis(x, indices, axis=axis, mode="clip")
+        if indices.shape[axis] != 1:
+            return jnp.take_along_axis(x, indices, axis=axis, mode="clip")
+        # Picking one entry along `axis` (a label's score) as a one-hot select and a sum: XLA
+        # fuses it with its neighbours, and it works when `axis` is sharded over a mesh,
+        # where a gather is refused under explicit sharding.
+        iota = jax.lax.broadcasted_iota(indices.dtype, x.shape, axis % x.ndim)
+        return jnp.sum(jnp.where(iota == indices, x, 0), axis=axis, keepdims=True)
 
     def sigmoid(self, x: Array) -> Array:
         return jax.nn.sigmoid(x)

@@ -1,0 +1,328 @@
+"""TensorFlow adapter: a small array-API namespace over ``tf`` plus TensorFlow's fused ops.
+
+TensorFlow has no array-API namespace of its own: ``tf.experimental.numpy`` defaults to float64,
+lacks ``astype``/``clip`` keywords and needs NumPy behaviour switched on for the whole process,
+which would change the user's program.  So :class:`TensorflowNamespace` implements just the
+functions the losses and ``_core`` call, directly on ``tf`` ops.  TensorFlow never promotes
+dtypes; ``_core.prepare`` casts targets and weights to the computation dtype, and everything
+here that accepts a Python scalar builds it in the other operand's dtype.
+
+This module is imported only once a TensorFlow tensor has been seen (or the backend is asked
+for by name), so ``import unilosses`` never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import tensorflow as tf
+
+from ._base import Adapter, Array
+
+# A full float32 reduction of an input under XLA (tf.function(jit_compile=True), CPU) is
+# accumulated almost serially: the sum of 1.6e7 uniform numbers is off by ~40 eps (5e-6
+# relative).  XLA merges a reduce of a reduce into one, so "sum rows, then sum the row sums"
+# changes nothing; instead the flattened array is folded in half _FOLDS times (split and add:
+# elementwise, kept in that order) and the 2**-_FOLDS as long remainder is reduced, ~1 eps.
+# Eager and plain-graph kernels (Eigen, CUB) already reduce pairwise, so the fold is used only
+# while tracing, and only for large or unknown sizes.
+_FOLDS = 8
+_FOLD_ABOVE = 1 << 15
+
+
+def _known(shape: tuple[Any, ...]) -> bool:
+    return all(d is not None for d in shape)
+
+
+class _Shape(tuple):  # type: ignore[type-arg]
+    """A static shape with unknown (None) dimensions, carrying the runtime shape alongside.
+
+    ``_core`` reads shapes as tuples (None = unknown, as the validators expect) and hands them
+    back to ``broadcast_to``; under a ``tf.function`` input signature with None dimensions the
+    tuple alone cannot say how far to broadcast, so slices and concatenations keep the dynamic
+    shape in step.  Two shapes with unknown dimensions are never known to be equal, so a mask
+    whose unknown dimension turns out to be 1 at run time is still broadcast.
+    """
+
+    dynamic: Any
+
+    def __new__(cls, dims: Any, dynamic: Any) -> Any:
+        dims = tuple(dims)
+        if _known(dims):
+            return dims
+        self = super().__new__(cls, dims)
+        self.dynamic = dynamic
+        return self
+
+    def __getitem__(self, i: Any) -> Any:
+        out = tuple.__getitem__(self, i)
+        return _Shape(out, self.dynamic[i]) if isinstance(i, slice) else out
+
+    def __add__(self, other: Any) -> Any:
+        return _Shape(tuple(self) + tuple(other), tf.concat([self.dynamic, _dyn(other)], 0))
+
+    def __radd__(self, other: Any) -> Any:
+        return _Shape(tuple(other) + tuple(self), tf.concat([_dyn(other), self.dynamic], 0))
+
+    def __eq__(self, other: Any) -> bool:
+        return False
+
+    def __ne__(self, other: Any) -> bool:
+        return True
+
+    __hash__ = tuple.__hash__
+
+
+def _dyn(shape: Any) -> Any:
+    if isinstance(shape, _Shape):
+        return shape.dynamic
+    return tf.constant(tuple(shape), dtype=tf.int32, shape=(len(shape),))
+
+
+def _static_shape(x: Array) -> tuple[Any, ...]:
+    dims = tuple(x.shape)
+    return dims if _known(dims) else _Shape(dims, tf.shape(x))
+
+
+def _scalar_like(value: Any, other: Any) -> Any:
+    return value if hasattr(value, "shape") else tf.constant(value, dtype=other.dtype)
+
+
+def _folded_sum(x: Array) -> Array:
+    flat = tf.reshape(x, [-1])
+    k = 1 << _FOLDS
+    flat = tf.pad(flat, [[0, (-tf.size(flat)) % k]])
+    t = tf.reshape(flat, [k, -1])
+    for _ in range(_FOLDS):
+        top, bottom = tf.split(t, 2)
+        t = top + bottom
+    return tf.reduce_sum(t)
+
+
+def _needs_fold(x: Array) -> bool:
+    if tf.executing_eagerly() or x.dtype not in (tf.float32, tf.float16, tf.bfloat16):
+        return False
+    n = x.shape.num_elements()
+    return n is None or n > _FOLD_ABOVE
+
+
+class TensorflowNamespace:
+    """The array-API functions unilosses uses, over ``tf`` (not a general namespace)."""
+
+    __name__ = "unilosses.backends.tensorflow"
+
+    float16 = tf.float16
+    bfloat16 = tf.bfloat16
+    float32 = tf.float32
+    float64 = tf.float64
+    int32 = tf.int32
+    int64 = tf.int64
+    bool = tf.bool
+
+    # -- creation and dtypes -------------------------------------------------------------------
+    @staticmethod
+    def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: Any = None) -> Array:
+        return tf.convert_to_tensor(obj, dtype=dtype)
+
+    @staticmethod
+    def astype(x: Array, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Array:
+        # tensors are immutable: no copy is ever needed
+        return x if x.dtype == dtype else tf.cast(x, dtype)
+
+    @staticmethod
+    def zeros_like(x: Array, /, *, dtype: Any = None, device: Any = None) -> Array:
+        return tf.zeros_like(x, dtype=dtype)
+
+    @staticmethod
+    def ones_like(x: Array, /, *, dtype: Any = None, device: Any = None) -> Array:
+        return tf.ones_like(x, dtype=dtype)
+
+    @staticmethod
+    def finfo(dtype: Any) -> Any:
+        # ml_dtypes (a TensorFlow dependency) also knows bfloat16
+        return ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype)
+
+    @staticmethod
+    def isdtype(dtype: Any, kind: Any) -> bool:
+        if isinstance(kind, tuple):
+            return any(TensorflowNamespace.isdtype(dtype, k) for k in kind)
+        dtype = tf.as_dtype(dtype)
+        if not isinstance(kind, str):
+            return dtype == tf.as_dtype(kind)
+        if kind == "bool":
+            return dtype == tf.bool
+        if kind == "signed integer":
+            return dtype.is_integer and not dtype.is_unsigned
+        if kind == "unsigned integer":
+            return dtype.is_integer and dtype.is_unsigned
+        if kind == "integral":
+            return dtype.is_integer
+        if kind == "real floating":
+            return dtype.is_floating
+        if kind == "complex floating":
+            return dtype.is_complex
+        if kind == "numeric":
+            return dtype.is_integer or dtype.is_floating or dtype.is_complex
+        raise ValueError(f"unknown dtype kind {kind!r}")
+
+    # -- elementwise ---------------------------------------------------------------------------
+    abs = staticmethod(tf.math.abs)
+    sign = staticmethod(tf.math.sign)
+    exp = staticmethod(tf.math.exp)
+    log = staticmethod(tf.math.log)
+    log1p = staticmethod(tf.math.log1p)
+    sqrt = staticmethod(tf.math.sqrt)
+    sinh = staticmethod(tf.math.sinh)
+    isfinite = staticmethod(tf.math.is_finite)
+
+    @staticmethod
+    def maximum(x1: Any, x2: Any, /) -> Array:
+        if not hasattr(x1, "shape"):
+            x1, x2 = x2, x1  # maximum is symmetric; put the array first
+        return tf.math.maximum(x1, _scalar_like(x2, x1))
+
+    @staticmethod
+    def where(cond: Array, x1: Any, x2: Any, /) -> Array:
+        if not hasattr(x1, "shape"):
+            x1 = _scalar_like(x1, x2)
+        return tf.where(cond, x1, _scalar_like(x2, x1))
+
+    # -- shapes --------------------------------------------------------------------------------
+    @staticmethod
+    def expand_dims(x: Array, /, *, axis: int = 0) -> Array:
+        return tf.expand_dims(x, axis)
+
+    @staticmethod
+    def squeeze(x: Array, /, axis: Any) -> Array:
+        return tf.squeeze(x, axis)
+
+    @staticmethod
+    def broadcast_to(x: Array, /, shape: Any) -> Array:
+        return tf.broadcast_to(x, _dyn(shape))
+
+    # -- reductions ----------------------------------------------------------------------------
+    @staticmethod
+    def sum(x: Array, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Array:
+        if dtype is not None:
+            x = tf.cast(x, dtype)
+        if axis is None and _needs_fold(x):
+            s = _folded_sum(x)
+            return tf.reshape(s, [1] * x.shape.rank) if keepdims else s
+        return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def mean(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+        if axis is None and _needs_fold(x):
+            n = tf.cast(tf.size(x, out_type=tf.int64), x.dtype)
+            return TensorflowNamespace.sum(x, keepdims=keepdims) / n
+        return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def max(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+        return tf.reduce_max(x, axis=axis, keepdims=keepdims)
+
+    @staticmethod
+    def all(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+        return tf.reduce_all(x, axis=axis, keepdims=keepdims)
+
+
+class TensorflowAdapter(Adapter):
+    name = "tensorflow"
+
+    def __init__(self) -> None:
+        super().__init__(TensorflowNamespace())
+
+    def device(self, x: Array) -> Any:
+        # None: TensorFlow copies an op's inputs to the device it runs on, and host-side labels
+        # (tf.data, int32 tensors, which TF keeps in host memory) next to GPU outputs are
+        # ordinary TF programs, not a mistake to report
+        return None
+
+    def is_floating(self, x: Array) -> bool:
+        return x.dtype.is_floating
+
+    def is_integral(self, x: Array) -> bool:
+        return x.dtype.is_integer or x.dtype == tf.bool
+
+    def is_half(self, dtype: Any) -> bool:
+        return dtype in (tf.float16, tf.bfloat16)
+
+    def is_tracing(self, x: Array) -> bool:
+        return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
+
+    def shape(self, x: Array) -> tuple[Any, ...]:
+        return _static_shape(x)
+
+    def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
+        if like is not None and dtype is None and not hasattr(value, "shape"):
+            # through NumPy, so Python floats stay float64 until prepare casts them to the
+            # computation dtype (tf would round them to float32 first)
+            value = np.asarray(value)
+        return tf.convert_to_tensor(value, dtype=dtype)
+
+    def astype(self, x: Array, dtype: Any) -> Array:
+        return x if x.dtype == dtype else tf.cast(x, dtype)
+
+    def index_dtype(self) -> Any:
+        # int32 tensors live in host memory on TF's GPU devices; int64 stays on the device
+        return tf.int64
+
+    differentiable = True
+
+    def from_numpy(self, a: Any) -> Array:
+        return tf.constant(a)
+
+    def to_numpy(self, x: Array) -> Any:
+        return x.numpy()
+
+    def value_and_grad(self, fn: Any, x: Array, *rest: Array) -> tuple[Array, Array]:
+        with tf.GradientTape() as tape:
+            tape.watch(x)  # a plain tf.Tensor is not watched by default
+            out = fn(x, *rest)
+        g = tape.gradient(out, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        # a gather's gradient arrives as IndexedSlices
+        return out, tf.convert_to_tensor(g)
+
+    def where(self, cond: Array, x: Any, y: Any) -> Array:
+        return self.xp.where(cond, x, y)
+
+    def clip(self, x: Array, lo: float, hi: float) -> Array:
+        # clip_by_value's gradient passes on the closed interval [lo, hi], zero outside: the
+        # rule of the generic double select, in one op
+        return tf.clip_by_value(x, tf.constant(lo, x.dtype), tf.constant(hi, x.dtype))
+
+    def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
+        # tf.gather with batch_dims: a plain gather along the last axis whose gradient is a
+        # scatter, compiled by XLA (tf.experimental.numpy's version builds index grids).
+        rank = x.shape.rank
+        axis = axis % rank
+        if axis != rank - 1:
+            perm = [d for d in range(rank) if d != axis] + [axis]
+            back = list(range(axis)) + [rank - 1] + list(range(axis, rank - 1))
+            out = self.take_along_axis(tf.transpose(x, perm), tf.transpose(indices, perm), -1)
+            return tf.transpose(out, back)
+        return tf.gather(x, indices, axis=rank - 1, batch_dims=rank - 1)
+
+    def sigmoid(self, x: Array) -> Array:
+        return tf.math.sigmoid(x)
+
+    def softplus(self, x: Array) -> Array:
+        # within 4 ulp of the exact value in float32 and float64, eager and under XLA, with the
+        # gradient sigmoid(x) (measured on [-100, 100] and +-1e4); tf.math.log_sigmoid is
+        # -softplus(-x) internally, so -log_sigmoid(-x) would be the same kernel
+        return tf.math.softplus(x)
+
+    def log_sigmoid(self, x: Array) -> Array:
+        return tf.math.log_sigmoid(x)
+
+    def logsumexp(self, x: Array, axis: int, keepdims: bool = False) -> Array:
+        return tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
+
+    def log_softmax(self, x: Array, axis: int) -> Array:
+        return tf.nn.log_softmax(x, axis=axis)
+
+
+def load() -> Adapter:
+    return TensorflowAdapter()

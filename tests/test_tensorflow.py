@@ -1,0 +1,712 @@
+"""TensorFlow-specific checks: tf.Tensor/tf.Variable inputs, TF and Keras peers, gradients
+against torch and JAX, tf.function (with and without XLA, with unknown dimensions), mixed
+dtypes and accurate large float32 reductions.
+
+The references here are float64 NumPy formulas written in this file, independently of the
+implementation and of tests/reference.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import unilosses
+from conftest import Backend, assert_close, installed, tolerance
+
+tf = pytest.importorskip("tensorflow", reason="tensorflow is not installed")
+
+TF = Backend("tensorflow")
+rng = np.random.default_rng(3)
+EPS = 1e-7  # the probability clip of the losses (Keras's epsilon)
+
+
+# -- float64 NumPy references ----------------------------------------------------------------
+def _log_sigmoid(x):  # type: ignore[no-untyped-def]
+    return -np.logaddexp(0.0, -x)
+
+
+def _log_softmax(x, axis=-1):  # type: ignore[no-untyped-def]
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def _huber(d, delta):  # type: ignore[no-untyped-def]
+    a = np.abs(d)
+    return np.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+
+
+def _bce(p, t):  # type: ignore[no-untyped-def]
+    pc = np.clip(p, EPS, 1 - EPS)
+    return -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
+
+
+def _focal(p, t, alpha, gamma, logits):  # type: ignore[no-untyped-def]
+    if logits:
+        log_p, log_q, p = _log_sigmoid(p), _log_sigmoid(-p), np.exp(_log_sigmoid(p))
+    else:
+        pc = np.clip(p, EPS, 1 - EPS)
+        log_p, log_q = np.log(pc), np.log(1 - pc)
+    a_pos, a_neg = (1.0, 1.0) if alpha is None else (alpha, 1 - alpha)
+    return np.abs(t - p) ** gamma * -(a_pos * t * log_p + a_neg * (1 - t) * log_q)
+
+
+def _cce(p, t, ls, logits):  # type: ignore[no-untyped-def]
+    c = p.shape[-1]
+    t = t * (1 - ls) + ls / c
+    logq = _log_softmax(p) if logits else np.log(np.clip(p / p.sum(-1, keepdims=True),
+                                                         EPS, 1 - EPS))
+    return -(t * logq).sum(-1)
+
+
+def _sparse(p, y, axis, ignore, logits):  # type: ignore[no-untyped-def]
+    p = np.moveaxis(p, axis, -1)
+    logq = _log_softmax(p) if logits else np.log(np.clip(p / p.sum(-1, keepdims=True),
+                                                         EPS, 1 - EPS))
+    keep = y != ignore
+    nll = -np.take_along_axis(logq, np.where(keep, y, 0)[..., None], -1)[..., 0]
+    return np.where(keep, nll, 0.0).sum() / max(keep.sum(), 1)
+
+
+def _anchor(p, t, s, alpha, gamma, logits):  # type: ignore[no-untyped-def]
+    t = np.where((s == 1)[..., None], t, 0.0)
+    fl = _focal(p, t, alpha, gamma, logits)
+    return np.where((s != -1)[..., None], fl, 0.0).sum() / max((s == 1).sum(), 1)
+
+
+def _in_top_k(p, y, k):  # type: ignore[no-untyped-def]
+    return np.array([np.all(np.isfinite(r)) and (r > r[c]).sum() < k for r, c in zip(p, y)])
+
+
+# -- the cases: every public loss --------------------------------------------------------------
+SHAPE = (4, 5)
+
+
+def _regression():  # type: ignore[no-untyped-def]
+    p, t = rng.normal(size=SHAPE) * 2, rng.normal(size=SHAPE) * 2
+    t[0, 0] = p[0, 0]  # a zero error
+    return p, t
+
+
+def _binary_logits():  # type: ignore[no-untyped-def]
+    return rng.normal(size=SHAPE) * 3, (rng.random(SHAPE) > 0.5) * 1.0
+
+
+def _binary_probs():  # type: ignore[no-untyped-def]
+    return rng.uniform(0.02, 0.98, SHAPE), (rng.random(SHAPE) > 0.5) * 1.0
+
+
+def _labels():  # type: ignore[no-untyped-def]
+    return rng.integers(0, SHAPE[1], SHAPE[0])
+
+
+def _anchors(logits):  # type: ignore[no-untyped-def]
+    def make():  # type: ignore[no-untyped-def]
+        shape = (2, 6, 3)
+        p = rng.normal(size=shape) * 2 if logits else rng.uniform(0.02, 0.98, shape)
+        s = rng.integers(-1, 2, shape[:2])
+        s[0, 0] = 1
+        return p, (rng.random(shape) > 0.6) * 1.0, s
+    return make
+
+
+def _ignored_labels():  # type: ignore[no-untyped-def]
+    y = _labels()
+    y[1] = -100
+    return y
+
+
+# name -> (loss, kwargs, input builder (predictions first), integer-array argument positions,
+#          float64 reference of the "mean"/default reduction)
+CASES = {
+    "mse": (unilosses.mse, {}, _regression, (), lambda p, t: np.mean((p - t) ** 2)),
+    "mae": (unilosses.mae, {}, _regression, (), lambda p, t: np.mean(np.abs(p - t))),
+    "rmse": (unilosses.rmse, {}, _regression, (), lambda p, t: np.sqrt(np.mean((p - t) ** 2))),
+    "huber": (unilosses.huber, {"delta": 0.7}, _regression, (),
+              lambda p, t: np.mean(_huber(p - t, 0.7))),
+    "smooth_l1": (unilosses.smooth_l1, {"beta": 2.0}, _regression, (),
+                  lambda p, t: np.mean(_huber(p - t, 2.0) / 2.0)),
+    "log_cosh": (unilosses.log_cosh, {}, _regression, (),
+                 lambda p, t: np.mean(np.logaddexp(p - t, t - p) - np.log(2.0))),
+    "bce": (unilosses.binary_cross_entropy, {}, _binary_probs, (),
+            lambda p, t: np.mean(_bce(p, t))),
+    "bce_logits": (unilosses.binary_cross_entropy_with_logits, {"pos_weight": 2.5},
+                   _binary_logits, (),
+                   lambda x, t: np.mean(-2.5 * t * _log_sigmoid(x)
+                                        - (1 - t) * _log_sigmoid(-x))),
+    "focal": (unilosses.binary_focal_loss, {"alpha": 0.3, "gamma": 2.0}, _binary_probs, (),
+              lambda p, t: np.mean(_focal(p, t, 0.3, 2.0, False))),
+    "focal_logits": (unilosses.binary_focal_loss_with_logits, {"alpha": 0.25, "gamma": 0.5},
+                     _binary_logits, (),
+                     lambda x, t: np.mean(_focal(x, t, 0.25, 0.5, True))),
+    "cce": (unilosses.categorical_cross_entropy, {},
+            lambda: (rng.dirichlet(np.ones(5), 4) * 1.3, rng.dirichlet(np.ones(5), 4)), (),
+            lambda p, t: np.mean(_cce(p, t, 0.0, False))),
+    "cce_logits": (unilosses.categorical_cross_entropy_with_logits, {"label_smoothing": 0.1},
+                   lambda: (rng.normal(size=SHAPE) * 3, rng.dirichlet(np.ones(5), 4)), (),
+                   lambda x, t: np.mean(_cce(x, t, 0.1, True))),
+    "sparse": (unilosses.sparse_categorical_cross_entropy, {},
+               lambda: (rng.dirichlet(np.ones(5), 4), _labels()), (1,),
+               lambda p, y: _sparse(p, y, -1, None, False)),
+    "sparse_logits": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                      {"ignore_index": -100},
+                      lambda: (rng.normal(size=SHAPE) * 3, _ignored_labels()), (1,),
+                      lambda x, y: _sparse(x, y, -1, -100, True)),
+    # class axis in the middle: take_along_axis transposes around tf.gather
+    "sparse_logits_axis1": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                            {"axis": 1},
+                            lambda: (rng.normal(size=(3, 4, 2)), rng.integers(0, 4, (3, 2))),
+                            (1,), lambda x, y: _sparse(x, y, 1, None, True)),
+    "anchor_focal": (unilosses.anchor_focal_loss, {}, _anchors(False), (2,),
+                     lambda p, t, s: _anchor(p, t, s, 0.25, 2.0, False)),
+    "anchor_focal_logits": (unilosses.anchor_focal_loss_with_logits, {"gamma": 0.5},
+                            _anchors(True), (2,),
+                            lambda x, t, s: _anchor(x, t, s, 0.25, 0.5, True)),
+    "in_top_k": (unilosses.in_top_k, {"k": 2}, lambda: (rng.normal(size=SHAPE), _labels()),
+                 (1,), lambda p, y: _in_top_k(p, y, 2)),
+    "top_k_accuracy": (unilosses.top_k_accuracy, {"k": 2},
+                       lambda: (rng.normal(size=SHAPE), _labels()), (1,),
+                       lambda p, y: np.mean(_in_top_k(p, y, 2))),
+}
+INPUTS = {name: case[2]() for name, case in CASES.items()}
+METRICS = ("in_top_k", "top_k_accuracy")
+DIFFERENTIABLE = sorted(set(CASES) - set(METRICS))
+
+
+def test_every_public_loss_has_a_case():
+    covered = {CASES[c][0].__name__ for c in CASES} | set(LATER)
+    missing = sorted(set(unilosses.__all__) - covered)
+    assert not missing, f"public losses without a TensorFlow case here: {missing}"
+
+
+def _rounded(name, dtype):  # type: ignore[no-untyped-def]
+    """The case's inputs, floating ones rounded to ``dtype`` (what the loss really sees)."""
+    ints = CASES[name][3]
+    return [a if i in ints else a.astype(dtype) for i, a in enumerate(INPUTS[name])]
+
+
+def _tf_args(name, dtype, variable=False):  # type: ignore[no-untyped-def]
+    make = tf.Variable if variable else tf.constant
+    return [make(a) for a in _rounded(name, dtype)]
+
+
+def _check(out, name, dtype):  # type: ignore[no-untyped-def]
+    ints = CASES[name][3]
+    expected = CASES[name][4](*[a if i in ints else a.astype(np.float64)
+                                for i, a in enumerate(_rounded(name, dtype))])
+    if name == "in_top_k":
+        assert out.dtype == tf.bool
+        np.testing.assert_array_equal(out.numpy(), expected)
+    else:
+        # means of up to 36 rounded terms
+        assert_close(TF, out, expected, dtype, scale=6)
+
+
+# -- eager: tf.Tensor and tf.Variable ----------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variable", [False, True], ids=["tensor", "variable"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_eager_tensor_and_variable(name, variable, dtype):
+    fn, kw = CASES[name][:2]
+    out = fn(*_tf_args(name, dtype, variable), **kw)
+    assert isinstance(out, tf.Tensor) and not isinstance(out, tf.Variable)
+    _check(out, name, dtype)
+
+
+def test_variable_dispatches_to_the_tensorflow_adapter():
+    from unilosses.backends import adapter_for
+
+    assert adapter_for(tf.Variable([1.0])) is TF.ad
+    assert adapter_for(tf.constant([1.0])) is TF.ad
+
+
+def test_numpy_behaviour_is_not_switched_on():
+    # tf.experimental.numpy.experimental_enable_numpy_behavior() would add NumPy methods to
+    # every tf.Tensor of the user's program
+    unilosses.mse(tf.constant([1.0]), tf.constant([2.0]))
+    assert not hasattr(tf.constant([1.0]), "astype")
+
+
+# -- TensorFlow's own losses -------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tf_nn_peers(dtype):
+    x, t = INPUTS["bce_logits"]
+    x, t = x.astype(dtype), t.astype(dtype)
+    assert_close(TF, unilosses.binary_cross_entropy_with_logits(tf.constant(x), tf.constant(t),
+                                                               reduction="none"),
+                 tf.nn.sigmoid_cross_entropy_with_logits(labels=t, logits=x).numpy(), dtype)
+    x, t = (a.astype(dtype) for a in INPUTS["cce_logits"])
+    assert_close(TF, unilosses.categorical_cross_entropy_with_logits(
+        tf.constant(x), tf.constant(t), reduction="none"),
+        tf.nn.softmax_cross_entropy_with_logits(labels=t, logits=x).numpy(), dtype)
+    x, y = INPUTS["sparse_logits_axis1"]
+    x = np.moveaxis(x, 1, -1).astype(dtype)
+    assert_close(TF, unilosses.sparse_categorical_cross_entropy_with_logits(
+        tf.constant(x), tf.constant(y), reduction="none"),
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x).numpy(), dtype)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_in_top_k_matches_tf_math_in_top_k_with_ties(k):
+    p = np.array([[0.5, 0.5, 0.5, 0.1],      # a three-way tie at the top
+                  [0.2, 0.9, 0.2, 0.2],      # ties below the leader
+                  [0.3, 0.7, 0.7, 0.1],
+                  [1.0, 1.0, 1.0, 1.0],      # all equal
+                  [0.0, np.inf, 0.0, 1.0]],  # non-finite row: False everywhere
+                 np.float32)
+    for labels in ([0, 0, 1, 3, 0], [3, 2, 0, 1, 1], [2, 1, 2, 0, 3]):
+        y = np.array(labels, np.int64)
+        ours = unilosses.in_top_k(tf.constant(p), tf.constant(y), k=k)
+        theirs = tf.math.in_top_k(tf.constant(y), tf.constant(p), k)
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def _keras():  # type: ignore[no-untyped-def]
+    if "keras" in sys.modules:
+        keras = sys.modules["keras"]
+        if keras.backend.backend() != "tensorflow":
+            pytest.skip(f"keras was already imported with the {keras.backend.backend()!r} "
+                        f"backend; its losses would not take tf.Tensors")
+        return keras
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed: no Keras losses to compare with")
+    before = os.environ.get("KERAS_BACKEND")
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # read once, at import
+    try:
+        import keras
+    finally:
+        # keep the variable as it was for subprocesses that other tests start
+        if before is None:
+            del os.environ["KERAS_BACKEND"]
+        else:
+            os.environ["KERAS_BACKEND"] = before
+    return keras
+
+
+_CAT_PROBS = (rng.dirichlet(np.ones(5), 4), rng.dirichlet(np.ones(5), 4))
+
+
+def _keras_cases(keras):  # type: ignore[no-untyped-def]
+    """(unilosses call, Keras loss object, inputs as (predictions, targets))."""
+    L = keras.losses
+    reg, logits, probs = INPUTS["mse"], INPUTS["bce_logits"], INPUTS["bce"]
+    # Keras computes focal losses from logits through the (clipped) sigmoid: keep logits
+    # moderate so no probability reaches the clip
+    moderate = (np.clip(logits[0], -3, 3), logits[1])
+    sp = INPUTS["sparse"]
+    return {
+        "huber": (lambda p, t: unilosses.huber(p, t, delta=0.7), L.Huber(delta=0.7), reg),
+        "log_cosh": (unilosses.log_cosh, L.LogCosh(), reg),
+        "bce": (unilosses.binary_cross_entropy, L.BinaryCrossentropy(), probs),
+        "bce_logits": (unilosses.binary_cross_entropy_with_logits,
+                       L.BinaryCrossentropy(from_logits=True), logits),
+        "cce": (unilosses.categorical_cross_entropy, L.CategoricalCrossentropy(), _CAT_PROBS),
+        "cce_logits_ls": (
+            lambda x, t: unilosses.categorical_cross_entropy_with_logits(
+                x, t, label_smoothing=0.1),
+            L.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+            INPUTS["cce_logits"]),
+        "sparse": (unilosses.sparse_categorical_cross_entropy,
+                   L.SparseCategoricalCrossentropy(), sp),
+        "sparse_logits": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                          L.SparseCategoricalCrossentropy(from_logits=True),
+                          (INPUTS["cce_logits"][0], sp[1])),
+        "focal": (lambda p, t: unilosses.binary_focal_loss(p, t, alpha=0.3, gamma=2.0),
+                  L.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.3, gamma=2.0),
+                  probs),
+        "focal_logits": (
+            lambda x, t: unilosses.binary_focal_loss_with_logits(x, t, alpha=0.25, gamma=0.5),
+            L.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25, gamma=0.5,
+                                      from_logits=True), moderate),
+    }
+
+
+KERAS_CASES = ("huber", "log_cosh", "bce", "bce_logits", "cce", "cce_logits_ls", "sparse",
+               "sparse_logits", "focal", "focal_logits")
+
+
+@pytest.mark.parametrize("name", KERAS_CASES)
+def test_keras_peers(name):
+    keras = _keras()
+    ours, theirs, (p, t) = _keras_cases(keras)[name]
+    # Keras losses compute in floatx (float32).  Keras means over the last axis and then over
+    # the rest; with equal row lengths that is our overall mean.
+    p = p.astype(np.float32)
+    t = t if t.dtype.kind == "i" else t.astype(np.float32)
+    expected = theirs(tf.constant(t), tf.constant(p))
+    assert_close(TF, ours(tf.constant(p), tf.constant(t)), expected.numpy(), "float32")
+
+
+# -- gradients against torch and JAX -----------------------------------------------------------
+def _other(name):  # type: ignore[no-untyped-def]
+    if not installed(name):
+        pytest.skip(f"{name} is not installed: nothing to compare TensorFlow's gradient with")
+    return Backend(name)
+
+
+def _args(b, arrays, ints, dtype):  # type: ignore[no-untyped-def]
+    return [b.asarray(a) if i in ints else b.asarray(a, dtype) for i, a in enumerate(arrays)]
+
+
+def _main_cases():  # type: ignore[no-untyped-def]
+    out = {}
+    for name in DIFFERENTIABLE:
+        fn, kw, _, ints, _ = CASES[name]
+        out[name] = ((lambda *a, fn=fn, kw=kw: fn(*a, **kw)), INPUTS[name], ints)
+    return out
+
+
+_EXTREME_X = np.array([[-1e4, 1e4, -1e4, 1e4, 0.0], [-30.0, 30.0, 1e4, -1e4, 2.0]])
+_EXTREME_T = np.array([[0.0, 1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.3, 0.7, 0.5]])
+_EXACT_P = np.array([[0.0, 1.0, 0.0, 1.0, 0.5], [1.0, 0.0, 0.2, 0.9, 1.0]])
+_EXACT_T = np.array([[0.0, 1.0, 1.0, 0.0, 1.0], [1.0, 0.0, 0.0, 1.0, 0.0]])
+
+
+def _extreme_cases():  # type: ignore[no-untyped-def]
+    """Logits of +-1e4, zero errors, exact 0/1 probabilities, focal gamma in {0, 0.5, 2}."""
+    U = unilosses
+    p, t = INPUTS["mse"]
+    zero_err = (p, np.where(rng.random(p.shape) > 0.5, p, t))
+    onehot = np.eye(5)[[0, 4]]
+
+    def bind(f, **kw):  # type: ignore[no-untyped-def]
+        return lambda *a: f(*a, **kw)
+
+    cases = {f"{f.__name__}_zero_error": (f, zero_err, ())
+             for f in (U.mse, U.mae, U.huber, U.smooth_l1, U.log_cosh)}
+    cases["rmse_all_zero_error"] = (U.rmse, (p, p), ())
+    cases["bce_logits_1e4"] = (U.binary_cross_entropy_with_logits, (_EXTREME_X, _EXTREME_T), ())
+    cases["bce_exact"] = (U.binary_cross_entropy, (_EXACT_P, _EXACT_T), ())
+    cases["cce_logits_1e4"] = (U.categorical_cross_entropy_with_logits, (_EXTREME_X, onehot), ())
+    cases["sparse_logits_1e4"] = (U.sparse_categorical_cross_entropy_with_logits,
+                                  (_EXTREME_X, np.array([0, 3])), (1,))
+    cases["cce_exact"] = (U.categorical_cross_entropy, (_EXACT_P, onehot), ())
+    cases["sparse_exact"] = (U.sparse_categorical_cross_entropy, (_EXACT_P, np.array([1, 4])),
+                             (1,))
+    for g in (0.0, 0.5, 2.0):
+        cases[f"focal_logits_1e4_g{g}"] = (bind(U.binary_focal_loss_with_logits, gamma=g),
+                                           (_EXTREME_X, _EXTREME_T), ())
+        cases[f"focal_exact_g{g}"] = (bind(U.binary_focal_loss, gamma=g),
+                                      (_EXACT_P, _EXACT_T), ())
+    # the anchor losses share the elementwise focal code; one gamma each covers their masking
+    state = np.array([[1, 0]])
+    cases["anchor_logits_1e4_g0.5"] = (bind(U.anchor_focal_loss_with_logits, gamma=0.5),
+                                       (_EXTREME_X[None], _EXTREME_T[None], state), (2,))
+    cases["anchor_exact_g0.0"] = (bind(U.anchor_focal_loss, gamma=0.0),
+                                  (_EXACT_P[None], _EXACT_T[None], state), (2,))
+    return cases
+
+
+GRADIENT_GROUPS = {"main": _main_cases(), "extreme": _extreme_cases()}
+
+
+@functools.cache
+def _jax_results(group, dtype):  # type: ignore[no-untyped-def]
+    """Every case of ``group`` differentiated by JAX in one jitted program: one compilation
+    instead of one per primitive and shape, which would dominate this file's run time."""
+    import jax
+
+    jb = Backend("jax")
+    cases = GRADIENT_GROUPS[group]
+    args = {n: _args(jb, arrays, ints, dtype) for n, (_, arrays, ints) in cases.items()}
+    out = jax.jit(lambda a: {n: jax.value_and_grad(cases[n][0])(*a[n]) for n in cases})(args)
+    return {n: (np.asarray(v), np.asarray(g)) for n, (v, g) in out.items()}
+
+
+def _gradients_agree(group, name, dtype, frameworks):  # type: ignore[no-untyped-def]
+    fn, arrays, ints = GRADIENT_GROUPS[group][name]
+    v_tf, g_tf = TF.value_and_grad(fn, *_args(TF, arrays, ints, dtype))
+    assert np.isfinite(v_tf) and np.all(np.isfinite(g_tf))
+    assert str(g_tf.dtype) == dtype
+    tol = tolerance(dtype)
+    for other in frameworks:
+        b = _other(other)
+        if other == "jax":
+            v, g = _jax_results(group, dtype)[name]
+        else:
+            v, g = b.value_and_grad(fn, *_args(b, arrays, ints, dtype))
+        np.testing.assert_allclose(v_tf, v, **tol, err_msg=f"value vs {other}")
+        np.testing.assert_allclose(g_tf, g, **tol, err_msg=f"gradient vs {other}")
+
+
+@pytest.mark.parametrize("name", sorted(GRADIENT_GROUPS["main"]))
+def test_gradient_matches_torch_and_jax(name):
+    # float64, where all three frameworks agree to a few ulps and differences are real
+    _gradients_agree("main", name, "float64", ("torch", "jax"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(GRADIENT_GROUPS["extreme"]))
+def test_extreme_inputs_finite_and_agree(name, dtype):
+    # JAX costs one compilation of the whole set per dtype (seconds of CPU): it is compared in
+    # float64, and torch (eager, cheap) witnesses float32 too
+    _gradients_agree("extreme", name, dtype, ("torch", "jax") if dtype == "float64"
+                     else ("torch",))
+
+
+# -- tf.function, XLA, unknown dimensions ------------------------------------------------------
+# The class count must be static where a loss compares labels with it (the sparse losses'
+# label check, in_top_k) or divides by it (label smoothing); every other dimension may be None.
+_NEEDS_CLASSES = {"in_top_k", "top_k_accuracy", "cce_logits", "sparse", "sparse_logits",
+                  "sparse_logits_axis1"}
+
+
+def _signature(name, args):  # type: ignore[no-untyped-def]
+    specs = []
+    for a in args:
+        dims = [None] * a.shape.rank
+        if name in _NEEDS_CLASSES and a.dtype.is_floating:
+            axis = CASES[name][1].get("axis", -1)
+            dims[axis] = a.shape[axis]
+        specs.append(tf.TensorSpec(dims, a.dtype))
+    return specs
+
+
+def _value_and_grad(fn, kw, differentiable):  # type: ignore[no-untyped-def]
+    def run(*args):  # type: ignore[no-untyped-def]
+        if not differentiable:
+            return fn(*args, **kw), tf.zeros(())
+        with tf.GradientTape() as tape:
+            tape.watch(args[0])
+            out = fn(*args, **kw)
+        return out, tape.gradient(out, args[0])
+    return run
+
+
+# Per loss: a plain tf.function with static shapes, and XLA with None dimensions (which traces
+# the unknown-shape code and compiles every op).  Graph mode with None dimensions, and XLA with
+# static shapes, are covered by the broadcast and large-reduction tests below; all four per loss
+# would triple this file's run time (tracing a loss and its gradient takes ~0.5 s of CPU).
+@pytest.mark.parametrize("mode", ["graph", "xla_none_dims"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_tf_function_matches_eager(name, mode):
+    fn, kw = CASES[name][:2]
+    args = _tf_args(name, "float32")
+    run = _value_and_grad(fn, kw, name not in METRICS)
+    v_eager, g_eager = run(*args)
+    sig = _signature(name, args) if mode.endswith("none_dims") else None
+    compiled = tf.function(run, jit_compile=mode.startswith("xla"), input_signature=sig)
+    v, g = compiled(*args)
+    if name == "in_top_k":
+        np.testing.assert_array_equal(v.numpy(), v_eager.numpy())
+        return
+    assert_close(TF, v, v_eager.numpy(), "float32")
+    assert_close(TF, g, g_eager.numpy(), "float32")
+
+
+def test_unknown_dims_mask_and_weights_broadcast():
+    """Under unknown dimensions, masks and weights are still broadcast to the loss's shape
+    before the mean counts them: a (None,) weight and a (None, C) mask that is (1, C) at run
+    time against (None, C) predictions, and a (1,) mask against the (None,) loss of a class
+    axis."""
+    p, t = (a.astype(np.float32) for a in INPUTS["mse"])
+    w = rng.uniform(0.5, 2.0, SHAPE[1]).astype(np.float32)
+    m = rng.random(SHAPE[1]) > 0.4
+    m[0] = True
+    expected = unilosses.mse(tf.constant(p), tf.constant(t), weights=tf.constant(w),
+                             where=tf.constant(m))
+    spec = tf.TensorSpec([None, SHAPE[1]], tf.float32)
+    for jit in (False, True):
+        f = tf.function(lambda a, b, c, d: unilosses.mse(a, b, weights=c, where=d),
+                        jit_compile=jit, input_signature=[
+                            spec, spec, tf.TensorSpec([None], tf.float32),
+                            tf.TensorSpec([None, SHAPE[1]], tf.bool)])
+        out = f(tf.constant(p), tf.constant(t), tf.constant(w), tf.constant(m[None]))
+        assert_close(TF, out, expected.numpy(), "float32")
+    # with a class axis the loss shape is a slice of the logits' shape; a (1,) mask there
+    x, y = INPUTS["sparse_logits"]
+    x, y = tf.constant(x.astype(np.float32)), tf.constant(np.where(y < 0, 0, y))
+    expected = unilosses.sparse_categorical_cross_entropy_with_logits(x, y)
+    for jit in (False, True):
+        f = tf.function(
+            lambda a, b, d: unilosses.sparse_categorical_cross_entropy_with_logits(a, b, where=d),
+            jit_compile=jit, input_signature=[spec, tf.TensorSpec([None], y.dtype),
+                                              tf.TensorSpec([None], tf.bool)])
+        assert_close(TF, f(x, y, tf.constant([True])), expected.numpy(), "float32")
+
+
+# -- losses added after this backend: against the NumPy backend ------------------------------
+# Their float64 references live in their own tests (which also run on TensorFlow through the
+# xp fixture); here they are checked for what is TensorFlow-specific: tf.Tensor/tf.Variable in,
+# tf.Tensor out, the NumPy backend's number, and XLA with an unknown batch dimension.
+def _boxes():  # type: ignore[no-untyped-def]
+    def one():  # type: ignore[no-untyped-def]
+        xy = rng.uniform(0, 5, (6, 2))
+        return np.concatenate([xy, xy + rng.uniform(0.5, 3, (6, 2))], axis=1)
+    return one(), one()
+
+
+def _onehot(n=4, c=5):  # type: ignore[no-untyped-def]
+    return np.eye(c)[rng.integers(0, c, n)]
+
+
+# name -> (kwargs, input builder, integer-array positions)
+LATER = {
+    "categorical_focal_loss": ({}, lambda: (rng.dirichlet(np.ones(5), 4), _onehot()), ()),
+    "categorical_focal_loss_with_logits": (
+        {"gamma": 0.5}, lambda: (rng.normal(size=SHAPE) * 3, rng.dirichlet(np.ones(5), 4)), ()),
+    "sparse_categorical_focal_loss": ({}, lambda: (rng.dirichlet(np.ones(5), 4), _labels()),
+                                      (1,)),
+    "sparse_categorical_focal_loss_with_logits": (
+        {}, lambda: (rng.normal(size=SHAPE) * 3, _labels()), (1,)),
+    "poly1_cross_entropy_with_logits": ({}, lambda: (rng.normal(size=SHAPE) * 3, _onehot()),
+                                        ()),
+    "categorical_hinge": ({}, lambda: (rng.normal(size=SHAPE), _onehot()), ()),
+    "hinge": ({}, lambda: (rng.normal(size=SHAPE), rng.choice([-1.0, 1.0], SHAPE)), ()),
+    "squared_hinge": ({}, lambda: (rng.normal(size=SHAPE), rng.choice([0.0, 1.0], SHAPE)), ()),
+    "giou_loss": ({}, _boxes, ()),
+    "diou_loss": ({}, _boxes, ()),
+    "ciou_loss": ({}, _boxes, ()),
+    "cosine_similarity_loss": ({}, lambda: (rng.normal(size=SHAPE), rng.normal(size=SHAPE)),
+                               ()),
+    "dice_loss": ({"axis": 1}, lambda: (rng.uniform(0, 1, SHAPE),
+                                        (rng.random(SHAPE) > 0.5) * 1.0), ()),
+    "tversky_loss": ({"alpha": 0.3, "beta": 0.7}, lambda: (rng.uniform(0, 1, SHAPE),
+                                                           (rng.random(SHAPE) > 0.5) * 1.0), ()),
+    "gaussian_nll": ({}, lambda: (rng.normal(size=SHAPE), rng.normal(size=SHAPE),
+                                  rng.uniform(0.5, 2.0, SHAPE)), ()),
+    "kl_divergence": ({}, lambda: (_log_softmax(rng.normal(size=SHAPE)),
+                                   rng.dirichlet(np.ones(5), 4)), ()),
+    "poisson_nll": ({}, lambda: (rng.normal(size=SHAPE), rng.poisson(2.0, SHAPE) * 1.0), ()),
+    "mape": ({}, lambda: (rng.normal(size=SHAPE), rng.uniform(0.5, 2, SHAPE)
+                          * rng.choice([-1.0, 1.0], SHAPE)), ()),
+    "msle": ({}, lambda: (rng.uniform(0, 3, SHAPE), rng.uniform(0, 3, SHAPE)), ()),
+    "quantile_loss": ({"quantiles": 0.3}, lambda: (rng.normal(size=SHAPE),
+                                                    rng.normal(size=SHAPE)), ()),
+}
+LATER_INPUTS = {name: case[1]() for name, case in LATER.items()}
+
+
+@pytest.mark.parametrize("name", sorted(LATER))
+def test_later_losses_on_tensorflow(name):
+    if not hasattr(unilosses, name):
+        pytest.skip(f"unilosses.{name} does not exist in this tree")
+    fn = getattr(unilosses, name)
+    kw, _, ints = LATER[name]
+    arrays = LATER_INPUTS[name]
+    expected = fn(*arrays, **kw)  # the NumPy backend, float64
+    for make in (tf.constant, tf.Variable):
+        out = fn(*[make(a) for a in arrays], **kw)
+        assert isinstance(out, tf.Tensor) and not isinstance(out, tf.Variable)
+        assert_close(TF, out, np.asarray(expected), "float64", scale=6)
+    args = [tf.constant(a if i in ints else a.astype(np.float32)) for i, a in enumerate(arrays)]
+    run = _value_and_grad(fn, kw, True)
+    v_eager, g_eager = run(*args)
+    sig = [tf.TensorSpec([None, *a.shape[1:]], a.dtype) for a in args]
+    v, g = tf.function(run, jit_compile=True, input_signature=sig)(*args)
+    assert_close(TF, v, v_eager.numpy(), "float32")
+    assert_close(TF, g, g_eager.numpy(), "float32")
+
+
+# -- mixed dtypes and Python values ------------------------------------------------------------
+_FLOAT_TARGETS = [n for n in sorted(CASES) if not CASES[n][3] and n != "cce_logits"]
+
+
+@pytest.mark.parametrize("target_dtype", ["float64", "int32", "int64"])
+@pytest.mark.parametrize("name", _FLOAT_TARGETS)
+def test_float32_predictions_other_target_dtypes(name, target_dtype):
+    fn, kw = CASES[name][:2]
+    p, t = INPUTS[name][:2]
+    if target_dtype.startswith("int"):
+        t = np.round(t)  # hard 0/1 (or integer regression) targets
+    out = fn(tf.constant(p.astype(np.float32)), tf.constant(t.astype(target_dtype)), **kw)
+    expected = CASES[name][4](p.astype(np.float32).astype(np.float64),
+                              t.astype(np.float32).astype(np.float64))
+    assert_close(TF, out, expected, "float32", scale=6)
+
+
+def test_bool_targets_and_masks():
+    x, t = (a.astype(np.float32) for a in INPUTS["bce_logits"])
+    m = rng.random(SHAPE) > 0.3
+    out = unilosses.binary_cross_entropy_with_logits(tf.constant(x), tf.constant(t > 0.5),
+                                                     where=tf.constant(m))
+    el = -(t * _log_sigmoid(x.astype(np.float64)) + (1 - t) * _log_sigmoid(-x.astype(float)))
+    assert_close(TF, out, el[m].mean(), "float32", scale=6)
+    # a bool mask broadcast along the rows, and the sparse loss's labels as int32
+    x, y = INPUTS["sparse_logits"]
+    y = np.where(y < 0, 0, y)
+    rows = np.array([True, False, True, True])
+    out = unilosses.sparse_categorical_cross_entropy_with_logits(
+        tf.constant(x.astype(np.float32)), tf.constant(y.astype(np.int32)),
+        where=tf.constant(rows))
+    expected = _sparse(x[rows].astype(np.float32).astype(float), y[rows], -1, None, True)
+    assert_close(TF, out, expected, "float32", scale=6)
+
+
+def test_python_scalars_and_lists():
+    p, t = (a.astype(np.float32) for a in INPUTS["mse"])
+    base = np.mean((p.astype(float) - t) ** 2)
+    assert_close(TF, unilosses.mse(tf.constant(p), t.astype(float).tolist()), base, "float32",
+                 scale=6)
+    assert_close(TF, unilosses.mse(tf.constant(p), tf.constant(t), weights=2.0), 2 * base,
+                 "float32", scale=6)
+    assert_close(TF, unilosses.mse(tf.constant(p), tf.constant(t), where=True), base,
+                 "float32", scale=6)
+    x, tt = (a.astype(np.float64) for a in INPUTS["bce_logits"])
+    out = unilosses.binary_cross_entropy_with_logits(tf.constant(x), tf.constant(tt),
+                                                     pos_weight=2.5)
+    assert_close(TF, out, CASES["bce_logits"][4](x, tt), "float64", scale=6)
+    # a tensor pos_weight of another dtype, broadcast over the classes
+    out = unilosses.binary_cross_entropy_with_logits(tf.constant(x), tf.constant(tt),
+                                                     pos_weight=tf.constant([2.5] * 5, tf.float32))
+    assert_close(TF, out, CASES["bce_logits"][4](x, tt), "float64", scale=6)
+    xa, ta, s = INPUTS["anchor_focal_logits"]
+    total = _anchor(xa, ta, s, 0.25, 2.0, True) * max((s == 1).sum(), 1)
+    for norm in (3, 3.0, tf.constant(3, tf.int32)):
+        out = unilosses.anchor_focal_loss_with_logits(tf.constant(xa), tf.constant(ta),
+                                                      tf.constant(s), normalizer=norm)
+        assert_close(TF, out, total / 3, "float64", scale=6)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", DIFFERENTIABLE + ["top_k_accuracy"])
+def test_half_predictions_compute_in_float32(name, half):
+    fn, kw, _, ints, reference = CASES[name]
+    args = [tf.constant(a) if i in ints else tf.cast(tf.constant(a, tf.float32), half)
+            for i, a in enumerate(INPUTS[name])]
+    with tf.GradientTape() as tape:
+        tape.watch(args[0])
+        out = fn(*args, **kw)
+    if name in DIFFERENTIABLE:
+        # the gradient comes back in the input's dtype
+        assert tape.gradient(out, args[0]).dtype == args[0].dtype
+    seen = [a.numpy() if i in ints else tf.cast(a, tf.float64).numpy()
+            for i, a in enumerate(args)]
+    assert_close(TF, out, reference(*seen), "float32", scale=6)
+
+
+# -- large float32 reductions ------------------------------------------------------------------
+@functools.cache
+def _large_inputs():  # type: ignore[no-untyped-def]
+    # 16_000_000 + 7 elements: the padding of the staged sum is exercised
+    n = 16_000_000 + 7
+    p = np.random.default_rng(0).random(n, dtype=np.float32)
+    sums = {"sum": p.astype(np.float64).sum(),
+            "mse": np.square(p, dtype=np.float32).astype(np.float64).mean()}
+    return tf.constant(p), tf.zeros(n, tf.float32), sums
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["sum", "mse"])
+@pytest.mark.parametrize("mode", ["eager", "xla", "xla_none_dims"])
+def test_large_float32_reductions_are_accurate(mode, what):
+    """XLA's plain reduce of a 1.6e7-element float32 input is off by ~40 eps here (a serial
+    accumulation); the namespace's sum, and a loss's mean through it, must not be."""
+    p, t, sums = _large_inputs()
+
+    def f(a, b):  # type: ignore[no-untyped-def]
+        return TF.xp.sum(a) if what == "sum" else unilosses.mse(a, b)
+
+    if mode != "eager":
+        sig = [tf.TensorSpec([None], tf.float32)] * 2 if mode.endswith("none_dims") else None
+        f = tf.function(f, jit_compile=True, input_signature=sig)
+    out = float(f(p, t))
+    # pairwise summation of positive terms: relative error below eps * log2(n); the final
+    # rounding of the mean adds half an eps
+    eps = np.finfo(np.float32).eps
+    assert abs(out - sums[what]) / sums[what] <= eps * (np.log2(p.shape[0]) + 0.5)

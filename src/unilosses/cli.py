@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--dtype", action="append", metavar="DTYPES",
                      help="float32, float64 or all (default: all)")
     sel.add_argument("--seed", type=int, default=0, help="input generator seed (default 0)")
+    sel.add_argument("--module", action="append", metavar="MODULE",
+                     help="also check the losses of MODULE (importable, e.g. mypkg.losses): "
+                          "its @unilosses.loss functions and any LossSpec it registers")
     chk = p.add_argument_group("checks")
     chk.add_argument("--compile", action="store_true",
                      help="also run under jax.jit, torch.compile(fullgraph=True) and "
@@ -108,6 +111,21 @@ def parity_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     from .parity.plot import MISSING_MATPLOTLIB, matplotlib_available, save_heatmap
     from .parity.report import render_json, render_markdown, render_summary, render_text
 
+    if args.module:
+        from .parity.user import load_module
+
+        sys.path.insert(0, os.getcwd())  # a module of the project the command runs in
+        for path in args.module:
+            try:
+                added = load_module(path)
+            except ImportError as exc:
+                print(f"unilosses parity: error: cannot import --module {path}: {exc}",
+                      file=sys.stderr)
+                return 2
+            if not added:
+                print(f"unilosses parity: error: --module {path} defines no @unilosses.loss "
+                      f"function and registers no LossSpec", file=sys.stderr)
+                return 2
     if args.list:
         sys.stdout.write(_list())
         return 0

@@ -122,6 +122,8 @@ class LossSpec:
         False for metrics: no gradient is compared.
     exact : bool
         Compare values exactly (boolean results).
+    fd_step : float, optional
+        First finite-difference step, relative to ``max(|x|, 0.05)``.
     """
 
     name: str
@@ -131,6 +133,9 @@ class LossSpec:
     grad: Callable[..., Any] | None = None
     differentiable: bool = True
     exact: bool = False
+    #: first finite-difference step relative to max(|x|, 0.05) (None: the default 0.02);
+    #: smaller for losses that curve on a small scale
+    fd_step: float | None = None
 
     def make_cases(self, seed: int) -> list[Case]:
         """The cases, from a generator seeded by ``seed`` and the loss's name (so adding a loss

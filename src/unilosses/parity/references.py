@@ -595,7 +595,8 @@ def _ridders(f: Callable[[float], float], x0: float, h0: float, ntab: int = 10,
     return float(best)
 
 
-def finite_difference(value: Callable[..., Arr], x: Arr, *rest: Arr, **kwargs: Any) -> Arr:
+def finite_difference(value: Callable[..., Arr], x: Arr, *rest: Arr,
+                      fd_step: float | None = None, **kwargs: Any) -> Arr:
     """Gradient of the scalar ``value(x, *rest, **kwargs)`` with respect to ``x``.
 
     Each entry by Ridders' extrapolated central differences (:func:`_ridders`) from a first
@@ -620,5 +621,5 @@ def finite_difference(value: Callable[..., Arr], x: Arr, *rest: Arr, **kwargs: A
             finally:
                 flat[i] = xi
 
-        gflat[i] = _ridders(f, xi, FD_STEP * max(abs(xi), FD_FLOOR))
+        gflat[i] = _ridders(f, xi, (fd_step or FD_STEP) * max(abs(xi), FD_FLOOR))
     return g

@@ -208,6 +208,7 @@ def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
     """
     _engine_of(loss_sum, "global_mean")
     ad = adapter_for(loss_sum)
+    assert ad is not None  # _engine_of accepted it
     dtype = loss_sum.dtype
     if hasattr(count, "shape"):
         cad = adapter_for(count)
@@ -263,7 +264,8 @@ def anchor_normalizer(anchor_state: Array, /, *, axis_name: Any = None, group: A
     1.0
     """
     n = global_sum(positive_count(anchor_state, dtype=dtype), axis_name=axis_name, group=group)
-    ad = adapter_for(anchor_state)
+    ad = adapter_for(n)
+    assert ad is not None  # global_sum returns an array of the input's framework
     return ad.where(n > 1.0, n, 1.0)
 
 
@@ -288,8 +290,8 @@ def _jax_sum(x: Array, axis_name: Any) -> Array:
             axis_size(axis_name)
         return jax.lax.psum(x, axis_name)
     except NameError as e:
-        varying = sorted(_jax_varying_axes(jax, x), key=str)
-        here = f" (x varies over {', '.join(map(repr, varying))})" if varying else ""
+        axes = sorted(_jax_varying_axes(jax, x), key=str)
+        here = f" (x varies over {', '.join(map(repr, axes))})" if axes else ""
         raise NameError(
             f"global_sum: axis_name={axis_name!r} is not a mapped axis here{here}. Call it inside "
             f"jax.shard_map(f, mesh=mesh, ...) whose mesh has an axis named {axis_name!r} "

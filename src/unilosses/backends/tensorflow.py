@@ -13,6 +13,7 @@ for by name), so ``import unilosses`` never imports TensorFlow.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import ml_dtypes
@@ -127,7 +128,7 @@ class TensorflowNamespace:
         return tf.convert_to_tensor(obj, dtype=dtype)
 
     @staticmethod
-    def astype(x: Array, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Array:
+    def astype(x: Array, dtype: Any, /, *, copy: builtins.bool = True, device: Any = None) -> Array:
         # tensors are immutable: no copy is ever needed
         return x if x.dtype == dtype else tf.cast(x, dtype)
 
@@ -145,7 +146,7 @@ class TensorflowNamespace:
         return ml_dtypes.finfo(tf.as_dtype(dtype).as_numpy_dtype)
 
     @staticmethod
-    def isdtype(dtype: Any, kind: Any) -> bool:
+    def isdtype(dtype: Any, kind: Any) -> builtins.bool:
         if isinstance(kind, tuple):
             return any(TensorflowNamespace.isdtype(dtype, k) for k in kind)
         dtype = tf.as_dtype(dtype)
@@ -204,7 +205,8 @@ class TensorflowNamespace:
 
     # -- reductions ----------------------------------------------------------------------------
     @staticmethod
-    def sum(x: Array, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Array:
+    def sum(x: Array, /, *, axis: Any = None, dtype: Any = None,
+            keepdims: builtins.bool = False) -> Array:
         if dtype is not None:
             x = tf.cast(x, dtype)
         if axis is None and _needs_fold(x):
@@ -213,18 +215,18 @@ class TensorflowNamespace:
         return tf.reduce_sum(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
-    def mean(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+    def mean(x: Array, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Array:
         if axis is None and _needs_fold(x):
             n = tf.cast(tf.size(x, out_type=tf.int64), x.dtype)
             return TensorflowNamespace.sum(x, keepdims=keepdims) / n
         return tf.reduce_mean(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
-    def max(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+    def max(x: Array, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Array:
         return tf.reduce_max(x, axis=axis, keepdims=keepdims)
 
     @staticmethod
-    def all(x: Array, /, *, axis: Any = None, keepdims: bool = False) -> Array:
+    def all(x: Array, /, *, axis: Any = None, keepdims: builtins.bool = False) -> Array:
         return tf.reduce_all(x, axis=axis, keepdims=keepdims)
 
 

@@ -7,6 +7,7 @@ device, with that framework's autograd.  ``import unilosses`` imports no framewo
 from ._core.checks import checks as checks
 from ._core.checks import set_checks as set_checks
 from ._core.define import loss as loss
+from .backends import preload as _preload
 from .losses.classification import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -23,8 +24,6 @@ from .losses.focal import (
 )
 from .losses.metrics import in_top_k, top_k_accuracy
 from .losses.regression import huber, log_cosh, mae, mse, rmse, smooth_l1
-
-from .backends import preload as _preload
 
 __version__ = "0.1.0"
 

@@ -99,7 +99,8 @@ def binary_cross_entropy_with_logits(
     ...                                                        np.array([1.0, 0.0]))), 6)
     0.220095
     """
-    names, arrays = ("logits", "targets"), (logits, targets)
+    names: tuple[str, ...] = ("logits", "targets")
+    arrays: tuple[Any, ...] = (logits, targets)
     if pos_weight is not None and not isinstance(pos_weight, (int, float)):
         names, arrays = names + ("pos_weight",), arrays + (pos_weight,)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,

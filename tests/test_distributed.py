@@ -142,7 +142,9 @@ _ENGINES = {"jax": ("jax_run", "jax"), "torch": ("torch_run", "torch"),
 def _jobs(request, tmp_path_factory):  # type: ignore[no-untyped-def]
     """Start every multi-device run the selected tests need, at once, in the background (the
     in-process tests overlap them); kill what is left at the end."""
-    wanted = {name for item in request.session.items if item.module is request.module
+    # doctest items (collected in a full run) have no .module
+    wanted = {name for item in request.session.items
+              if getattr(item, "module", None) is request.module
               for name in item.fixturenames}
     jobs: dict[str, _Job] = {}
     for engine, (fixture, module) in _ENGINES.items():

@@ -114,6 +114,62 @@ BUILDERS = {
     "in_top_k": lambda r: _top_k(r, False),
     "top_k_accuracy": lambda r: _top_k(r, True),
 }
+# -- the loss catalogue (issue 9) -----------------------------------------------------------------
+def _one_hot(rng, logits: bool, kw=None):  # type: ignore[no-untyped-def]
+    x = rng.normal(size=(4, 5)) * 2 if logits else rng.dirichlet(np.ones(5), 4) * 1.5
+    return Case((x, np.eye(5)[rng.integers(0, 5, 4)]), kw or {}, (4,))
+
+
+def _rows(rng, args, kw=None):  # type: ignore[no-untyped-def]
+    """One loss per row of (4, d) inputs."""
+    return Case(args, kw or {}, (4,))
+
+
+def _segmentation(rng, kw):  # type: ignore[no-untyped-def]
+    # `where` masks pixels, so the Case's loss shape is the predictions' (the mask's shape);
+    # weights (its last axis: the classes) broadcast to the (images, classes) loss
+    p = rng.dirichlet(np.ones(2), (4, 3, 3))
+    return Case((p, np.eye(2)[rng.integers(0, 2, (4, 3, 3))]), kw, (4, 3, 3, 2))
+
+
+def _boxes(rng):  # type: ignore[no-untyped-def]
+    def boxes():  # type: ignore[no-untyped-def]
+        xy = rng.uniform(0, 4, (6, 2))
+        return np.concatenate([xy, xy + rng.uniform(0.5, 3, (6, 2))], -1)
+    return Case((boxes(), boxes()), {}, (6,))
+
+
+ALPHA5 = [0.1, 0.3, 0.5, 0.7, 0.9]
+BUILDERS.update({
+    "categorical_focal_loss": lambda r: _categorical(r, False, {"alpha": ALPHA5,
+                                                                "gamma": 1.5}),
+    "categorical_focal_loss_with_logits": lambda r: _categorical(r, True,
+                                                                 {"label_smoothing": 0.1}),
+    "sparse_categorical_focal_loss": lambda r: _sparse(r, False, {"ignore_index": 3}),
+    "sparse_categorical_focal_loss_with_logits": lambda r: _sparse(
+        r, True, {"alpha": ALPHA5, "gamma": 0.5}),
+    "poly1_cross_entropy_with_logits": lambda r: _categorical(r, True, {"epsilon": 1.0}),
+    "kl_divergence": lambda r: _rows(r, (np.log(r.dirichlet(np.ones(5), 4)),
+                                         r.dirichlet(np.ones(5), 4))),
+    "poisson_nll": lambda r: Case((r.normal(size=(4, 5)), r.integers(0, 5, (4, 5)) * 1.0),
+                                  {"full": True}, (4, 5)),
+    "gaussian_nll": lambda r: Case((r.normal(size=(4, 5)), r.normal(size=(4, 5)),
+                                    r.uniform(0.2, 2.0, (4, 5))), {}, (4, 5)),
+    "hinge": lambda r: _logits(r),
+    "squared_hinge": lambda r: _logits(r),
+    "categorical_hinge": lambda r: _one_hot(r, True),
+    "cosine_similarity_loss": lambda r: _rows(r, (r.normal(size=(4, 5)),
+                                                  r.normal(size=(4, 5)))),
+    "quantile_loss": lambda r: Case((r.normal(size=(4, 3)), r.normal(size=(4,))),
+                                    {"quantiles": [0.1, 0.5, 0.9]}, (4, 3)),
+    "msle": lambda r: Case((r.uniform(0.1, 4, (4, 5)), r.uniform(0.1, 4, (4, 5))), {}, (4, 5)),
+    "mape": lambda r: _regression(r),
+    "dice_loss": lambda r: _segmentation(r, {"axis": (1, 2), "smooth": 1.0}),
+    "tversky_loss": lambda r: _segmentation(r, {"axis": (1, 2), "alpha": 0.3, "beta": 0.7}),
+    "giou_loss": _boxes,
+    "diou_loss": _boxes,
+    "ciou_loss": _boxes,
+})
 NAMES = sorted(unilosses.__all__)
 BATCH = 3
 

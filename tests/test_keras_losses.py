@@ -84,6 +84,27 @@ def _keras_pairs(keras: Any) -> list[tuple[str, Any, Any, Any, Any]]:
          Y01, PROB),
         ("focal_logits", uk.BinaryFocalCrossentropy(from_logits=True, alpha=None),
          kl.BinaryFocalCrossentropy(from_logits=True, gamma=2.0), Y01, X),
+        # the catalogue of issue 9
+        ("categorical_focal", uk.CategoricalFocalCrossentropy(alpha=[0.1, 0.2, 0.3, 0.4]),
+         kl.CategoricalFocalCrossentropy(alpha=[0.1, 0.2, 0.3, 0.4]), SOFT, smoothed),
+        ("categorical_focal_logits",
+         uk.CategoricalFocalCrossentropy(from_logits=True, gamma=1.5, label_smoothing=0.1),
+         kl.CategoricalFocalCrossentropy(from_logits=True, gamma=1.5, label_smoothing=0.1),
+         SOFT, X),
+        ("kl_divergence", uk.KLDivergence(), kl.KLDivergence(), SOFT, PROB),
+        ("poisson", uk.Poisson(), kl.Poisson(), np.round(Y * Y), PROB * 3),
+        ("hinge", uk.Hinge(), kl.Hinge(), Y01, X),
+        ("squared_hinge", uk.SquaredHinge(), kl.SquaredHinge(), Y01, X),
+        ("categorical_hinge", uk.CategoricalHinge(), kl.CategoricalHinge(),
+         np.eye(K, dtype="float32")[LABELS], X),
+        ("cosine", uk.CosineSimilarity(), kl.CosineSimilarity(), Y, X),
+        ("msle", uk.MeanSquaredLogarithmicError(), kl.MeanSquaredLogarithmicError(),
+         np.abs(Y), PROB * 3),
+        ("mape", uk.MeanAbsolutePercentageError(), kl.MeanAbsolutePercentageError(), Y + 5, X),
+        ("dice", uk.Dice(axis=(1,)), kl.Dice(axis=(1,)), Y01, PROB),
+        # Keras's code weighs the false negatives by alpha (its docstring: false positives)
+        ("tversky", uk.Tversky(alpha=0.3, beta=0.7, axis=(1,)),
+         kl.Tversky(alpha=0.7, beta=0.3, axis=(1,)), Y01, PROB),
     ]
 
 
@@ -124,6 +145,45 @@ def keras_check_losses_without_keras_peer(tmp: Path) -> None:
     sl1 = np.where(a < beta, 0.5 * d * d / beta, a - 0.5 * beta).mean(axis=-1)
     _close(_native(keras, uk.SmoothL1(beta)(Y, X, sample_weight=SW)), (SW * sl1).mean())
     _close(_native(keras, uk.SmoothL1(beta, reduction=None)(Y, X)), sl1)
+    _catalogue_without_keras_peer(keras)
+
+
+def _catalogue_without_keras_peer(keras: Any) -> None:
+    """The catalogue's classes Keras has no loss for, per sample (reduction=None) and with the
+    default reduction and sample_weight, against the functional losses on NumPy float64
+    (whose float64 references are tested in test_catalogue_losses.py)."""
+    import unilosses as U
+    import unilosses.keras as uk
+
+    x64, y64 = X.astype(np.float64), Y.astype(np.float64)
+    boxes = np.concatenate([np.abs(X[:, :2]), np.abs(X[:, :2]) + 1 + np.abs(Y[:, :2])], -1)
+    targets = np.concatenate([np.abs(Y[:, :2]), np.abs(Y[:, :2]) + 1 + PROB[:, :2]], -1)
+    b64, t64 = boxes.astype(np.float64), targets.astype(np.float64)
+    cases = [
+        (uk.Quantile(quantiles=[0.1, 0.5, 0.9, 0.7]), Y[:, :1], X,
+         U.quantile_loss(x64, y64[:, 0], quantiles=np.array([0.1, 0.5, 0.9, 0.7]),
+                         reduction="none").mean(-1)),
+        (uk.Quantile(quantiles=0.3), Y, X,
+         U.quantile_loss(x64, y64, quantiles=0.3, reduction="none").mean(-1)),
+        (uk.GaussianNLL(full=True), Y, np.concatenate([X, PROB], -1),
+         U.gaussian_nll(x64, y64, PROB.astype(np.float64), full=True,
+                        reduction="none").mean(-1)),
+        (uk.Poly1Crossentropy(epsilon=-1.0), SOFT, X,
+         U.poly1_cross_entropy_with_logits(x64, SOFT.astype(np.float64), epsilon=-1.0,
+                                           reduction="none")),
+        (uk.SparseCategoricalFocalCrossentropy(from_logits=True, gamma=0.5), LABELS, X,
+         U.sparse_categorical_focal_loss_with_logits(x64, LABELS, gamma=0.5,
+                                                     reduction="none")),
+        (uk.GIoULoss(), targets, boxes, U.giou_loss(b64, t64, reduction="none")),
+        (uk.DIoULoss(), targets, boxes, U.diou_loss(b64, t64, reduction="none")),
+        (uk.CIoULoss(), targets, boxes, U.ciou_loss(b64, t64, reduction="none")),
+    ]
+    for loss, y_true, y_pred, want in cases:
+        loss.reduction = None
+        _close(_native(keras, loss(y_true, y_pred)), want, scale=4)
+        loss.reduction = "sum_over_batch_size"
+        _close(_native(keras, loss(y_true, y_pred, sample_weight=SW)), (SW * want).mean(),
+               scale=4)
 
 
 def _anchor_seed(p: np.ndarray, t: np.ndarray, state: np.ndarray, alpha: float,
@@ -185,7 +245,15 @@ def keras_check_config_round_trip(tmp: Path) -> None:
         uk.CategoricalCrossentropy(label_smoothing=0.2, axis=1),
         uk.SparseCategoricalCrossentropy(from_logits=True, ignore_index=-1, reduction=None),
         uk.BinaryFocalCrossentropy(alpha=None, gamma=0.5),
-        uk.AnchorFocalCrossentropy(from_logits=True, alpha=0.5),
+        uk.AnchorFocalCrossentropy(from_logits=True, alpha=[0.5, 0.2], normalize="image"),
+        uk.CategoricalFocalCrossentropy(from_logits=True, alpha=[0.1, 0.9], gamma=1.0),
+        uk.SparseCategoricalFocalCrossentropy(ignore_index=0, label_smoothing=0.1),
+        uk.Poly1Crossentropy(epsilon=-1.0), uk.KLDivergence(axis=1), uk.Poisson(full=True),
+        uk.GaussianNLL(eps=1e-3), uk.Hinge(), uk.SquaredHinge(), uk.CategoricalHinge(axis=0),
+        uk.CosineSimilarity(eps=1e-5), uk.Quantile(quantiles=[0.1, 0.9]),
+        uk.MeanSquaredLogarithmicError(), uk.MeanAbsolutePercentageError(),
+        uk.Dice(axis=(1, 2), smooth=1.0), uk.Tversky(alpha=0.3, beta=0.7),
+        uk.GIoULoss(eps=1e-6), uk.DIoULoss(), uk.CIoULoss(reduction="sum"),
     ]
     assert {type(i).__name__ for i in instances} == set(uk.__all__)
     # and together the classes cover every public loss of unilosses
@@ -200,6 +268,18 @@ def keras_check_config_round_trip(tmp: Path) -> None:
                                           "sparse_categorical_cross_entropy_with_logits"},
         "BinaryFocalCrossentropy": {"binary_focal_loss", "binary_focal_loss_with_logits"},
         "AnchorFocalCrossentropy": {"anchor_focal_loss", "anchor_focal_loss_with_logits"},
+        "CategoricalFocalCrossentropy": {"categorical_focal_loss",
+                                         "categorical_focal_loss_with_logits"},
+        "SparseCategoricalFocalCrossentropy": {"sparse_categorical_focal_loss",
+                                               "sparse_categorical_focal_loss_with_logits"},
+        "Poly1Crossentropy": {"poly1_cross_entropy_with_logits"},
+        "KLDivergence": {"kl_divergence"}, "Poisson": {"poisson_nll"},
+        "GaussianNLL": {"gaussian_nll"}, "Hinge": {"hinge"}, "SquaredHinge": {"squared_hinge"},
+        "CategoricalHinge": {"categorical_hinge"},
+        "CosineSimilarity": {"cosine_similarity_loss"}, "Quantile": {"quantile_loss"},
+        "MeanSquaredLogarithmicError": {"msle"}, "MeanAbsolutePercentageError": {"mape"},
+        "Dice": {"dice_loss"}, "Tversky": {"tversky_loss"}, "GIoULoss": {"giou_loss"},
+        "DIoULoss": {"diou_loss"}, "CIoULoss": {"ciou_loss"},
     }
     assert set(functions) == set(uk.__all__)
     assert set().union(*functions.values()) == set(unilosses.__all__) - {"in_top_k",
@@ -286,6 +366,10 @@ def keras_check_errors(tmp: Path) -> None:
         (lambda: uk.Huber(-1.0), ValueError, "delta"),
         (lambda: uk.BinaryFocalCrossentropy(alpha=2.0), ValueError, "alpha"),
         (lambda: uk.SparseCategoricalCrossentropy(ignore_index=1.5), TypeError, "ignore_index"),
+        (lambda: uk.CategoricalFocalCrossentropy(gamma=-1.0), ValueError, "gamma"),
+        (lambda: uk.Dice(smooth=-1.0), ValueError, "smooth"),
+        (lambda: uk.Quantile(quantile=0.5), TypeError, "unexpected option(s) quantile"),
+        (lambda: uk.AnchorFocalCrossentropy(normalize="anchor"), ValueError, "normalize"),
         (lambda: uk.MeanSquaredError()(np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")),
          ValueError, "must match exactly"),
     ]:

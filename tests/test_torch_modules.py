@@ -61,6 +61,19 @@ FUNCTION_OF = {
     ut.BinaryFocalWithLogitsLoss: "binary_focal_loss_with_logits",
     ut.AnchorFocalLoss: "anchor_focal_loss",
     ut.AnchorFocalWithLogitsLoss: "anchor_focal_loss_with_logits",
+    ut.MSLELoss: "msle", ut.MAPELoss: "mape", ut.QuantileLoss: "quantile_loss",
+    ut.CosineSimilarityLoss: "cosine_similarity_loss",
+    ut.CategoricalFocalLoss: "categorical_focal_loss",
+    ut.CategoricalFocalWithLogitsLoss: "categorical_focal_loss_with_logits",
+    ut.SparseCategoricalFocalLoss: "sparse_categorical_focal_loss",
+    ut.SparseCategoricalFocalWithLogitsLoss: "sparse_categorical_focal_loss_with_logits",
+    ut.Poly1CrossEntropyWithLogitsLoss: "poly1_cross_entropy_with_logits",
+    ut.HingeLoss: "hinge", ut.SquaredHingeLoss: "squared_hinge",
+    ut.CategoricalHingeLoss: "categorical_hinge",
+    ut.KLDivLoss: "kl_divergence", ut.PoissonNLLLoss: "poisson_nll",
+    ut.GaussianNLLLoss: "gaussian_nll",
+    ut.DiceLoss: "dice_loss", ut.TverskyLoss: "tversky_loss",
+    ut.GIoULoss: "giou_loss", ut.DIoULoss: "diou_loss", ut.CIoULoss: "ciou_loss",
 }
 METRICS = {"in_top_k", "top_k_accuracy"}
 
@@ -131,6 +144,7 @@ LOGITS = rng.normal(size=(N, C)) * 3
 LABELS = rng.integers(0, C, size=N)
 SOFT = rng.dirichlet(np.ones(C), size=N)
 PROBS = rng.dirichlet(np.ones(C), size=N)
+CE_W = np.array([0.5, 2.0, 1.0, 0.25])                # per-class weights
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -201,6 +215,110 @@ def test_anchor_modules(dtype):
     assert_close(TB, out, expected * max(1, (state == 1).sum()) / 10.0, dtype, scale=4)
 
 
+# -- the catalogue's modules: forward is the functional loss with the constructor's options ---
+BOX_A = np.concatenate([rng.uniform(0, 4, (N, 2)), rng.uniform(5, 8, (N, 2))], axis=1)
+BOX_B = np.concatenate([rng.uniform(0, 4, (N, 2)), rng.uniform(5, 8, (N, 2))], axis=1)
+ALPHA_C = [0.1, 0.4, 0.6, 0.9]
+# module, options, functional loss, input, target (the function gets the same options)
+MODULES = {
+    "msle": (ut.MSLELoss, {}, unilosses.msle, PROBS * 3, SOFT * 3),
+    "mape": (ut.MAPELoss, {}, unilosses.mape, LOGITS, SOFT + 0.5),
+    "quantile_levels": (ut.QuantileLoss, {"quantiles": ALPHA_C}, unilosses.quantile_loss,
+                        LOGITS, SOFT),
+    "cosine": (ut.CosineSimilarityLoss, {"eps": 1e-3}, unilosses.cosine_similarity_loss,
+               LOGITS, SOFT),
+    "hinge": (ut.HingeLoss, {}, unilosses.hinge, LOGITS, (SOFT > 0.25) * 1.0),
+    "squared_hinge": (ut.SquaredHingeLoss, {}, unilosses.squared_hinge, LOGITS,
+                      (SOFT > 0.25) * 1.0),
+    "categorical_hinge": (ut.CategoricalHingeLoss, {}, unilosses.categorical_hinge, LOGITS,
+                          ref.one_hot(LABELS, C)),
+    "poly1": (ut.Poly1CrossEntropyWithLogitsLoss, {"epsilon": -1.0},
+              unilosses.poly1_cross_entropy_with_logits, LOGITS, SOFT),
+    "categorical_focal": (ut.CategoricalFocalLoss, {"alpha": ALPHA_C, "gamma": 1.5},
+                          unilosses.categorical_focal_loss, PROBS, SOFT),
+    "categorical_focal_logits": (ut.CategoricalFocalWithLogitsLoss,
+                                 {"alpha": None, "label_smoothing": 0.1},
+                                 unilosses.categorical_focal_loss_with_logits, LOGITS, SOFT),
+    "sparse_focal": (ut.SparseCategoricalFocalLoss, {"gamma": 0.5},
+                     unilosses.sparse_categorical_focal_loss, PROBS, LABELS),
+    "sparse_focal_logits": (ut.SparseCategoricalFocalWithLogitsLoss,
+                            {"alpha": ALPHA_C, "ignore_index": int(LABELS[0])},
+                            unilosses.sparse_categorical_focal_loss_with_logits, LOGITS,
+                            LABELS),
+    "binary_focal_alpha": (ut.BinaryFocalWithLogitsLoss, {"alpha": ALPHA_C},
+                           unilosses.binary_focal_loss_with_logits, LOGITS,
+                           (SOFT > 0.25) * 1.0),
+    "cce_class_weights": (ut.CategoricalCrossEntropyWithLogitsLoss,
+                          {"class_weights": CE_W.tolist(), "reduction": "weighted_mean"},
+                          unilosses.categorical_cross_entropy_with_logits, LOGITS,
+                          ref.one_hot(LABELS, C)),
+    "bce_smoothing": (ut.BCEWithLogitsLoss, {"label_smoothing": 0.2},
+                      unilosses.binary_cross_entropy_with_logits, LOGITS, (SOFT > 0.25) * 1.0),
+    "kl_rows": (ut.KLDivLoss, {"axis": -1}, unilosses.kl_divergence, np.log(PROBS), SOFT),
+    "poisson": (ut.PoissonNLLLoss, {}, unilosses.poisson_nll, LOGITS / 3, SOFT * 4),
+    "dice": (ut.DiceLoss, {"axis": 1, "smooth": 1.0}, unilosses.dice_loss, PROBS,
+             ref.one_hot(LABELS, C)),
+    "tversky": (ut.TverskyLoss, {"alpha": 0.3, "beta": 0.7, "axis": 1},
+                unilosses.tversky_loss, PROBS, ref.one_hot(LABELS, C)),
+    "giou": (ut.GIoULoss, {}, unilosses.giou_loss, BOX_A, BOX_B),
+    "diou": (ut.DIoULoss, {}, unilosses.diou_loss, BOX_A, BOX_B),
+    "ciou": (ut.CIoULoss, {"eps": 1e-6}, unilosses.ciou_loss, BOX_A, BOX_B),
+}
+
+
+def _function_options(options, dtype):  # type: ignore[no-untyped-def]
+    # the module holds sequences as tensors (buffers); the function gets the same tensor
+    return {k: _t(v, dtype) if isinstance(v, list) else v for k, v in options.items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_catalogue_module_is_its_function(name, dtype):
+    """Value and gradient of the module equal the functional loss's (with per-call weights),
+    and the float64 references of the functions are tested in test_catalogue_*.py."""
+    cls, options, fn, a, b = MODULES[name]
+    target = torch.from_numpy(b) if b.dtype.kind == "i" else _t(b, dtype)
+    module = cls(**options).to(getattr(torch, dtype))
+    kw = _function_options(options, dtype)
+    x1, x2 = _t(a, dtype, grad=True), _t(a, dtype, grad=True)
+    w = _t(rng.uniform(0.5, 2.0, size=N), dtype)
+    if name.startswith(("quantile", "binary", "bce", "mape", "msle", "hinge", "squared",
+                        "poisson")):
+        w = w[:, None]                                   # elementwise losses: per row
+    if name in ("dice", "tversky"):
+        w = None                                         # one coefficient per row already
+    v1 = module(x1, target, weights=w)
+    v2 = fn(x2, target, weights=w, **kw)
+    v1.backward()
+    v2.backward()
+    assert torch.equal(v1, v2) and torch.equal(x1.grad, x2.grad)
+    assert np.isfinite(_np(v1)) and v1.dtype == getattr(torch, dtype)
+
+
+def test_per_class_options_are_buffers():
+    m = ut.CategoricalFocalWithLogitsLoss(alpha=ALPHA_C).double()
+    assert set(m.state_dict()) == {"alpha"} and m.alpha.dtype == torch.float64
+    assert ut.CategoricalFocalWithLogitsLoss(alpha=0.5).state_dict() == {}
+    assert set(ut.QuantileLoss(quantiles=torch.tensor([0.1, 0.9])).state_dict()) == \
+        {"quantiles"}
+    m = ut.SparseCategoricalCrossEntropyWithLogitsLoss(class_weights=CE_W.tolist())
+    assert set(m.state_dict()) == {"class_weights"}
+    assert set(ut.CrossEntropyLoss(_t(CE_W)).state_dict()) == {"weight"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_anchor_module_per_image(dtype):
+    """normalize="image": each image's sum over max(1, its positives), then the mean."""
+    x = rng.normal(size=(3, 7, 2)) * 2
+    t = (rng.random((3, 7, 2)) > 0.6).astype(np.float64)
+    state = rng.integers(-1, 2, size=(3, 7))
+    state[2] = 0                                         # an image without positives
+    out = ut.AnchorFocalWithLogitsLoss(normalize="image")(_t(x, dtype), _t(t, dtype),
+                                                          torch.from_numpy(state))
+    xr = x.astype(dtype).astype(np.float64)
+    assert_close(TB, out, ref.anchor_focal_image(xr, t, state), dtype, scale=4)
+
+
 # -- drop-in: the same numbers as torch.nn's modules ------------------------------------------
 def _ce_index_inputs():  # type: ignore[no-untyped-def]
     x = rng.normal(size=(3, C, 5)) * 2
@@ -231,9 +349,28 @@ DROP_IN = {
                                  {"label_smoothing": 0.1}, _ce_index_inputs),
     "CrossEntropyLoss_probabilities": (ut.CrossEntropyLoss, nn.CrossEntropyLoss,
                                        {"label_smoothing": 0.2}, _ce_prob_inputs),
+    # per-class weights: torch's weighted mean over the non-ignored labels (class indices),
+    # the plain mean over the samples (probabilities)
+    "CrossEntropyLoss_weight_indices": (ut.CrossEntropyLoss, nn.CrossEntropyLoss,
+                                        {"weight": _t(CE_W)}, _ce_index_inputs),
+    "CrossEntropyLoss_weight_smoothing": (ut.CrossEntropyLoss, nn.CrossEntropyLoss,
+                                          {"weight": _t(CE_W), "label_smoothing": 0.1},
+                                          _ce_index_inputs),
+    "CrossEntropyLoss_weight_probabilities": (ut.CrossEntropyLoss, nn.CrossEntropyLoss,
+                                              {"weight": _t(CE_W), "label_smoothing": 0.2},
+                                              _ce_prob_inputs),
+    "KLDivLoss": (ut.KLDivLoss, nn.KLDivLoss, {},
+                  lambda: (np.log(PROBS), _t(SOFT))),
+    "KLDivLoss_log_target": (ut.KLDivLoss, nn.KLDivLoss, {"log_target": True},
+                             lambda: (np.log(PROBS), _t(np.log(SOFT)))),
+    "PoissonNLLLoss": (ut.PoissonNLLLoss, nn.PoissonNLLLoss, {"full": True},
+                       lambda: (LOGITS / 3, _t(rng.poisson(2.0, (N, C)) * 1.0))),
+    "PoissonNLLLoss_rates": (ut.PoissonNLLLoss, nn.PoissonNLLLoss, {"log_input": False},
+                             lambda: (PROBS * 3, _t(rng.poisson(2.0, (N, C)) * 1.0))),
 }
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("name", sorted(DROP_IN))
@@ -269,16 +406,50 @@ def test_cross_entropy_unbatched_like_torch():
     np.testing.assert_allclose(_np(x.grad), _np(x2.grad), **tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kl_div_batchmean_like_torch(dtype):
+    a, t = np.log(PROBS), _t(SOFT, dtype)
+    x1, x2 = _t(a, dtype, grad=True), _t(a, dtype, grad=True)
+    v1 = ut.KLDivLoss(reduction="batchmean")(x1, t)
+    v2 = nn.KLDivLoss(reduction="batchmean")(x2, t)
+    v1.backward()
+    v2.backward()
+    assert_close(TB, v1.detach(), _np(v2), dtype, scale=4)
+    assert_close(TB, x1.grad, _np(x2.grad), dtype, scale=4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gaussian_nll_like_torch(reduction, dtype):
+    """Three inputs, one variance per row (torch's (N,) form) and one below eps: torch clamps
+    it outside autograd, and so do we (the gradient there is the gradient at eps)."""
+    p, t = P.astype(dtype), _t(T, dtype)
+    var = rng.uniform(0.2, 2.0, size=SHAPE)
+    var[0, 0] = 1e-9
+    for v in (var, var[:, 0]):
+        grads = []
+        for cls in (ut.GaussianNLLLoss, nn.GaussianNLLLoss):
+            x, vt = _t(p, dtype, grad=True), _t(v, dtype, grad=True)
+            out = cls(full=True, reduction=reduction)(x, t, vt)
+            out.sum().backward()
+            grads.append((out.detach(), x.grad, vt.grad))
+        for ours, theirs in zip(*grads):
+            assert_close(TB, ours, _np(theirs), dtype, scale=4)
+
+
 PAIRS = [(ut.MSELoss, nn.MSELoss), (ut.L1Loss, nn.L1Loss), (ut.HuberLoss, nn.HuberLoss),
          (ut.SmoothL1Loss, nn.SmoothL1Loss), (ut.BCELoss, nn.BCELoss),
-         (ut.BCEWithLogitsLoss, nn.BCEWithLogitsLoss), (ut.CrossEntropyLoss, nn.CrossEntropyLoss)]
+         (ut.BCEWithLogitsLoss, nn.BCEWithLogitsLoss), (ut.CrossEntropyLoss, nn.CrossEntropyLoss),
+         (ut.KLDivLoss, nn.KLDivLoss), (ut.PoissonNLLLoss, nn.PoissonNLLLoss),
+         (ut.GaussianNLLLoss, nn.GaussianNLLLoss)]
 
 
 @pytest.mark.parametrize("ours,theirs", PAIRS, ids=[p[1].__name__ for p in PAIRS])
 def test_drop_in_defaults_equal_torch(ours, theirs):
     a, b = ours(), theirs()
     shared = [k for k in ("reduction", "delta", "beta", "ignore_index", "label_smoothing",
-                          "weight", "pos_weight") if hasattr(b, k)]
+                          "weight", "pos_weight", "log_target", "log_input", "full", "eps")
+              if hasattr(b, k)]
     assert shared and "reduction" in shared
     for k in shared:
         assert getattr(a, k) == getattr(b, k), k
@@ -348,8 +519,12 @@ def test_cuda():
 
 
 # one module with a buffer, one choosing its function from the target's dtype, one with three
-# inputs (the functional losses themselves are compiled one by one in test_compile.py)
+# inputs, one forwarding its options generically (a per-class buffer among them); the
+# functional losses themselves are compiled one by one in test_compile.py
 COMPILED = {
+    "CategoricalFocalWithLogitsLoss": (
+        lambda: ut.CategoricalFocalWithLogitsLoss(alpha=ALPHA_C, label_smoothing=0.1),
+        lambda: (LOGITS, (_t(SOFT, "float32"),))),
     "BCEWithLogitsLoss": (lambda: ut.BCEWithLogitsLoss(pos_weight=_t(POS_W, "float32")),
                           lambda: (LOGITS, (_t(rng.random((N, C)), "float32"),))),
     "CrossEntropyLoss": (lambda: ut.CrossEntropyLoss(label_smoothing=0.1),
@@ -425,8 +600,14 @@ def test_options_are_checked_at_construction():
         ut.SparseCategoricalCrossEntropyLoss(ignore_index=1.0)
     with pytest.raises(TypeError, match="pos_weight"):
         ut.BCEWithLogitsLoss(pos_weight="2")
-    with pytest.raises(NotImplementedError, match="per-class"):
-        ut.CrossEntropyLoss(torch.ones(C))
+    with pytest.raises(TypeError, match="`weight` must be a tensor"):
+        ut.CrossEntropyLoss("balanced")
+    with pytest.raises(ValueError, match="gamma"):
+        ut.CategoricalFocalWithLogitsLoss(gamma=-1.0)
+    with pytest.raises(ValueError, match="quantiles"):
+        ut.QuantileLoss(quantiles=1.5)
+    with pytest.raises(ValueError, match="normalize"):
+        ut.AnchorFocalWithLogitsLoss(normalize="anchor")
     with pytest.raises(TypeError):
         ut.HuberLoss("mean")                               # options are keyword-only
 
@@ -438,7 +619,8 @@ def test_forward_errors_come_from_the_functional_loss():
 
 def test_repr_shows_the_options():
     assert repr(ut.HuberLoss(delta=0.5)) == "HuberLoss(reduction='mean', delta=0.5)"
-    assert repr(ut.AnchorFocalLoss(gamma=1.0)) == "AnchorFocalLoss(alpha=0.25, gamma=1.0)"
+    assert repr(ut.AnchorFocalLoss(gamma=1.0)) == \
+        "AnchorFocalLoss(alpha=0.25, gamma=1.0, normalize='batch')"
 
 
 def test_import_without_torch_says_what_to_install():

@@ -41,12 +41,33 @@ Each class, the functions it calls (``from_logits`` False / True) and Keras's cl
     Keras ``BinaryFocalCrossentropy``
 ``AnchorFocalCrossentropy``: ``anchor_focal_loss`` / ``anchor_focal_loss_with_logits``;
     none (RetinaNet)
+``CategoricalFocalCrossentropy``: ``categorical_focal_loss`` / ``..._with_logits``;
+    Keras ``CategoricalFocalCrossentropy``
+``SparseCategoricalFocalCrossentropy``: ``sparse_categorical_focal_loss`` /
+    ``..._with_logits``; none
+``Poly1Crossentropy``: ``poly1_cross_entropy_with_logits`` (logits only); none
+``KLDivergence``: ``kl_divergence`` of the clipped ``log(y_pred)``; Keras ``KLDivergence``
+``Poisson``: ``poisson_nll(log_input=False, eps=1e-7)``; Keras ``Poisson``
+``GaussianNLL``: ``gaussian_nll``, ``y_pred`` = (means, variances); none
+``Hinge``, ``SquaredHinge``, ``CategoricalHinge``: ``hinge``, ``squared_hinge``,
+    ``categorical_hinge``; Keras's classes of the same names
+``CosineSimilarity``: ``cosine_similarity_loss``; Keras ``CosineSimilarity``
+``Quantile``: ``quantile_loss``; none
+``MeanSquaredLogarithmicError``, ``MeanAbsolutePercentageError``: ``msle``, ``mape``;
+    Keras's classes of the same names
+``Dice``, ``Tversky``: ``dice_loss``, ``tversky_loss``; Keras ``Dice``, ``Tversky``
+``GIoULoss``, ``DIoULoss``, ``CIoULoss``: ``giou_loss``, ``diou_loss``, ``ciou_loss`` (the
+    mean over a sample's boxes); none (KerasCV's ``GIoULoss``/``CIoULoss`` take other box
+    formats)
 
 Differences from Keras's classes with the same name: ``BinaryFocalCrossentropy`` has
 ``alpha=0.25`` on by default (``alpha=None`` turns it off; Keras needs
 ``apply_class_balancing=True``) and applies no label smoothing;
 ``SparseCategoricalCrossentropy`` names Keras's ``ignore_class`` ``ignore_index`` and also takes
-``label_smoothing``.
+``label_smoothing``; ``Tversky``'s ``alpha`` weighs the false positives as Keras documents,
+where Keras's code weighs the false negatives (``Tversky(alpha=a, beta=b)`` here is Keras's
+``Tversky(alpha=b, beta=a)``).  The classes of the catalogue (from
+``CategoricalFocalCrossentropy`` on) take their options as keywords only.
 
 ``AnchorFocalCrossentropy`` takes the RetinaNet seed's layout: ``y_true`` of shape
 ``(batch, anchors, classes + 1)`` whose last channel is the anchor state (-1 ignore,
@@ -76,22 +97,44 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 is tf
     )
 
 from ._core.validate import check_nonnegative, check_positive, check_unit_interval
+from .losses import boxes as _boxes
 from .losses import classification as _cls
+from .losses import distribution as _dist
 from .losses import focal as _focal
+from .losses import hinge as _hinge
 from .losses import regression as _reg
+from .losses import segmentation as _seg
 
 __all__ = [
     "AnchorFocalCrossentropy",
     "BinaryCrossentropy",
     "BinaryFocalCrossentropy",
+    "CIoULoss",
     "CategoricalCrossentropy",
+    "CategoricalFocalCrossentropy",
+    "CategoricalHinge",
+    "CosineSimilarity",
+    "DIoULoss",
+    "Dice",
+    "GIoULoss",
+    "GaussianNLL",
+    "Hinge",
     "Huber",
+    "KLDivergence",
     "LogCosh",
     "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
     "MeanSquaredError",
+    "MeanSquaredLogarithmicError",
+    "Poisson",
+    "Poly1Crossentropy",
+    "Quantile",
     "RootMeanSquaredError",
     "SmoothL1",
     "SparseCategoricalCrossentropy",
+    "SparseCategoricalFocalCrossentropy",
+    "SquaredHinge",
+    "Tversky",
 ]
 
 Tensor = Any
@@ -121,8 +164,32 @@ def _axis(value: int) -> int:
     return value
 
 
-def _alpha(alpha: float | None) -> float | None:
-    return None if alpha is None else check_unit_interval("alpha", alpha)
+def _alpha(alpha: Any) -> Any:
+    """A float in [0, 1], None, or per-class values (kept as a list: it goes in the config)."""
+    if alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)):
+        return None if alpha is None else check_unit_interval("alpha", alpha)
+    return _float_list("alpha", alpha)
+
+
+def _ignore_index(name: str, value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"`{name}` must be an int or None, got {value!r}.")
+    return value
+
+
+def _float_list(name: str, values: Any) -> list[float] | None:
+    if values is None:
+        return None
+    try:
+        return [float(v) for v in values]
+    except TypeError:
+        raise TypeError(f"`{name}` must be a sequence of floats, got "
+                        f"{type(values).__name__}.") from None
+
+
+def _tensor(value: Any, like: Tensor) -> Any:
+    """A list option as a tensor of ``like``'s dtype (floats and None pass unchanged)."""
+    return ops.convert_to_tensor(value, dtype=like.dtype) if isinstance(value, list) else value
 
 
 class _Loss(keras.losses.Loss):
@@ -261,23 +328,26 @@ class BinaryCrossentropy(_Loss):
 class CategoricalCrossentropy(_Loss):
     """Categorical cross-entropy over ``axis`` (one-hot or soft targets), per sample:
     :func:`unilosses.categorical_cross_entropy` or, with ``from_logits=True``,
-    :func:`unilosses.categorical_cross_entropy_with_logits`."""
+    :func:`unilosses.categorical_cross_entropy_with_logits`.  ``class_weights`` (one per class)
+    multiply each class's term; Keras's reduction then averages the samples."""
 
-    _options = ("from_logits", "label_smoothing", "axis")
+    _options = ("from_logits", "label_smoothing", "axis", "class_weights")
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
-                 *, reduction: str | None = "sum_over_batch_size", name: str | None = None,
+                 *, class_weights: list[float] | None = None,
+                 reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
+        self.class_weights = _float_list("class_weights", class_weights)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         fn = (_cls.categorical_cross_entropy_with_logits if self.from_logits
               else _cls.categorical_cross_entropy)
         return fn(y_pred, y_true, axis=self.axis, label_smoothing=self.label_smoothing,
-                  reduction="none")
+                  class_weights=_tensor(self.class_weights, y_pred), reduction="none")
 
 
 def _set_keras_mask(x: Tensor, mask: Tensor) -> None:
@@ -299,32 +369,41 @@ class SparseCategoricalCrossentropy(_Loss):
     get loss 0 and are left out of the count of ``"sum_over_batch_size"``, as in Keras.
     """
 
-    _options = ("from_logits", "ignore_index", "label_smoothing", "axis")
+    _options = ("from_logits", "ignore_index", "label_smoothing", "axis", "class_weights")
 
     def __init__(self, from_logits: bool = False, ignore_index: int | None = None,
                  label_smoothing: float = 0.0, axis: int = -1, *,
+                 class_weights: list[float] | None = None,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
-        if ignore_index is not None and (isinstance(ignore_index, bool)
-                                         or not isinstance(ignore_index, int)):
-            raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}.")
-        self.ignore_index = ignore_index
+        self.ignore_index = _ignore_index("ignore_index", ignore_index)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
+        self.class_weights = _float_list("class_weights", class_weights)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
-            y_true = ops.squeeze(y_true, -1)
-        labels = ops.cast(y_true, "int32")
+        labels = _labels(y_true, y_pred)
         fn = (_cls.sparse_categorical_cross_entropy_with_logits if self.from_logits
               else _cls.sparse_categorical_cross_entropy)
         loss = fn(y_pred, labels, axis=self.axis, ignore_index=self.ignore_index,
-                  label_smoothing=self.label_smoothing, reduction="none")
-        if self.ignore_index is not None:
-            _set_keras_mask(loss, ops.not_equal(labels, self.ignore_index))
-        return loss
+                  label_smoothing=self.label_smoothing,
+                  class_weights=_tensor(self.class_weights, y_pred), reduction="none")
+        return _mask_ignored(loss, labels, self.ignore_index)
+
+
+def _labels(y_true: Tensor, y_pred: Tensor) -> Tensor:
+    """Integer labels from Keras's ``y_true`` (float, maybe with a trailing axis of 1)."""
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+        y_true = ops.squeeze(y_true, -1)
+    return ops.cast(y_true, "int32")
+
+
+def _mask_ignored(loss: Tensor, labels: Tensor, ignore_index: int | None) -> Tensor:
+    if ignore_index is not None:
+        _set_keras_mask(loss, ops.not_equal(labels, ignore_index))
+    return loss
 
 
 @_register
@@ -332,7 +411,7 @@ class BinaryFocalCrossentropy(_Loss):
     """Binary focal loss averaged over ``axis``, per sample:
     :func:`unilosses.binary_focal_loss` or, with ``from_logits=True``,
     :func:`unilosses.binary_focal_loss_with_logits`.  ``alpha=None`` turns class balancing
-    off."""
+    off; a list is one value per class (the last axis)."""
 
     _options = ("from_logits", "alpha", "gamma", "axis")
 
@@ -350,7 +429,8 @@ class BinaryFocalCrossentropy(_Loss):
         y_true, y_pred = _same_rank(y_true, y_pred)
         fn = (_focal.binary_focal_loss_with_logits if self.from_logits
               else _focal.binary_focal_loss)
-        loss = fn(y_pred, y_true, alpha=self.alpha, gamma=self.gamma, reduction="none")
+        loss = fn(y_pred, y_true, alpha=_tensor(self.alpha, y_pred), gamma=self.gamma,
+                  reduction="none")
         return ops.mean(loss, axis=self.axis)
 
 
@@ -364,18 +444,24 @@ class AnchorFocalCrossentropy(_Loss):
     ``y_pred``: ``(batch, anchors, classes)``.  Per sample ``b`` it returns
     ``batch * S_b / max(1, #objects in the batch)``, ``S_b`` being the focal loss summed over
     the sample's non-ignored anchors, so that the default reduction gives exactly the
-    functional loss.
+    functional loss; with ``normalize="image"``, ``S_b / max(1, #objects in the sample)``
+    (torchvision's RetinaNet head).
     """
 
-    _options = ("from_logits", "alpha", "gamma")
+    _options = ("from_logits", "alpha", "gamma", "normalize")
 
-    def __init__(self, from_logits: bool = False, alpha: float | None = 0.25,
-                 gamma: float = 2.0, *, reduction: str | None = "sum_over_batch_size",
+    def __init__(self, from_logits: bool = False, alpha: Any = 0.25,
+                 gamma: float = 2.0, *, normalize: str = "batch",
+                 reduction: str | None = "sum_over_batch_size",
                  name: str | None = None, dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
         self.alpha = _alpha(alpha)
         self.gamma = check_nonnegative("gamma", gamma)
+        if normalize not in ("batch", "image"):
+            raise ValueError(f"normalize={normalize!r} is not supported; use 'batch' or "
+                             f"'image'.")
+        self.normalize = normalize
 
     def call(self, y_true: Any, y_pred: Tensor) -> Tensor:
         if isinstance(y_true, (tuple, list)):
@@ -396,9 +482,282 @@ class AnchorFocalCrossentropy(_Loss):
         targets = ops.where(ops.expand_dims(positive, -1), ops.cast(targets, dtype), 0.0)
         fn = (_focal.binary_focal_loss_with_logits if self.from_logits
               else _focal.binary_focal_loss)
-        elementwise = fn(y_pred, targets, alpha=self.alpha, gamma=self.gamma,
+        elementwise = fn(y_pred, targets, alpha=_tensor(self.alpha, y_pred), gamma=self.gamma,
                          reduction="none", where=keep)
         per_sample = ops.sum(elementwise, axis=tuple(range(1, len(elementwise.shape))))
+        if self.normalize == "image":
+            # torchvision's RetinaNet head: each image over its own positives
+            own = ops.sum(ops.cast(positive, dtype), axis=tuple(range(1, len(state.shape))))
+            return per_sample / ops.maximum(own, 1.0)
         objects = ops.sum(ops.cast(positive, dtype))
         batch = ops.cast(ops.shape(y_pred)[0], dtype)
         return per_sample * (batch / ops.maximum(objects, 1.0))
+
+
+# -- the loss catalogue: one body, the options declared per class ---------------------------------
+def _overlap_axis(name: str, value: Any) -> Any:
+    # the axes of one Dice/Tversky coefficient: None, an int or a tuple (checked by the loss)
+    return value if value is None or isinstance(value, int) else tuple(value)
+
+
+def _quantiles(name: str, value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return check_unit_interval(name, value)
+    return _float_list(name, value)
+
+
+#: option name -> check(name, value) returning the value kept (and put in the config)
+_CHECKS: dict[str, Any] = {
+    "from_logits": lambda n, v: bool(v), "log_input": lambda n, v: bool(v),
+    "full": lambda n, v: bool(v), "axis": lambda n, v: _axis(v), "alpha": lambda n, v: _alpha(v),
+    "gamma": check_nonnegative, "label_smoothing": check_unit_interval,
+    "ignore_index": _ignore_index, "epsilon": lambda n, v: _cls.check_finite(n, v),
+    "eps": check_positive, "quantiles": _quantiles,
+}
+#: options passed to the loss as tensors of the predictions' dtype when they are lists
+_TENSOR_OPTIONS = ("alpha", "quantiles")
+
+
+class _Catalogue(_Loss):
+    """A loss whose per-sample value is its function's ``reduction="none"`` output.
+
+    Subclasses declare ``_function`` (and ``_logits_function``, chosen by ``from_logits``),
+    their keyword options with defaults in ``_defaults`` (checked by ``_CHECKS``, or by
+    ``_checks`` for a class's own meaning), and ``_last_axis_mean`` for elementwise losses that
+    Keras averages over the last axis.
+    """
+
+    _function: Any = None
+    _logits_function: Any = None
+    _defaults: dict[str, Any] = {}
+    _checks: dict[str, Any] = {}
+    _last_axis_mean = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._options = tuple(cls._defaults)
+
+    def __init__(self, *, reduction: str | None = "sum_over_batch_size",
+                 name: str | None = None, dtype: Any = None, **options: Any) -> None:
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        unknown = sorted(set(options) - set(self._defaults))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected option(s) "
+                            f"{', '.join(unknown)}; it takes "
+                            f"{', '.join(self._defaults) or 'none'}.")
+        for key, default in self._defaults.items():
+            check = self._checks[key] if key in self._checks else _CHECKS[key]
+            setattr(self, key, check(key, options.get(key, default)))
+
+    def _loss(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        """The function on (predictions, targets) with the options, unreduced."""
+        fn = self._logits_function if getattr(self, "from_logits", False) else self._function
+        options = {k: _tensor(getattr(self, k), y_pred) if k in _TENSOR_OPTIONS
+                   else getattr(self, k) for k in self._defaults if k != "from_logits"}
+        return fn(y_pred, y_true, reduction="none", **options)
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        if not self._last_axis_mean:
+            return self._loss(y_true, y_pred)
+        y_true, y_pred = _same_rank(y_true, y_pred)
+        return ops.mean(self._loss(y_true, y_pred), axis=-1)
+
+
+@_register
+class CategoricalFocalCrossentropy(_Catalogue):
+    """Softmax focal loss over ``axis``, per sample: :func:`unilosses.categorical_focal_loss`
+    or, with ``from_logits=True``, :func:`unilosses.categorical_focal_loss_with_logits`.
+    ``alpha``: a float, None or one value per class."""
+
+    _function = staticmethod(_focal.categorical_focal_loss)
+    _logits_function = staticmethod(_focal.categorical_focal_loss_with_logits)
+    _defaults = {"from_logits": False, "alpha": 0.25, "gamma": 2.0, "label_smoothing": 0.0,
+                 "axis": -1}
+
+
+@_register
+class SparseCategoricalFocalCrossentropy(_Catalogue):
+    """Softmax focal loss with integer labels, per sample:
+    :func:`unilosses.sparse_categorical_focal_loss` (or ``..._with_logits``); labels and
+    ``ignore_index`` as in :class:`SparseCategoricalCrossentropy`."""
+
+    _function = staticmethod(_focal.sparse_categorical_focal_loss)
+    _logits_function = staticmethod(_focal.sparse_categorical_focal_loss_with_logits)
+    _defaults = {"from_logits": False, "alpha": 0.25, "gamma": 2.0, "label_smoothing": 0.0,
+                 "axis": -1, "ignore_index": None}
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        labels = _labels(y_true, y_pred)
+        return _mask_ignored(self._loss(labels, y_pred), labels, self.ignore_index)
+
+
+@_register
+class Poly1Crossentropy(_Catalogue):
+    """Poly-1 cross-entropy on logits over ``axis``, per sample
+    (:func:`unilosses.poly1_cross_entropy_with_logits`)."""
+
+    _function = staticmethod(_cls.poly1_cross_entropy_with_logits)
+    _defaults = {"epsilon": 2.0, "axis": -1}
+
+
+@_register
+class KLDivergence(_Catalogue):
+    """KL divergence over ``axis``, per sample, on probabilities as Keras takes them: both
+    clipped to ``[1e-7, 1]``, then :func:`unilosses.kl_divergence` of ``log(y_pred)``."""
+
+    _function = staticmethod(_dist.kl_divergence)
+    _defaults = {"axis": -1}
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _same_rank(y_true, y_pred)
+        y_true = ops.clip(ops.cast(y_true, y_pred.dtype), 1e-7, 1.0)
+        return self._loss(y_true, ops.log(ops.clip(y_pred, 1e-7, 1.0)))
+
+
+@_register
+class Poisson(_Catalogue):
+    """Poisson negative log-likelihood averaged over the last axis, per sample
+    (:func:`unilosses.poisson_nll`); Keras's defaults: rates (``log_input=False``),
+    ``eps=1e-7``."""
+
+    _function = staticmethod(_dist.poisson_nll)
+    _defaults = {"log_input": False, "full": False, "eps": 1e-7}
+    _last_axis_mean = True
+
+
+@_register
+class GaussianNLL(_Catalogue):
+    """Gaussian negative log-likelihood averaged over the last axis, per sample
+    (:func:`unilosses.gaussian_nll`).  ``y_pred`` is a pair ``(mean, variance)``, or one
+    tensor whose last axis holds the means then the variances (twice the targets' size)."""
+
+    _function = staticmethod(_dist.gaussian_nll)
+    _defaults = {"full": False, "eps": 1e-6}
+
+    def call(self, y_true: Tensor, y_pred: Any) -> Tensor:
+        if isinstance(y_pred, (tuple, list)):
+            mean, variance = y_pred
+        else:
+            mean, variance = ops.split(y_pred, 2, axis=-1)
+        y_true, mean = _same_rank(y_true, mean)
+        loss = _dist.gaussian_nll(mean, y_true, variance, full=self.full, eps=self.eps,
+                                  reduction="none")
+        return ops.mean(loss, axis=-1)
+
+
+@_register
+class Hinge(_Catalogue):
+    """Hinge loss averaged over the last axis, per sample (:func:`unilosses.hinge`)."""
+
+    _function = staticmethod(_hinge.hinge)
+    _last_axis_mean = True
+
+
+@_register
+class SquaredHinge(_Catalogue):
+    """Squared hinge loss averaged over the last axis, per sample
+    (:func:`unilosses.squared_hinge`)."""
+
+    _function = staticmethod(_hinge.squared_hinge)
+    _last_axis_mean = True
+
+
+@_register
+class CategoricalHinge(_Catalogue):
+    """Categorical hinge loss over ``axis``, per sample (:func:`unilosses.categorical_hinge`)."""
+
+    _function = staticmethod(_hinge.categorical_hinge)
+    _defaults = {"axis": -1}
+
+
+@_register
+class CosineSimilarity(_Catalogue):
+    """Negative cosine similarity over ``axis``, per sample
+    (:func:`unilosses.cosine_similarity_loss`, Keras's sign and norm floor)."""
+
+    _function = staticmethod(_reg.cosine_similarity_loss)
+    _defaults = {"axis": -1, "eps": 1e-7}
+
+
+@_register
+class Quantile(_Catalogue):
+    """Quantile (pinball) loss averaged over the last axis, per sample
+    (:func:`unilosses.quantile_loss`).  With a list of ``quantiles`` the predictions' last axis
+    holds one prediction per quantile and ``y_true`` may lack it (or have it of size 1)."""
+
+    _function = staticmethod(_reg.quantile_loss)
+    _defaults = {"quantiles": 0.5}
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        if not isinstance(self.quantiles, list):
+            y_true, y_pred = _same_rank(y_true, y_pred)
+        elif len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == 1:
+            y_true = ops.squeeze(y_true, -1)
+        return ops.mean(self._loss(y_true, y_pred), axis=-1)
+
+
+@_register
+class MeanSquaredLogarithmicError(_Catalogue):
+    """Mean squared logarithmic error over the last axis, per sample (:func:`unilosses.msle`)."""
+
+    _function = staticmethod(_reg.msle)
+    _last_axis_mean = True
+
+
+@_register
+class MeanAbsolutePercentageError(_Catalogue):
+    """Mean absolute percentage error over the last axis, per sample
+    (:func:`unilosses.mape`)."""
+
+    _function = staticmethod(_reg.mape)
+    _last_axis_mean = True
+
+
+@_register
+class Dice(_Catalogue):
+    """Soft Dice loss (:func:`unilosses.dice_loss`): one coefficient over ``axis`` (None: all
+    axes, Keras's default; ``(1, 2, 3)``: one per sample of ``(batch, H, W, C)``)."""
+
+    _function = staticmethod(_seg.dice_loss)
+    _defaults = {"axis": None, "smooth": 0.0, "eps": 1e-7}
+    _checks = {"axis": _overlap_axis, "smooth": check_nonnegative, "eps": check_nonnegative}
+
+
+@_register
+class Tversky(_Catalogue):
+    """Tversky loss (:func:`unilosses.tversky_loss`): ``alpha`` weighs the false positives and
+    ``beta`` the false negatives, as Keras documents (Keras's code swaps them)."""
+
+    _function = staticmethod(_seg.tversky_loss)
+    _defaults = {"alpha": 0.5, "beta": 0.5, "axis": None, "smooth": 0.0, "eps": 1e-7}
+    _checks = {"alpha": check_nonnegative, "beta": check_nonnegative, **Dice._checks}
+
+
+@_register
+class GIoULoss(_Catalogue):
+    """Generalized IoU loss of ``(x1, y1, x2, y2)`` boxes (:func:`unilosses.giou_loss`), per
+    sample: the mean over its boxes (``(batch, 4)`` or ``(batch, boxes, 4)``)."""
+
+    _function = staticmethod(_boxes.giou_loss)
+    _defaults = {"eps": 1e-7}
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        loss = self._loss(y_true, y_pred)
+        rank = len(loss.shape)
+        return ops.mean(loss, axis=tuple(range(1, rank))) if rank > 1 else loss
+
+
+@_register
+class DIoULoss(GIoULoss):
+    """Distance IoU loss of boxes (:func:`unilosses.diou_loss`), per sample as
+    :class:`GIoULoss`."""
+
+    _function = staticmethod(_boxes.diou_loss)
+
+
+@_register
+class CIoULoss(GIoULoss):
+    """Complete IoU loss of boxes (:func:`unilosses.ciou_loss`), per sample as
+    :class:`GIoULoss`."""
+
+    _function = staticmethod(_boxes.ciou_loss)

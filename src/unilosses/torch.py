@@ -4,12 +4,16 @@ Each module holds its loss's keyword options (given to the constructor, validate
 calls the functional loss in ``forward``, so value and gradient are exactly the functional
 loss's.  ``forward`` takes torch's argument order, ``forward(input, target)``; the optional
 per-call ``weights`` and ``where`` of the functional losses are keyword arguments of
-``forward``.  Tensor options (``pos_weight``, ``weight``) are buffers: they follow
-``.to(device)`` / ``.double()`` and are saved in ``state_dict`` under torch's names.
+``forward``.  Tensor options (``pos_weight``, ``weight``, ``class_weights``) are buffers: they
+follow ``.to(device)`` / ``.double()`` and are saved in ``state_dict`` under torch's names.
+Options that may be a float or per-class values (``alpha``, ``quantiles``) are attributes when
+floats and buffers when tensors or sequences.
 
 Naming: the function's name in CamelCase with ``Loss`` appended, spelt the way ``torch.nn``
-spells it where torch has the same loss (``MSE``, ``L1``, ``BCE``), and ``_with_logits`` as
-``WithLogits`` before ``Loss`` (as in ``BCEWithLogitsLoss``).  Two aliases carry torch's own
+spells it where torch has the same loss (``MSE``, ``L1``, ``BCE``, ``KLDiv``, ``PoissonNLL``,
+``GaussianNLL``), a trailing ``_loss`` not repeated, the IoU losses as torchvision's papers
+spell them (``GIoULoss``), and ``_with_logits`` as ``WithLogits`` before ``Loss`` (as in
+``BCEWithLogitsLoss``).  Two aliases carry torch's own
 names: ``L1Loss`` is ``MAELoss``, and ``CrossEntropyLoss`` is the drop-in for
 ``torch.nn.CrossEntropyLoss`` (class axis 1, ``ignore_index=-100``).
 
@@ -27,46 +31,87 @@ Each class, the function it calls, its ``torch`` equivalent and its options (def
     ``torch.nn.SmoothL1Loss`` (drop-in for ``beta > 0``); ``reduction="mean"``, ``beta=1.0``
 ``LogCoshLoss`` -- :func:`~unilosses.log_cosh`
     none; ``reduction="mean"``
+``MSLELoss`` -- :func:`~unilosses.msle`
+    none (Keras's ``MeanSquaredLogarithmicError``); ``reduction="mean"``
+``MAPELoss`` -- :func:`~unilosses.mape`
+    none (Keras's ``MeanAbsolutePercentageError``); ``reduction="mean"``
+``QuantileLoss`` -- :func:`~unilosses.quantile_loss`
+    none; ``quantiles=0.5`` (a float, or a tensor/sequence: a buffer), ``reduction="mean"``
+``CosineSimilarityLoss`` -- :func:`~unilosses.cosine_similarity_loss`
+    ``-torch.nn.CosineSimilarity``; ``axis=-1``, ``eps=1e-7``, ``reduction="mean"``
 ``BCELoss`` -- :func:`~unilosses.binary_cross_entropy`
     ``torch.nn.BCELoss`` (probabilities clipped to ``[1e-7, 1 - 1e-7]`` where torch clamps
-    the log at -100); ``weight=None``, ``reduction="mean"``
+    the log at -100); ``weight=None``, ``reduction="mean"``, ``label_smoothing=0.0``
 ``BCEWithLogitsLoss`` -- :func:`~unilosses.binary_cross_entropy_with_logits`
     ``torch.nn.BCEWithLogitsLoss`` (drop-in); ``weight=None``, ``reduction="mean"``,
-    ``pos_weight=None``
+    ``pos_weight=None``, ``label_smoothing=0.0`` (towards 0.5, Keras's; not in torch)
 ``CategoricalCrossEntropyLoss`` -- :func:`~unilosses.categorical_cross_entropy`
     none (Keras's ``CategoricalCrossentropy``); ``axis=-1``, ``label_smoothing=0.0``,
-    ``reduction="mean"``
+    ``class_weights=None`` (a buffer), ``reduction="mean"``
 ``CategoricalCrossEntropyWithLogitsLoss`` --
 :func:`~unilosses.categorical_cross_entropy_with_logits`
     ``torch.nn.CrossEntropyLoss`` with probability targets, class axis ``axis=-1`` (torch: 1);
-    ``label_smoothing=0.0``, ``reduction="mean"``
+    ``label_smoothing=0.0``, ``class_weights=None``, ``reduction="mean"``
 ``SparseCategoricalCrossEntropyLoss`` -- :func:`~unilosses.sparse_categorical_cross_entropy`
     none (Keras's ``SparseCategoricalCrossentropy``); ``axis=-1``, ``ignore_index=None``,
-    ``label_smoothing=0.0``, ``reduction="mean"``
+    ``label_smoothing=0.0``, ``class_weights=None``, ``reduction="mean"``
 ``SparseCategoricalCrossEntropyWithLogitsLoss`` --
 :func:`~unilosses.sparse_categorical_cross_entropy_with_logits`
     ``torch.nn.CrossEntropyLoss`` with class indices, class axis ``axis=-1`` (torch: 1);
-    ``ignore_index=None``, ``label_smoothing=0.0``, ``reduction="mean"``
+    ``ignore_index=None``, ``label_smoothing=0.0``, ``class_weights=None``,
+    ``reduction="mean"`` (torch's weighted mean: ``"weighted_mean"``)
 ``CrossEntropyLoss`` -- the two ``*_with_logits`` functions above, on class axis 1
     ``torch.nn.CrossEntropyLoss`` (drop-in: integer targets are class indices, floating ones
-    probabilities); ``ignore_index=-100``, ``reduction="mean"``, ``label_smoothing=0.0``
-``BinaryFocalLoss`` -- :func:`~unilosses.binary_focal_loss`
-    none (Keras's ``BinaryFocalCrossentropy``); ``alpha=0.25`` (None: off), ``gamma=2.0``,
+    probabilities); ``weight=None`` (per class, a buffer, with torch's weighted mean),
+    ``ignore_index=-100``, ``reduction="mean"``, ``label_smoothing=0.0``
+``Poly1CrossEntropyWithLogitsLoss`` -- :func:`~unilosses.poly1_cross_entropy_with_logits`
+    none (``optax.poly_loss_cross_entropy``); ``epsilon=2.0``, ``axis=-1``,
     ``reduction="mean"``
+``BinaryFocalLoss`` -- :func:`~unilosses.binary_focal_loss`
+    none (Keras's ``BinaryFocalCrossentropy``); ``alpha=0.25`` (None: off; per class: a
+    tensor or sequence, a buffer), ``gamma=2.0``, ``reduction="mean"``
 ``BinaryFocalWithLogitsLoss`` -- :func:`~unilosses.binary_focal_loss_with_logits`
     ``torchvision.ops.sigmoid_focal_loss`` (whose default reduction is "none");
     ``alpha=0.25``, ``gamma=2.0``, ``reduction="mean"``
+``CategoricalFocalLoss``, ``CategoricalFocalWithLogitsLoss`` --
+:func:`~unilosses.categorical_focal_loss`, :func:`~unilosses.categorical_focal_loss_with_logits`
+    none (Keras's ``CategoricalFocalCrossentropy``); ``alpha=0.25`` (as above), ``gamma=2.0``,
+    ``axis=-1``, ``label_smoothing=0.0``, ``reduction="mean"``
+``SparseCategoricalFocalLoss``, ``SparseCategoricalFocalWithLogitsLoss`` --
+:func:`~unilosses.sparse_categorical_focal_loss`, ``..._with_logits``
+    none; as the categorical ones, plus ``ignore_index=None``
 ``AnchorFocalLoss`` -- :func:`~unilosses.anchor_focal_loss`
-    none; ``alpha=0.25``, ``gamma=2.0``; ``forward(input, target, anchor_state, *,
-    normalizer=None)``
+    none; ``alpha=0.25``, ``gamma=2.0``, ``normalize="batch"`` (or ``"image"``);
+    ``forward(input, target, anchor_state, *, normalizer=None)``
 ``AnchorFocalWithLogitsLoss`` -- :func:`~unilosses.anchor_focal_loss_with_logits`
-    torchvision's RetinaNet classification head loss; as ``AnchorFocalLoss``
+    torchvision's RetinaNet classification head loss (``normalize="image"``); as
+    ``AnchorFocalLoss``
+``HingeLoss``, ``SquaredHingeLoss`` -- :func:`~unilosses.hinge`, :func:`~unilosses.squared_hinge`
+    none (Keras's ``Hinge``, ``SquaredHinge``); ``reduction="mean"``
+``CategoricalHingeLoss`` -- :func:`~unilosses.categorical_hinge`
+    none (Keras's ``CategoricalHinge``); ``axis=-1``, ``reduction="mean"``
+``KLDivLoss`` -- :func:`~unilosses.kl_divergence`
+    ``torch.nn.KLDivLoss`` (drop-in); ``reduction="mean"`` (or ``"batchmean"``),
+    ``log_target=False``, ``axis=None`` (pointwise, as torch)
+``PoissonNLLLoss`` -- :func:`~unilosses.poisson_nll`
+    ``torch.nn.PoissonNLLLoss`` (drop-in); ``log_input=True``, ``full=False``, ``eps=1e-8``,
+    ``reduction="mean"``
+``GaussianNLLLoss`` -- :func:`~unilosses.gaussian_nll`
+    ``torch.nn.GaussianNLLLoss`` (drop-in); ``full=False``, ``eps=1e-6``, ``reduction="mean"``;
+    ``forward(input, target, var)``
+``DiceLoss``, ``TverskyLoss`` -- :func:`~unilosses.dice_loss`, :func:`~unilosses.tversky_loss`
+    none; ``axis=None``, ``smooth=0.0``, ``eps=1e-7`` (Tversky: ``alpha=0.5``, ``beta=0.5``),
+    ``reduction="mean"``
+``GIoULoss``, ``DIoULoss``, ``CIoULoss`` -- :func:`~unilosses.giou_loss`,
+:func:`~unilosses.diou_loss`, :func:`~unilosses.ciou_loss`
+    torchvision's ``generalized_box_iou_loss``, ``distance_box_iou_loss``,
+    ``complete_box_iou_loss`` (default reduction "none" there); ``eps=1e-7``,
+    ``reduction="mean"``
 
 "Drop-in" means: same constructor defaults, same ``forward(input, target)``, same value and
 gradient (tested against ``torch.nn`` on the same inputs).  Not carried over: torch's
-deprecated ``size_average``/``reduce`` arguments, ``CrossEntropyLoss(weight=...)`` (per-class
-weights; it raises ``NotImplementedError``), ``SmoothL1Loss(beta=0)`` (use ``L1Loss``) and
-TorchScript (``torch.jit.script``); ``torch.compile`` works (no graph breaks).
+deprecated ``size_average``/``reduce`` arguments, ``SmoothL1Loss(beta=0)`` (use ``L1Loss``)
+and TorchScript (``torch.jit.script``); ``torch.compile`` works (no graph breaks).
 torchvision's ``sigmoid_focal_loss`` defaults to ``reduction="none"``; ``BinaryFocalWithLogitsLoss``
 to ``"mean"`` like every other module here.
 
@@ -95,9 +140,13 @@ from ._core.validate import (
     check_unit_interval,
 )
 from .backends import adapter_named
+from .losses import boxes as _boxes
 from .losses import classification as _cls
+from .losses import distribution as _dist
 from .losses import focal as _focal
+from .losses import hinge as _hinge
 from .losses import regression as _reg
+from .losses import segmentation as _seg
 
 __all__ = [
     "AnchorFocalLoss",
@@ -106,18 +155,38 @@ __all__ = [
     "BCEWithLogitsLoss",
     "BinaryFocalLoss",
     "BinaryFocalWithLogitsLoss",
+    "CIoULoss",
     "CategoricalCrossEntropyLoss",
     "CategoricalCrossEntropyWithLogitsLoss",
+    "CategoricalFocalLoss",
+    "CategoricalFocalWithLogitsLoss",
+    "CategoricalHingeLoss",
+    "CosineSimilarityLoss",
     "CrossEntropyLoss",
+    "DIoULoss",
+    "DiceLoss",
+    "GIoULoss",
+    "GaussianNLLLoss",
+    "HingeLoss",
     "HuberLoss",
+    "KLDivLoss",
     "L1Loss",
     "LogCoshLoss",
     "MAELoss",
+    "MAPELoss",
     "MSELoss",
+    "MSLELoss",
+    "PoissonNLLLoss",
+    "Poly1CrossEntropyWithLogitsLoss",
+    "QuantileLoss",
     "RMSELoss",
     "SmoothL1Loss",
     "SparseCategoricalCrossEntropyLoss",
     "SparseCategoricalCrossEntropyWithLogitsLoss",
+    "SparseCategoricalFocalLoss",
+    "SparseCategoricalFocalWithLogitsLoss",
+    "SquaredHingeLoss",
+    "TverskyLoss",
 ]
 
 # Load the torch adapter now: its first use imports a module, which torch.compile cannot trace
@@ -135,8 +204,33 @@ def _tensor_option(name: str, value: Tensor | float | None) -> Tensor | None:
     return torch.tensor(float(value))
 
 
-def _alpha(alpha: float | None) -> float | None:
-    return None if alpha is None else check_unit_interval("alpha", alpha)
+def _sequence_tensor(values: Any) -> Tensor:
+    # float64, so that the values are kept as given: the loss casts them to the inputs' dtype
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+
+def _float_or_buffer(module: nn.Module, name: str, value: Any, *,
+                     optional: bool = False) -> None:
+    """A float option in [0, 1] (an attribute), or per-entry values (a tensor or a sequence:
+    a buffer, which follows ``.to()`` and ``state_dict``)."""
+    if isinstance(value, (list, tuple)):
+        value = _sequence_tensor(value)
+    if isinstance(value, Tensor):
+        module.register_buffer(name, value)
+    elif value is None and optional:
+        setattr(module, name, None)
+    else:
+        setattr(module, name, check_unit_interval(name, value))
+
+
+def _class_weights(name: str, value: Any) -> Tensor | None:
+    """Per-class weights: a tensor, or a sequence made into one."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    if isinstance(value, (list, tuple)):
+        return _sequence_tensor(value)
+    raise TypeError(f"`{name}` must be a tensor, a sequence of floats or None, got "
+                    f"{type(value).__name__}.")
 
 
 def _ignore_index(value: int | None) -> int | None:
@@ -164,6 +258,19 @@ class _Loss(nn.Module):
     def extra_repr(self) -> str:
         names = ("reduction",) + self._options if hasattr(self, "reduction") else self._options
         return ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+
+
+class _Functional(_Loss):
+    """A module whose ``forward(input, target)`` is ``_function`` with the attributes named in
+    ``_options`` (buffers included) as keyword options."""
+
+    _function: Any
+
+    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
+                where: Tensor | None = None) -> Tensor:
+        options = {name: getattr(self, name) for name in self._options}
+        return self._function(input, target, reduction=self.reduction, weights=weights,
+                              where=where, **options)
 
 
 class MSELoss(_Loss):
@@ -195,7 +302,7 @@ class RMSELoss(_Loss):
     It has no ``reduction``: the mean is inside the square root.
     """
 
-    _options = ("axis",)
+    _options: tuple[str, ...] = ("axis",)
 
     def __init__(self, *, axis: int | tuple[int, ...] | None = None) -> None:
         nn.Module.__init__(self)
@@ -209,7 +316,7 @@ class RMSELoss(_Loss):
 class HuberLoss(_Loss):
     """Huber loss, :func:`unilosses.huber`; drop-in for ``torch.nn.HuberLoss``."""
 
-    _options = ("delta",)
+    _options: tuple[str, ...] = ("delta",)
 
     def __init__(self, *, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction=reduction)
@@ -225,7 +332,7 @@ class SmoothL1Loss(_Loss):
     """Smooth L1 loss, :func:`unilosses.smooth_l1`; drop-in for ``torch.nn.SmoothL1Loss``
     (``beta > 0``)."""
 
-    _options = ("beta",)
+    _options: tuple[str, ...] = ("beta",)
 
     def __init__(self, *, reduction: str = "mean", beta: float = 1.0) -> None:
         super().__init__(reduction=reduction)
@@ -247,13 +354,17 @@ class LogCoshLoss(_Loss):
 
 
 class _WeightedLoss(_Loss):
-    """A loss with torch's constructor ``weight`` (a buffer), multiplied into ``weights``."""
+    """A loss with torch's constructor ``weight`` (a buffer), multiplied into ``weights``, and
+    Keras's binary ``label_smoothing`` (towards 0.5; torch's binary losses have none)."""
 
+    _options: tuple[str, ...] = ("label_smoothing",)
     weight: Tensor | None
 
-    def __init__(self, *, weight: Tensor | None = None, reduction: str = "mean") -> None:
+    def __init__(self, *, weight: Tensor | None = None, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(reduction=reduction)
         self.register_buffer("weight", _tensor_option("weight", weight))
+        self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
 
     def _weights(self, weights: Tensor | None) -> Tensor | None:
         if self.weight is None:
@@ -272,7 +383,8 @@ class BCELoss(_WeightedLoss):
 
     def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
                 where: Tensor | None = None) -> Tensor:
-        return _cls.binary_cross_entropy(input, target, reduction=self.reduction,
+        return _cls.binary_cross_entropy(input, target, label_smoothing=self.label_smoothing,
+                                         reduction=self.reduction,
                                          weights=self._weights(weights), where=where)
 
 
@@ -288,36 +400,36 @@ class BCEWithLogitsLoss(_WeightedLoss):
     pos_weight: Tensor | None
 
     def __init__(self, *, weight: Tensor | None = None, reduction: str = "mean",
-                 pos_weight: Tensor | float | None = None) -> None:
-        super().__init__(weight=weight, reduction=reduction)
+                 pos_weight: Tensor | float | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
         self.register_buffer("pos_weight", _tensor_option("pos_weight", pos_weight))
 
     def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
                 where: Tensor | None = None) -> Tensor:
         return _cls.binary_cross_entropy_with_logits(
-            input, target, pos_weight=self.pos_weight, reduction=self.reduction,
-            weights=self._weights(weights), where=where)
+            input, target, pos_weight=self.pos_weight, label_smoothing=self.label_smoothing,
+            reduction=self.reduction, weights=self._weights(weights), where=where)
 
 
-class _CategoricalLoss(_Loss):
-    _options = ("axis", "label_smoothing")
+class _CategoricalLoss(_Functional):
+    """Cross-entropy modules: ``class_weights`` (a buffer) with the function's meaning."""
+
+    _options: tuple[str, ...] = ("axis", "label_smoothing", "class_weights")
+    class_weights: Tensor | None
 
     def __init__(self, *, axis: int = -1, label_smoothing: float = 0.0,
-                 reduction: str = "mean") -> None:
+                 class_weights: Tensor | None = None, reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
         self.axis = _axis(axis)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
+        self.register_buffer("class_weights", _class_weights("class_weights", class_weights))
 
 
 class CategoricalCrossEntropyLoss(_CategoricalLoss):
     """Categorical cross-entropy on probabilities with one-hot or soft targets along ``axis``,
     :func:`unilosses.categorical_cross_entropy`."""
 
-    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
-                where: Tensor | None = None) -> Tensor:
-        return _cls.categorical_cross_entropy(
-            input, target, axis=self.axis, label_smoothing=self.label_smoothing,
-            reduction=self.reduction, weights=weights, where=where)
+    _function = staticmethod(_cls.categorical_cross_entropy)
 
 
 class CategoricalCrossEntropyWithLogitsLoss(_CategoricalLoss):
@@ -326,46 +438,32 @@ class CategoricalCrossEntropyWithLogitsLoss(_CategoricalLoss):
     with probability targets, whose class axis is 1: pass ``axis=1`` or use
     :class:`CrossEntropyLoss`)."""
 
-    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
-                where: Tensor | None = None) -> Tensor:
-        return _cls.categorical_cross_entropy_with_logits(
-            input, target, axis=self.axis, label_smoothing=self.label_smoothing,
-            reduction=self.reduction, weights=weights, where=where)
+    _function = staticmethod(_cls.categorical_cross_entropy_with_logits)
 
 
-class _SparseLoss(_Loss):
-    _options = ("axis", "ignore_index", "label_smoothing")
+class _SparseLoss(_CategoricalLoss):
+    _options: tuple[str, ...] = ("axis", "ignore_index", "label_smoothing", "class_weights")
 
     def __init__(self, *, axis: int = -1, ignore_index: int | None = None,
-                 label_smoothing: float = 0.0, reduction: str = "mean") -> None:
-        super().__init__(reduction=reduction)
-        self.axis = _axis(axis)
+                 label_smoothing: float = 0.0, class_weights: Tensor | None = None,
+                 reduction: str = "mean") -> None:
+        super().__init__(axis=axis, label_smoothing=label_smoothing,
+                         class_weights=class_weights, reduction=reduction)
         self.ignore_index = _ignore_index(ignore_index)
-        self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
 
 
 class SparseCategoricalCrossEntropyLoss(_SparseLoss):
     """Categorical cross-entropy on probabilities with integer class labels,
     :func:`unilosses.sparse_categorical_cross_entropy`."""
 
-    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
-                where: Tensor | None = None) -> Tensor:
-        return _cls.sparse_categorical_cross_entropy(
-            input, target, axis=self.axis, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing, reduction=self.reduction, weights=weights,
-            where=where)
+    _function = staticmethod(_cls.sparse_categorical_cross_entropy)
 
 
 class SparseCategoricalCrossEntropyWithLogitsLoss(_SparseLoss):
     """Softmax cross-entropy on logits with integer class labels,
     :func:`unilosses.sparse_categorical_cross_entropy_with_logits`."""
 
-    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
-                where: Tensor | None = None) -> Tensor:
-        return _cls.sparse_categorical_cross_entropy_with_logits(
-            input, target, axis=self.axis, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing, reduction=self.reduction, weights=weights,
-            where=where)
+    _function = staticmethod(_cls.sparse_categorical_cross_entropy_with_logits)
 
 
 class CrossEntropyLoss(_Loss):
@@ -375,24 +473,20 @@ class CrossEntropyLoss(_Loss):
     ``target`` holds class indices (:func:`unilosses.sparse_categorical_cross_entropy_with_logits`,
     labels equal to ``ignore_index`` are left out of the sum and of the mean's count); a
     floating ``target`` holds class probabilities
-    (:func:`unilosses.categorical_cross_entropy_with_logits`).  Per-class ``weight`` is not
-    supported.
+    (:func:`unilosses.categorical_cross_entropy_with_logits`).  ``weight`` (per class, a
+    buffer) is the functions' ``class_weights``; with class indices, ``"mean"`` is then torch's
+    weighted mean (``reduction="weighted_mean"``: divided by the summed weight of the
+    non-ignored labels), with probabilities the mean over the samples, as in torch.
     """
 
-    _options = ("ignore_index", "label_smoothing")
+    _options: tuple[str, ...] = ("ignore_index", "label_smoothing")
     weight: Tensor | None
 
     def __init__(self, weight: Tensor | None = None, *, ignore_index: int = -100,
                  reduction: str = "mean", label_smoothing: float = 0.0) -> None:
-        if weight is not None:
-            raise NotImplementedError(
-                "CrossEntropyLoss(weight=...) (per-class weights, with torch's weighted "
-                "mean) is not supported; use torch.nn.CrossEntropyLoss for it, or pass "
-                "per-sample weights to forward(..., weights=w)."
-            )
         super().__init__(reduction=reduction)
-        # torch's module has this buffer (None without class weights); kept for code reading it
-        self.register_buffer("weight", None)
+        # torch's module has this buffer (None without class weights)
+        self.register_buffer("weight", _class_weights("weight", weight))
         self.ignore_index = _ignore_index(ignore_index)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
 
@@ -402,54 +496,107 @@ class CrossEntropyLoss(_Loss):
         if target.is_floating_point():
             return _cls.categorical_cross_entropy_with_logits(
                 input, target, axis=axis, label_smoothing=self.label_smoothing,
-                reduction=self.reduction, weights=weights, where=where)
+                class_weights=self.weight, reduction=self.reduction, weights=weights,
+                where=where)
+        weighted = self.weight is not None and self.reduction == "mean"
         return _cls.sparse_categorical_cross_entropy_with_logits(
             input, target, axis=axis, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing, reduction=self.reduction, weights=weights,
+            label_smoothing=self.label_smoothing, class_weights=self.weight,
+            reduction="weighted_mean" if weighted else self.reduction, weights=weights,
             where=where)
 
 
-class _FocalLoss(_Loss):
-    _options = ("alpha", "gamma")
+class _FocalLoss(_Functional):
+    """``alpha``: a float, None (off) or per-class values (a buffer)."""
 
-    def __init__(self, *, alpha: float | None = 0.25, gamma: float = 2.0,
+    _options: tuple[str, ...] = ("alpha", "gamma")
+
+    def __init__(self, *, alpha: Any = 0.25, gamma: float = 2.0,
                  reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
-        self.alpha = _alpha(alpha)
+        _float_or_buffer(self, "alpha", alpha, optional=True)
         self.gamma = check_nonnegative("gamma", gamma)
 
 
 class BinaryFocalLoss(_FocalLoss):
     """Binary focal loss on probabilities, :func:`unilosses.binary_focal_loss`.
 
-    ``alpha=None`` turns class balancing off.
+    ``alpha=None`` turns class balancing off; a tensor or a sequence is one value per class
+    (the last axis), held as a buffer.
     """
 
-    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
-                where: Tensor | None = None) -> Tensor:
-        return _focal.binary_focal_loss(input, target, alpha=self.alpha, gamma=self.gamma,
-                                        reduction=self.reduction, weights=weights, where=where)
+    _function = staticmethod(_focal.binary_focal_loss)
 
 
 class BinaryFocalWithLogitsLoss(_FocalLoss):
     """Binary (sigmoid) focal loss on logits, :func:`unilosses.binary_focal_loss_with_logits`
     (torchvision's ``sigmoid_focal_loss`` with ``reduction="mean"``)."""
 
-    def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
-                where: Tensor | None = None) -> Tensor:
-        return _focal.binary_focal_loss_with_logits(
-            input, target, alpha=self.alpha, gamma=self.gamma, reduction=self.reduction,
-            weights=weights, where=where)
+    _function = staticmethod(_focal.binary_focal_loss_with_logits)
+
+
+class _CategoricalFocalLoss(_FocalLoss):
+    _options: tuple[str, ...] = ("alpha", "gamma", "axis", "label_smoothing")
+
+    def __init__(self, *, alpha: Any = 0.25, gamma: float = 2.0, axis: int = -1,
+                 label_smoothing: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(alpha=alpha, gamma=gamma, reduction=reduction)
+        self.axis = _axis(axis)
+        self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
+
+
+class CategoricalFocalLoss(_CategoricalFocalLoss):
+    """Softmax focal loss on probabilities with one-hot or soft targets along ``axis``,
+    :func:`unilosses.categorical_focal_loss` (Keras's ``CategoricalFocalCrossentropy``)."""
+
+    _function = staticmethod(_focal.categorical_focal_loss)
+
+
+class CategoricalFocalWithLogitsLoss(_CategoricalFocalLoss):
+    """Softmax focal loss on logits with one-hot or soft targets along ``axis``,
+    :func:`unilosses.categorical_focal_loss_with_logits`."""
+
+    _function = staticmethod(_focal.categorical_focal_loss_with_logits)
+
+
+class _SparseFocalLoss(_CategoricalFocalLoss):
+    _options: tuple[str, ...] = ("alpha", "gamma", "axis", "label_smoothing", "ignore_index")
+
+    def __init__(self, *, alpha: Any = 0.25, gamma: float = 2.0, axis: int = -1,
+                 ignore_index: int | None = None, label_smoothing: float = 0.0,
+                 reduction: str = "mean") -> None:
+        super().__init__(alpha=alpha, gamma=gamma, axis=axis, label_smoothing=label_smoothing,
+                         reduction=reduction)
+        self.ignore_index = _ignore_index(ignore_index)
+
+
+class SparseCategoricalFocalLoss(_SparseFocalLoss):
+    """Softmax focal loss on probabilities with integer class labels,
+    :func:`unilosses.sparse_categorical_focal_loss`."""
+
+    _function = staticmethod(_focal.sparse_categorical_focal_loss)
+
+
+class SparseCategoricalFocalWithLogitsLoss(_SparseFocalLoss):
+    """Softmax focal loss on logits with integer class labels,
+    :func:`unilosses.sparse_categorical_focal_loss_with_logits`."""
+
+    _function = staticmethod(_focal.sparse_categorical_focal_loss_with_logits)
 
 
 class _AnchorLoss(nn.Module):
-    def __init__(self, *, alpha: float | None = 0.25, gamma: float = 2.0) -> None:
+    def __init__(self, *, alpha: Any = 0.25, gamma: float = 2.0,
+                 normalize: str = "batch") -> None:
         super().__init__()
-        self.alpha = _alpha(alpha)
+        _float_or_buffer(self, "alpha", alpha, optional=True)
         self.gamma = check_nonnegative("gamma", gamma)
+        if normalize not in ("batch", "image"):
+            raise ValueError(f"normalize={normalize!r} is not supported; use 'batch' or "
+                             f"'image'.")
+        self.normalize = normalize
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha!r}, gamma={self.gamma!r}"
+        return f"alpha={self.alpha!r}, gamma={self.gamma!r}, normalize={self.normalize!r}"
 
 
 class AnchorFocalLoss(_AnchorLoss):
@@ -459,13 +606,15 @@ class AnchorFocalLoss(_AnchorLoss):
     ``forward(input, target, anchor_state, *, normalizer=None)``: input and target of shape
     ``(..., anchors, classes)``, anchor_state ``(..., anchors)`` with -1 ignore, 0 background,
     1 object.  Returns the focal loss summed over non-ignored anchors divided by
-    ``max(1, #objects)`` (or by ``normalizer``).
+    ``max(1, #objects)`` (or by ``normalizer``); ``normalize="image"``: torchvision's
+    per-image normalisation, then the mean over the images.
     """
 
     def forward(self, input: Tensor, target: Tensor, anchor_state: Tensor, *,
                 normalizer: Any = None) -> Tensor:
         return _focal.anchor_focal_loss(input, target, anchor_state, alpha=self.alpha,
-                                        gamma=self.gamma, normalizer=normalizer)
+                                        gamma=self.gamma, normalizer=normalizer,
+                                        normalize=self.normalize)
 
 
 class AnchorFocalWithLogitsLoss(_AnchorLoss):
@@ -476,4 +625,191 @@ class AnchorFocalWithLogitsLoss(_AnchorLoss):
                 normalizer: Any = None) -> Tensor:
         return _focal.anchor_focal_loss_with_logits(input, target, anchor_state,
                                                     alpha=self.alpha, gamma=self.gamma,
-                                                    normalizer=normalizer)
+                                                    normalizer=normalizer,
+                                                    normalize=self.normalize)
+
+
+# -- regression extras, margins, distributions ---------------------------------------------------
+class MSLELoss(_Functional):
+    """Mean squared logarithmic error, :func:`unilosses.msle` (Keras's epsilon floor)."""
+
+    _function = staticmethod(_reg.msle)
+
+
+class MAPELoss(_Functional):
+    """Mean absolute percentage error, :func:`unilosses.mape` (in percent)."""
+
+    _function = staticmethod(_reg.mape)
+
+
+class QuantileLoss(_Functional):
+    """Quantile (pinball) loss, :func:`unilosses.quantile_loss`.
+
+    ``quantiles``: a float, or one level per entry of the input's last axis (a tensor or a
+    sequence, held as a buffer); the target may then omit that axis.
+    """
+
+    _options: tuple[str, ...] = ("quantiles",)
+    _function = staticmethod(_reg.quantile_loss)
+
+    def __init__(self, *, quantiles: Any = 0.5, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        _float_or_buffer(self, "quantiles", quantiles)
+
+
+class CosineSimilarityLoss(_Functional):
+    """Negative cosine similarity along ``axis``, :func:`unilosses.cosine_similarity_loss`
+    (``-torch.nn.CosineSimilarity`` with norms floored at ``eps``)."""
+
+    _options: tuple[str, ...] = ("axis", "eps")
+    _function = staticmethod(_reg.cosine_similarity_loss)
+
+    def __init__(self, *, axis: int = -1, eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.axis = _axis(axis)
+        self.eps = check_positive("eps", eps)
+
+
+class HingeLoss(_Functional):
+    """Hinge loss, :func:`unilosses.hinge` (labels in {-1, 1}, or {0, 1} as Keras)."""
+
+    _function = staticmethod(_hinge.hinge)
+
+
+class SquaredHingeLoss(_Functional):
+    """Squared hinge loss, :func:`unilosses.squared_hinge`."""
+
+    _function = staticmethod(_hinge.squared_hinge)
+
+
+class CategoricalHingeLoss(_Functional):
+    """Categorical hinge loss with one-hot targets along ``axis``,
+    :func:`unilosses.categorical_hinge`."""
+
+    _options: tuple[str, ...] = ("axis",)
+    _function = staticmethod(_hinge.categorical_hinge)
+
+    def __init__(self, *, axis: int = -1, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.axis = _axis(axis)
+
+
+class Poly1CrossEntropyWithLogitsLoss(_Functional):
+    """Poly-1 cross-entropy on logits with one-hot or soft targets along ``axis``,
+    :func:`unilosses.poly1_cross_entropy_with_logits`."""
+
+    _options: tuple[str, ...] = ("epsilon", "axis")
+    _function = staticmethod(_cls.poly1_cross_entropy_with_logits)
+
+    def __init__(self, *, epsilon: float = 2.0, axis: int = -1,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.epsilon = _cls.check_finite("epsilon", epsilon)
+        self.axis = _axis(axis)
+
+
+class KLDivLoss(_Functional):
+    """KL divergence from log-probabilities, :func:`unilosses.kl_divergence`; drop-in for
+    ``torch.nn.KLDivLoss``: pointwise terms (``axis=None``), ``reduction="mean"`` over every
+    element, ``"batchmean"`` (torch's recommendation: the sum over the batch size),
+    ``log_target=False``.  ``axis=-1`` gives one divergence per distribution."""
+
+    _options: tuple[str, ...] = ("axis", "log_target")
+    _function = staticmethod(_dist.kl_divergence)
+
+    def __init__(self, *, reduction: str = "mean", log_target: bool = False,
+                 axis: int | None = None) -> None:
+        super().__init__(reduction="mean" if reduction == "batchmean" else reduction)
+        self.reduction = reduction
+        self.log_target = bool(log_target)
+        self.axis = None if axis is None else _axis(axis)
+
+
+class PoissonNLLLoss(_Functional):
+    """Poisson negative log-likelihood, :func:`unilosses.poisson_nll`; drop-in for
+    ``torch.nn.PoissonNLLLoss`` (``log_input=True``, ``full=False``, ``eps=1e-8``)."""
+
+    _options: tuple[str, ...] = ("log_input", "full", "eps")
+    _function = staticmethod(_dist.poisson_nll)
+
+    def __init__(self, *, log_input: bool = True, full: bool = False, eps: float = 1e-8,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.log_input, self.full = bool(log_input), bool(full)
+        self.eps = check_positive("eps", eps)
+
+
+class GaussianNLLLoss(_Loss):
+    """Gaussian negative log-likelihood, :func:`unilosses.gaussian_nll`; drop-in for
+    ``torch.nn.GaussianNLLLoss`` (``full=False``, ``eps=1e-6``, ``forward(input, target,
+    var)``)."""
+
+    _options: tuple[str, ...] = ("full", "eps")
+
+    def __init__(self, *, full: bool = False, eps: float = 1e-6,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.full = bool(full)
+        self.eps = check_positive("eps", eps)
+
+    def forward(self, input: Tensor, target: Tensor, var: Tensor, *,
+                weights: Tensor | None = None, where: Tensor | None = None) -> Tensor:
+        return _dist.gaussian_nll(input, target, var, full=self.full, eps=self.eps,
+                                  reduction=self.reduction, weights=weights, where=where)
+
+
+# -- segmentation and boxes -----------------------------------------------------------------------
+class DiceLoss(_Functional):
+    """Soft Dice loss, :func:`unilosses.dice_loss` (``axis``: the axes of one coefficient)."""
+
+    _options: tuple[str, ...] = ("axis", "smooth", "eps")
+    _function = staticmethod(_seg.dice_loss)
+
+    def __init__(self, *, axis: int | tuple[int, ...] | None = None, smooth: float = 0.0,
+                 eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.axis = axis
+        self.smooth = check_nonnegative("smooth", smooth)
+        self.eps = check_nonnegative("eps", eps)
+
+
+class TverskyLoss(DiceLoss):
+    """Tversky loss, :func:`unilosses.tversky_loss` (``alpha`` on false positives, ``beta`` on
+    false negatives)."""
+
+    _options: tuple[str, ...] = ("alpha", "beta", "axis", "smooth", "eps")
+    _function = staticmethod(_seg.tversky_loss)
+
+    def __init__(self, *, alpha: float = 0.5, beta: float = 0.5,
+                 axis: int | tuple[int, ...] | None = None, smooth: float = 0.0,
+                 eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(axis=axis, smooth=smooth, eps=eps, reduction=reduction)
+        self.alpha = check_nonnegative("alpha", alpha)
+        self.beta = check_nonnegative("beta", beta)
+
+
+class GIoULoss(_Functional):
+    """Generalized IoU loss for (x1, y1, x2, y2) boxes, :func:`unilosses.giou_loss`
+    (torchvision's ``generalized_box_iou_loss`` with ``reduction="mean"``)."""
+
+    _options: tuple[str, ...] = ("eps",)
+    _function = staticmethod(_boxes.giou_loss)
+
+    def __init__(self, *, eps: float = 1e-7, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction)
+        self.eps = check_positive("eps", eps)
+
+
+class DIoULoss(GIoULoss):
+    """Distance IoU loss, :func:`unilosses.diou_loss` (torchvision's
+    ``distance_box_iou_loss``)."""
+
+    _function = staticmethod(_boxes.diou_loss)
+
+
+class CIoULoss(GIoULoss):
+    """Complete IoU loss, :func:`unilosses.ciou_loss` (torchvision's
+    ``complete_box_iou_loss``)."""
+
+    _function = staticmethod(_boxes.ciou_loss)
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum", "none", "weighted_mean")
 
 
 def check_reduction(reduction: Any) -> None:

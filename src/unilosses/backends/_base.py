@@ -112,6 +112,11 @@ class Adapter:
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         return self.xp.take_along_axis(x, indices, axis=axis)
 
+    def stop_gradient(self, x: Array) -> Array:
+        """``x``, held constant by automatic differentiation (torch's ``detach``, JAX's
+        ``lax.stop_gradient``).  The standard has no autodiff, so here: ``x`` unchanged."""
+        return x
+
     # -- smooth functions --------------------------------------------------------------------
     def sigmoid(self, x: Array) -> Array:
         xp = self.xp

@@ -66,6 +66,9 @@ class JaxAdapter(Adapter):
         iota = jax.lax.broadcasted_iota(indices.dtype, x.shape, axis % x.ndim)
         return jnp.sum(jnp.where(iota == indices, x, 0), axis=axis, keepdims=True)
 
+    def stop_gradient(self, x: Array) -> Array:
+        return jax.lax.stop_gradient(x)
+
     def sigmoid(self, x: Array) -> Array:
         return jax.nn.sigmoid(x)
 

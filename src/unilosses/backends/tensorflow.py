@@ -176,6 +176,7 @@ class TensorflowNamespace:
     log1p = staticmethod(tf.math.log1p)
     sqrt = staticmethod(tf.math.sqrt)
     sinh = staticmethod(tf.math.sinh)
+    atan = staticmethod(tf.math.atan)
     isfinite = staticmethod(tf.math.is_finite)
 
     @staticmethod
@@ -306,6 +307,9 @@ class TensorflowAdapter(Adapter):
             out = self.take_along_axis(tf.transpose(x, perm), tf.transpose(indices, perm), -1)
             return tf.transpose(out, back)
         return tf.gather(x, indices, axis=rank - 1, batch_dims=rank - 1)
+
+    def stop_gradient(self, x: Array) -> Array:
+        return tf.stop_gradient(x)
 
     def sigmoid(self, x: Array) -> Array:
         return tf.math.sigmoid(x)

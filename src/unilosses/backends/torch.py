@@ -82,6 +82,9 @@ class TorchAdapter(Adapter):
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         return torch.gather(x, axis, indices.to(torch.int64))
 
+    def stop_gradient(self, x: Array) -> Array:
+        return x.detach()
+
     def sigmoid(self, x: Array) -> Array:
         return torch.sigmoid(x)
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.validate import check_broadcastable, check_unit_interval, normalize_axis
+from .._core.validate import (
+    _number,
+    check_broadcastable,
+    check_unit_interval,
+    fmt_shape,
+    normalize_axis,
+)
 
 Array = Any
+
+
+def check_finite(name: str, value: Any) -> float:
+    """A finite Python number (``_core.validate`` checks signs and ranges; this only that)."""
+    return _number(name, value)
+
 
 #: probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
 EPSILON = 1e-7
@@ -25,8 +37,34 @@ def finite_logits(call: Call, x: Array) -> Array:
     return call.ad.clip(x, -bound, bound)
 
 
-def binary_cross_entropy(predictions: Array, targets: Array, /, *, reduction: str = "mean",
-                         weights: Array | None = None, where: Array | None = None) -> Array:
+def along_axis(call: Call, v: Array, axis: int, ndim: int) -> Array:
+    """The 1-D array ``v`` laid along ``axis`` of an ``ndim``-dimensional array (trailing 1s)."""
+    for _ in range(ndim - 1 - axis):
+        v = call.xp.expand_dims(v, axis=-1)
+    return v
+
+
+def check_class_vector(call: Call, name: str, v: Array, classes: Any) -> None:
+    """``v`` must be 1-D with one entry per class."""
+    shape = call.ad.shape(v)
+    if len(shape) != 1 or (classes is not None and shape[0] is not None
+                           and shape[0] != classes):
+        raise ValueError(
+            f"`{name}` has shape {fmt_shape(shape)}; it must be 1-D with one entry per class, "
+            f"({classes},)."
+        )
+
+
+def _smooth_binary(t: Array, label_smoothing: float) -> Array:
+    # towards 0.5, as Keras does: t (1 - s) + s / 2
+    if label_smoothing == 0.0:
+        return t
+    return t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
+
+def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothing: float = 0.0,
+                         reduction: str = "mean", weights: Array | None = None,
+                         where: Array | None = None) -> Array:
     r"""Binary cross-entropy on probabilities.
 
     Parameters
@@ -35,6 +73,8 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, reduction: st
         Probabilities in [0, 1].
     targets : array, same shape
         Labels in {0, 1} or soft labels in [0, 1] (bool/int are cast).
+    label_smoothing : float in [0, 1]
+        Targets become :math:`t (1 - s) + s / 2` (towards 0.5, Keras's convention).
 
     Notes
     -----
@@ -54,19 +94,21 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, reduction: st
     >>> round(float(unilosses.binary_cross_entropy(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.164252
     """
+    ls = check_unit_interval("label_smoothing", label_smoothing)
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)
     xp = call.xp
     p = call.clean(p, 0.5)
     call.require_probabilities(p, "predictions")
     p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
-    t = call.clean(t, 0.0)
+    t = _smooth_binary(call.clean(t, 0.0), ls)
     return call.reduce(-(t * xp.log(p) + (1.0 - t) * xp.log1p(-p)))
 
 
 def binary_cross_entropy_with_logits(
     logits: Array, targets: Array, /, *, pos_weight: Array | float | None = None,
-    reduction: str = "mean", weights: Array | None = None, where: Array | None = None,
+    label_smoothing: float = 0.0, reduction: str = "mean", weights: Array | None = None,
+    where: Array | None = None,
 ) -> Array:
     r"""Binary cross-entropy on logits, computed in log space.
 
@@ -77,6 +119,9 @@ def binary_cross_entropy_with_logits(
     pos_weight : array or float, optional
         Weight of the positive term, broadcast against the classes (the last axis), with
         torch's meaning.
+    label_smoothing : float in [0, 1]
+        Targets become :math:`t (1 - s) + s / 2` (towards 0.5, Keras's convention; torch's
+        ``binary_cross_entropy_with_logits`` has no smoothing).
 
     Notes
     -----
@@ -99,6 +144,7 @@ def binary_cross_entropy_with_logits(
     ...                                                        np.array([1.0, 0.0]))), 6)
     0.220095
     """
+    ls = check_unit_interval("label_smoothing", label_smoothing)
     names: tuple[str, ...] = ("logits", "targets")
     arrays: tuple[Any, ...] = (logits, targets)
     if pos_weight is not None and not isinstance(pos_weight, (int, float)):
@@ -107,6 +153,7 @@ def binary_cross_entropy_with_logits(
                         same_shape=("targets",))
     ad = call.ad
     x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
+    t = _smooth_binary(t, ls)
     pos = ad.softplus(-x)
     if pos_weight is not None:
         pw = out[2] if len(out) > 2 else pos_weight
@@ -122,48 +169,89 @@ def _smooth(call: Call, t: Array, label_smoothing: float, classes: int) -> Array
     return t * (1.0 - label_smoothing) + label_smoothing / classes
 
 
-def _log_probabilities(call: Call, p: Array, axis: int) -> Array:
-    """log of probabilities renormalised along ``axis`` and clipped, as Keras does."""
+def normalized_probabilities(call: Call, p: Array, axis: int) -> Array:
+    """Probabilities renormalised along ``axis`` and clipped to [eps, 1 - eps], as Keras does."""
     xp = call.xp
     p = call.clean(p, 1.0, axis=axis)
     call.require(p >= 0.0, lambda: (
         "`predictions` holds negative values (or NaN), but this loss takes probabilities. "
         "Pass logits to the `_with_logits` form instead, or apply a softmax first."))
     p = p / xp.sum(p, axis=axis, keepdims=True)
-    return xp.log(call.ad.clip(p, EPSILON, 1.0 - EPSILON))
+    return call.ad.clip(p, EPSILON, 1.0 - EPSILON)
+
+
+def _log_probabilities(call: Call, p: Array, axis: int) -> Array:
+    """log of probabilities renormalised along ``axis`` and clipped, as Keras does."""
+    return call.xp.log(normalized_probabilities(call, p, axis))
+
+
+def class_weight_arrays(names: tuple[str, ...], arrays: tuple[Any, ...],
+                        class_weights: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """``names``/``arrays`` with ``class_weights`` appended (dispatched and cast like them)."""
+    if class_weights is None:
+        return names, arrays
+    return names + ("class_weights",), arrays + (class_weights,)
+
+
+def prepared_class_weights(call: Call, out: list[Array], n: int, axis: int,
+                           ndim: int) -> Array | None:
+    """The class weights among ``out`` (after ``n`` arrays), checked and laid along ``axis``."""
+    if len(out) <= n:
+        return None
+    cw = out[n]
+    check_class_vector(call, "class_weights", cw, call.ad.shape(out[0])[axis])
+    call.require(cw >= 0.0, lambda: "`class_weights` holds negative values (or NaN).")
+    return along_axis(call, cw, axis, ndim)
 
 
 def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing: float,
-                 reduction: str, weights: Any, where: Any, logits: bool) -> Array:
+                 class_weights: Any, reduction: str, weights: Any, where: Any,
+                 logits: bool) -> Array:
     ls = check_unit_interval("label_smoothing", label_smoothing)
     ndim = len(getattr(predictions, "shape", ()))
     ax = normalize_axis(axis, max(ndim, 1))
-    call, (p, t) = prepare(("logits" if logits else "predictions", "targets"),
-                           (predictions, targets), reduction=reduction, weights=weights,
-                           where=where, class_axis=ax)
+    names, arrays = class_weight_arrays((("logits" if logits else "predictions"), "targets"),
+                                        (predictions, targets), class_weights)
+    call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
+                        class_axis=ax, same_shape=("targets",))
     xp = call.xp
+    p, t = out[0], out[1]
+    cw = prepared_class_weights(call, out, 2, ax, ndim)
     if logits:
         logp = call.ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:
         logp = _log_probabilities(call, p, ax)
-    t = _smooth(call, call.clean(t, 0.0, axis=ax), ls, call.ad.shape(p)[ax])
-    return call.reduce(-xp.sum(t * logp, axis=ax))
+    t = call.clean(t, 0.0, axis=ax)
+    ts = _smooth(call, t, ls, call.ad.shape(p)[ax])
+    if cw is None:
+        return call.reduce(-xp.sum(ts * logp, axis=ax))
+    # torch's weighted cross-entropy: each class's term times its weight; "weighted_mean"
+    # divides by sum_c w_c t_c (the weight of the label, for one-hot targets)
+    return call.reduce(-xp.sum(cw * ts * logp, axis=ax), norm=xp.sum(cw * t, axis=ax))
 
 
 def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: int = -1,
-                              label_smoothing: float = 0.0, reduction: str = "mean",
+                              label_smoothing: float = 0.0,
+                              class_weights: Array | None = None, reduction: str = "mean",
                               weights: Array | None = None,
                               where: Array | None = None) -> Array:
     r"""Categorical cross-entropy on probabilities, one-hot or soft targets along ``axis``.
 
+    Parameters
+    ----------
+    class_weights : 1-D array (C,), optional
+        A non-negative weight per class, as torch's ``weight=``: see
+        :func:`categorical_cross_entropy_with_logits`.
+
     Notes
     -----
-    .. math:: \ell = -\sum_c t_c \log \mathrm{clip}\big(p_c / \textstyle\sum_k p_k,
+    .. math:: \ell = -\sum_c w_c t_c \log \mathrm{clip}\big(p_c / \textstyle\sum_k p_k,
         \epsilon, 1-\epsilon\big)
 
     The probabilities are renormalised along ``axis`` first and clipped with
     :math:`\epsilon = 10^{-7}`, as Keras does.  With label smoothing :math:`s`, targets become
-    :math:`t (1 - s) + s / C`.  The elementwise result has ``axis`` removed.
+    :math:`t (1 - s) + s / C`.  The elementwise result has ``axis`` removed.  :math:`w_c` are
+    the ``class_weights`` (1 without them).
 
     Peers: ``keras.losses.CategoricalCrossentropy``.
 
@@ -174,24 +262,35 @@ def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: in
     >>> round(float(unilosses.categorical_cross_entropy(p, t)), 6)
     0.164252
     """
-    return _categorical(predictions, targets, axis, label_smoothing, reduction, weights, where,
-                        logits=False)
+    return _categorical(predictions, targets, axis, label_smoothing, class_weights, reduction,
+                        weights, where, logits=False)
 
 
 def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, axis: int = -1,
                                           label_smoothing: float = 0.0,
+                                          class_weights: Array | None = None,
                                           reduction: str = "mean",
                                           weights: Array | None = None,
                                           where: Array | None = None) -> Array:
     r"""Softmax cross-entropy on logits, one-hot or soft targets along ``axis``.
 
+    Parameters
+    ----------
+    class_weights : 1-D array (C,), optional
+        A non-negative weight per class (torch's ``weight=``).  Each class's term is multiplied
+        by its weight.  ``reduction="weighted_mean"`` divides the sum by
+        :math:`\sum_i \sum_c w_c t_{ic}` (the summed weight of the labels, for one-hot
+        targets: torch's normalisation for class indices); ``"mean"`` divides by the number of
+        rows (torch's normalisation for probability targets).
+
     Notes
     -----
-    .. math:: \ell = -\sum_c t_c \,\mathrm{log\_softmax}(x)_c
+    .. math:: \ell = -\sum_c w_c t_c \,\mathrm{log\_softmax}(x)_c
 
     ``log_softmax`` subtracts the row maximum (the backend's fused kernel where it has one), so
     logits of +-1e4 are exact.  With label smoothing :math:`s`, targets become
-    :math:`t (1 - s) + s / C` (torch's and Keras's convention).
+    :math:`t (1 - s) + s / C` (torch's and Keras's convention); the ``"weighted_mean"``
+    divisor uses the unsmoothed targets, as torch's does.
 
     Peers: ``torch.nn.functional.cross_entropy`` (probability targets),
     ``optax.softmax_cross_entropy``, ``tf.nn.softmax_cross_entropy_with_logits``.
@@ -203,26 +302,22 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
     >>> round(float(unilosses.categorical_cross_entropy_with_logits(x, t)), 6)
     0.126928
     """
-    return _categorical(logits, targets, axis, label_smoothing, reduction, weights, where,
-                        logits=True)
+    return _categorical(logits, targets, axis, label_smoothing, class_weights, reduction,
+                        weights, where, logits=True)
 
 
-def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | None,
-            label_smoothing: float, reduction: str, weights: Any, where: Any,
-            logits: bool) -> Array:
-    ls = check_unit_interval("label_smoothing", label_smoothing)
+def check_ignore_index(ignore_index: Any) -> None:
     if ignore_index is not None and (isinstance(ignore_index, bool)
                                      or not isinstance(ignore_index, int)):
         raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}.")
-    ndim = len(getattr(predictions, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
-    call, (p, y) = prepare(("logits" if logits else "predictions", "labels"),
-                           (predictions, labels), reduction=reduction, weights=weights,
-                           where=where, class_axis=ax, labels=("labels",))
-    xp, ad = call.xp, call.ad
+
+
+def checked_labels(call: Call, y: Array, classes: Any, ax: int,
+                   ignore_index: int | None) -> Array:
+    """Labels with ``ignore_index`` masked out, range-checked (eagerly) and clamped."""
+    ad = call.ad
     if ignore_index is not None:
         call.restrict(y != ignore_index)
-    classes = ad.shape(p)[ax]
     y = call.clean(y, 0)
     call.require((y >= 0) & (y < classes), lambda: (
         f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
@@ -230,28 +325,67 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
         + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
     # with checks off an out-of-range label must still not index out of bounds (NumPy raises,
     # CUDA asserts): clamp it, as JAX's gather does
-    y = ad.clip(y, 0, classes - 1)
+    return ad.clip(y, 0, classes - 1)
+
+
+def pick(call: Call, v: Array, y: Array, ax: int) -> Array:
+    """``v[..., y, ...]`` along ``ax`` (a gather, no one-hot), ``ax`` removed."""
+    xp = call.xp
+    return xp.squeeze(call.ad.take_along_axis(v, xp.expand_dims(y, axis=ax), ax), axis=ax)
+
+
+def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | None,
+            label_smoothing: float, class_weights: Any, reduction: str, weights: Any,
+            where: Any, logits: bool) -> Array:
+    ls = check_unit_interval("label_smoothing", label_smoothing)
+    check_ignore_index(ignore_index)
+    ndim = len(getattr(predictions, "shape", ()))
+    ax = normalize_axis(axis, max(ndim, 1))
+    names, arrays = class_weight_arrays((("logits" if logits else "predictions"), "labels"),
+                                        (predictions, labels), class_weights)
+    call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
+                        class_axis=ax, labels=("labels",), same_shape=())
+    xp, ad = call.xp, call.ad
+    p = out[0]
+    cw = prepared_class_weights(call, out, 2, ax, ndim)
+    classes = ad.shape(p)[ax]
+    y = checked_labels(call, out[1], classes, ax, ignore_index)
     if logits:
         logp = ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:
         logp = _log_probabilities(call, p, ax)
-    picked = ad.take_along_axis(logp, xp.expand_dims(y, axis=ax), ax)
-    nll = -xp.squeeze(picked, axis=ax)
+    if cw is None:
+        nll = -pick(call, logp, y, ax)
+        if ls:
+            nll = (1.0 - ls) * nll - ls * xp.mean(logp, axis=ax)
+        return call.reduce(nll)
+    # torch's weighted form: w_y nll, the smoothing term weighted per class, and
+    # "weighted_mean" dividing by the summed weight of the labels
+    wy = pick(call, xp.broadcast_to(cw, ad.shape(logp)), y, ax)
+    nll = -wy * pick(call, logp, y, ax)
     if ls:
-        nll = (1.0 - ls) * nll - ls * xp.mean(logp, axis=ax)
-    return call.reduce(nll)
+        nll = (1.0 - ls) * nll - (ls / classes) * xp.sum(cw * logp, axis=ax)
+    return call.reduce(nll, norm=wy)
 
 
 def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, axis: int = -1,
                                      ignore_index: int | None = None,
-                                     label_smoothing: float = 0.0, reduction: str = "mean",
+                                     label_smoothing: float = 0.0,
+                                     class_weights: Array | None = None,
+                                     reduction: str = "mean",
                                      weights: Array | None = None,
                                      where: Array | None = None) -> Array:
     r"""Categorical cross-entropy on probabilities with integer labels.
 
+    Parameters
+    ----------
+    class_weights : 1-D array (C,), optional
+        A non-negative weight per class, as in
+        :func:`sparse_categorical_cross_entropy_with_logits`.
+
     Notes
     -----
-    .. math:: \ell = -(1 - s)\log \tilde p_{y} - \frac{s}{C}\sum_c \log \tilde p_c
+    .. math:: \ell = -(1 - s)\,w_y \log \tilde p_{y} - \frac{s}{C}\sum_c w_c \log \tilde p_c
 
     with :math:`\tilde p` renormalised along ``axis`` and clipped as in
     :func:`categorical_cross_entropy`.  The label's entry is gathered
@@ -267,25 +401,35 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
     >>> round(float(unilosses.sparse_categorical_cross_entropy(p, np.array([0, 1]))), 6)
     0.164252
     """
-    return _sparse(predictions, labels, axis, ignore_index, label_smoothing, reduction, weights,
-                   where, logits=False)
+    return _sparse(predictions, labels, axis, ignore_index, label_smoothing, class_weights,
+                   reduction, weights, where, logits=False)
 
 
 def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /, *,
                                                  axis: int = -1,
                                                  ignore_index: int | None = None,
                                                  label_smoothing: float = 0.0,
+                                                 class_weights: Array | None = None,
                                                  reduction: str = "mean",
                                                  weights: Array | None = None,
                                                  where: Array | None = None) -> Array:
     r"""Softmax cross-entropy on logits with integer labels.
 
+    Parameters
+    ----------
+    class_weights : 1-D array (C,), optional
+        A non-negative weight per class (torch's ``weight=``).  With
+        ``reduction="weighted_mean"`` the sum is divided by the summed weight of the
+        (non-ignored, unmasked) labels, :math:`\sum_i w_{y_i}`: torch's ``cross_entropy(...,
+        weight=w)`` with its default ``"mean"``.  ``"mean"`` divides by their number.
+
     Notes
     -----
-    .. math:: \ell = -(1 - s)\,\mathrm{log\_softmax}(x)_y
-        - \frac{s}{C}\sum_c \mathrm{log\_softmax}(x)_c
+    .. math:: \ell = -(1 - s)\,w_y\,\mathrm{log\_softmax}(x)_y
+        - \frac{s}{C}\sum_c w_c\,\mathrm{log\_softmax}(x)_c
 
-    Labels equal to ``ignore_index`` are left out of the sum and of the count for "mean".
+    (:math:`w = 1` without ``class_weights``.)  Labels equal to ``ignore_index`` are left out
+    of the sum and of the count for "mean".
 
     Peers: ``torch.nn.functional.cross_entropy`` (class indices; ``ignore_index``,
     ``label_smoothing`` with the same meaning), ``optax.softmax_cross_entropy_with_integer_labels``,
@@ -298,5 +442,54 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
     >>> round(float(unilosses.sparse_categorical_cross_entropy_with_logits(x, np.array([0]))), 6)
     0.126928
     """
-    return _sparse(logits, labels, axis, ignore_index, label_smoothing, reduction, weights,
-                   where, logits=True)
+    return _sparse(logits, labels, axis, ignore_index, label_smoothing, class_weights,
+                   reduction, weights, where, logits=True)
+
+
+def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon: float = 2.0,
+                                    axis: int = -1, reduction: str = "mean",
+                                    weights: Array | None = None,
+                                    where: Array | None = None) -> Array:
+    r"""Poly-1 cross-entropy on logits: cross-entropy plus ``epsilon`` times ``1 - p_t``.
+
+    Parameters
+    ----------
+    logits : array (..., C, ...), floating
+    targets : array, same shape: one-hot or soft targets along ``axis``
+    epsilon : float
+        The coefficient of the first polynomial term; 2.0 (the paper's ImageNet value, and
+        optax's default), -1.0 for detection; 0 gives plain cross-entropy.
+    axis : int
+        The class axis; the elementwise loss has it removed.
+
+    Notes
+    -----
+    .. math:: \ell = -\sum_c t_c \log p_c + \epsilon \sum_c t_c (1 - p_c),
+        \quad \log p = \mathrm{log\_softmax}(x)
+
+    (the second sum is :math:`1 - p_t` for one-hot targets).  Computed from one stable
+    ``log_softmax``, so logits of +-1e4 are exact.
+
+    Peers: ``optax.poly_loss_cross_entropy`` (same ``epsilon=2.0``, unreduced).
+
+    References
+    ----------
+    Leng, Z., Tan, M., Liu, C., Cubuk, E. D., Shi, X., Cheng, S., Anguelov, D. "PolyLoss: A
+    Polynomial Expansion Perspective of Classification Loss Functions." ICLR, 2022.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> x = np.array([[2.0, 0.5, -1.0]]); t = np.array([[1.0, 0.0, 0.0]])
+    >>> round(float(unilosses.poly1_cross_entropy_with_logits(x, t)), 6)
+    0.670117
+    """
+    eps = check_finite("epsilon", epsilon)
+    ndim = len(getattr(logits, "shape", ()))
+    ax = normalize_axis(axis, max(ndim, 1))
+    call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
+                           weights=weights, where=where, class_axis=ax)
+    xp = call.xp
+    logp = call.ad.log_softmax(finite_logits(call, call.clean(x, 0.0, axis=ax)), ax)
+    t = call.clean(t, 0.0, axis=ax)
+    return call.reduce(xp.sum(t * (eps * (1.0 - xp.exp(logp)) - logp), axis=ax))

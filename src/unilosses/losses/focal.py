@@ -1,18 +1,63 @@
-"""Focal losses: binary (sigmoid) focal loss and RetinaNet's anchor focal loss."""
+"""Focal losses: binary (sigmoid), categorical (softmax) and RetinaNet's anchor focal loss."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.validate import check_nonnegative, check_unit_interval, fmt_shape
-from .classification import EPSILON, finite_logits
+from .._core.validate import (
+    check_broadcastable,
+    check_nonnegative,
+    check_unit_interval,
+    fmt_shape,
+    normalize_axis,
+)
+from .classification import (
+    EPSILON,
+    _smooth,
+    along_axis,
+    check_class_vector,
+    check_ignore_index,
+    checked_labels,
+    finite_logits,
+    normalized_probabilities,
+    pick,
+)
 
 Array = Any
 
 
-def _alpha(alpha: float | None) -> float | None:
-    return None if alpha is None else check_unit_interval("alpha", alpha)
+def _alpha(alpha: Any) -> tuple[float | None, Any]:
+    """(a float or None, an array or None): a per-class ``alpha`` is an array or a sequence."""
+    if alpha is None:
+        return None, None
+    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
+        return check_unit_interval("alpha", alpha), None
+    return None, alpha
+
+
+def _with_alpha(names: tuple[str, ...], arrays: tuple[Any, ...],
+                alpha_array: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    if alpha_array is None:
+        return names, arrays
+    return names + ("alpha",), arrays + (alpha_array,)
+
+
+def _check_alpha_values(call: Call, a: Array) -> None:
+    call.require((a >= 0.0) & (a <= 1.0), lambda: "`alpha` holds values outside [0, 1] (or NaN).")
+
+
+def _broadcast_alpha(call: Call, out: list[Array], n: int, alpha: float | None,
+                     against: str) -> Any:
+    """The float ``alpha``, or the alpha array (after ``n`` arrays in ``out``), checked to
+    broadcast against the predictions (per class: the last axis)."""
+    if len(out) <= n:
+        return alpha
+    a = out[n]
+    check_broadcastable("alpha", call.ad.shape(a), call.ad.shape(out[0]),
+                        f"the {against} of shape")
+    _check_alpha_values(call, a)
+    return a
 
 
 def _focal_from_logits(call: Call, x: Array, y: Array, alpha: float | None,
@@ -54,7 +99,7 @@ def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | Non
     return ad.safe_pow(ad.safe_abs(y - p), gamma) * ce
 
 
-def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: float | None = 0.25,
+def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
                       gamma: float = 2.0, reduction: str = "mean",
                       weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Binary focal loss on probabilities.
@@ -63,9 +108,10 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: float | N
     ----------
     predictions : array, floating, probabilities in [0, 1]
     targets : array, same shape, labels in {0, 1} or soft labels in [0, 1]
-    alpha : float in [0, 1] or None
+    alpha : float in [0, 1], array, or None
         Weight of the positive term (``1 - alpha`` on the negative); None turns class
-        balancing off.
+        balancing off.  An array (e.g. one value per class, shape ``(C,)``) broadcasts against
+        the predictions: per class along the last axis.
     gamma : float >= 0
         Focusing parameter; 0 gives (alpha-weighted) binary cross-entropy.
 
@@ -92,17 +138,19 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: float | N
     >>> round(float(unilosses.binary_focal_loss(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.003479
     """
-    alpha = _alpha(alpha)
+    a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
-    call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
-                           reduction=reduction, weights=weights, where=where)
-    p, t = call.clean(p, 0.5), call.clean(t, 0.0)
+    names, arrays = _with_alpha(("predictions", "targets"), (predictions, targets), a_array)
+    call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
+                        same_shape=("targets",))
+    a = _broadcast_alpha(call, out, 2, a, "predictions")
+    p, t = call.clean(out[0], 0.5), call.clean(out[1], 0.0)
     call.require_probabilities(p, "predictions")
-    return call.reduce(_focal_from_probabilities(call, p, t, alpha, gamma))
+    return call.reduce(_focal_from_probabilities(call, p, t, a, gamma))
 
 
 def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
-                                  alpha: float | None = 0.25, gamma: float = 2.0,
+                                  alpha: Any = 0.25, gamma: float = 2.0,
                                   reduction: str = "mean", weights: Array | None = None,
                                   where: Array | None = None) -> Array:
     r"""Binary (sigmoid) focal loss on logits, computed in log space.
@@ -116,6 +164,8 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     :math:`\exp(\gamma \log(1 - p_t))` with :math:`\log(1-p_t)` a log-sigmoid too, so value and
     gradient are finite for any :math:`\gamma \ge 0` and any logit (+-1e4 included), and every
     backend gets the same gradient at logit 0 (no ``abs``/``max`` ties).
+
+    ``alpha`` may be an array, as in :func:`binary_focal_loss`.
 
     Peers: torchvision ``ops.sigmoid_focal_loss`` (same defaults, no reduction by default),
     ``optax.sigmoid_focal_loss``, ``keras.losses.BinaryFocalCrossentropy(from_logits=True)``.
@@ -132,28 +182,39 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     >>> round(float(unilosses.binary_focal_loss_with_logits(x, t)), 6)
     0.008722
     """
-    alpha = _alpha(alpha)
+    a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
-    call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
-                           weights=weights, where=where)
-    x, t = finite_logits(call, call.clean(x, 0.0)), call.clean(t, 0.0)
-    return call.reduce(_focal_from_logits(call, x, t, alpha, gamma))
+    names, arrays = _with_alpha(("logits", "targets"), (logits, targets), a_array)
+    call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
+                        same_shape=("targets",))
+    a = _broadcast_alpha(call, out, 2, a, "logits")
+    x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
+    return call.reduce(_focal_from_logits(call, x, t, a, gamma))
 
 
-def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: float | None,
-            gamma: float, normalizer: Any, logits: bool) -> Array:
-    alpha = _alpha(alpha)
+_NORMALIZE = ("batch", "image")
+
+
+def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
+            gamma: float, normalizer: Any, normalize: str, logits: bool) -> Array:
+    a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
+    if normalize not in _NORMALIZE:
+        raise ValueError(f"normalize={normalize!r} is not supported; use 'batch' or 'image'.")
+    if normalize == "image" and normalizer is not None:
+        raise ValueError("`normalizer` applies to normalize='batch' only; with "
+                         "normalize='image' each image is divided by its own positive count.")
     pname = "logits" if logits else "predictions"
     pshape = tuple(getattr(predictions, "shape", ()))
     if len(pshape) < 2:
         raise ValueError(
             f"`{pname}` must have shape (..., anchors, classes), got {fmt_shape(pshape)}."
         )
-    call, (p, t, state) = prepare(
-        (pname, "targets", "anchor_state"), (predictions, targets, anchor_state),
-        reduction="sum", where=None, same_shape=("targets",),
-    )
+    names, arrays = _with_alpha((pname, "targets", "anchor_state"),
+                                (predictions, targets, anchor_state), a_array)
+    call, out = prepare(names, arrays, reduction="sum", where=None, same_shape=("targets",))
+    p, t, state = out[0], out[1], out[2]
+    alpha = _broadcast_alpha(call, out, 3, a, pname)
     xp, ad = call.xp, call.ad
     sshape, want = ad.shape(state), ad.shape(p)[:-1]
     if len(sshape) != len(want) or any(a is not None and b is not None and a != b
@@ -177,7 +238,19 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: floa
         fl = _focal_from_logits(call, finite_logits(call, p), t, alpha, gamma)
     else:
         fl = _focal_from_probabilities(call, p, t, alpha, gamma)
-    total = xp.sum(ad.where(keep, fl, 0.0))
+    fl = ad.where(keep, fl, 0.0)
+    if normalize == "image":
+        # torchvision's RetinaNet head: each image's sum over max(1, its positives), then the
+        # mean over the images (every leading axis)
+        count = xp.sum(ad.astype(positive, call.dtype), axis=-1)
+        per_image = xp.sum(xp.sum(fl, axis=-1), axis=-1) / ad.where(count > 1.0, count, 1.0)
+        images = 1
+        for d in ad.shape(per_image):
+            images = None if d is None or images is None else images * d
+        if images is None:
+            return xp.mean(per_image)
+        return xp.sum(per_image) / max(images, 1)
+    total = xp.sum(fl)
     if normalizer is None:
         count = xp.sum(ad.astype(positive, call.dtype))
         return total / ad.where(count > 1.0, count, 1.0)
@@ -187,8 +260,8 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: floa
 
 
 def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /, *,
-                      alpha: float | None = 0.25, gamma: float = 2.0,
-                      normalizer: Any = None) -> Array:
+                      alpha: Any = 0.25, gamma: float = 2.0,
+                      normalizer: Any = None, normalize: str = "batch") -> Array:
     r"""RetinaNet focal loss on probabilities with anchor states, normalised by the positives.
 
     Parameters
@@ -197,9 +270,17 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
     targets : array (..., anchors, classes), 0/1 class labels
     anchor_state : array (..., anchors)
         -1 ignore, 0 background (scored as all classes negative), 1 object.
+    alpha : float in [0, 1], array, or None
+        As in :func:`binary_focal_loss`; an array of shape ``(classes,)`` is per class.
     normalizer : scalar or 0-d array, optional
         Divide by this instead of ``max(1, #anchors with state 1)``: e.g. a positive count
-        already summed across devices.
+        already summed across devices (``normalize="batch"`` only).
+    normalize : {"batch", "image"}
+        ``"batch"``: the sum over the whole batch divided by ``max(1, positives in the
+        batch)`` (the Keras RetinaNet tutorial).  ``"image"``: each image's sum divided by
+        ``max(1, positives of that image)``, then the mean over the images (torchvision's
+        ``RetinaNetClassificationHead.compute_loss``); the images are the leading axes before
+        ``(anchors, classes)``, and without them the input is one image.
 
     Returns
     -------
@@ -225,16 +306,18 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
     >>> round(float(unilosses.anchor_focal_loss(p, t, s)), 6)
     0.031823
     """
-    return _anchor(predictions, targets, anchor_state, alpha, gamma, normalizer, logits=False)
+    return _anchor(predictions, targets, anchor_state, alpha, gamma, normalizer, normalize,
+                   logits=False)
 
 
 def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: Array, /, *,
-                                  alpha: float | None = 0.25, gamma: float = 2.0,
-                                  normalizer: Any = None) -> Array:
+                                  alpha: Any = 0.25, gamma: float = 2.0,
+                                  normalizer: Any = None, normalize: str = "batch") -> Array:
     r"""RetinaNet focal loss on logits with anchor states, normalised by the positives.
 
     As :func:`anchor_focal_loss`, with the elementwise loss of
     :func:`binary_focal_loss_with_logits` (log space, finite for any logit and gamma).
+    ``normalize="image"`` is torchvision's RetinaNet head normalisation.
 
     Examples
     --------
@@ -245,4 +328,221 @@ def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: A
     >>> round(float(unilosses.anchor_focal_loss_with_logits(x, t, s)), 6)
     0.018879
     """
-    return _anchor(logits, targets, anchor_state, alpha, gamma, normalizer, logits=True)
+    return _anchor(logits, targets, anchor_state, alpha, gamma, normalizer, normalize,
+                   logits=True)
+
+
+# -- softmax (categorical) focal loss ------------------------------------------------------------
+#: above this log-probability (p > 0.905) log(1 - p) is taken from the other classes' mass
+_NEAR_ONE = -0.1
+
+
+def log1m_softmax(call: Call, x: Array, logp: Array, axis: int) -> Array:
+    """``log(1 - softmax(x))`` along ``axis``, accurate and with a finite gradient everywhere.
+
+    ``log1p(-exp(logp))`` loses every digit as p approaches 1 and is ``-inf`` (NaN gradient)
+    once p rounds to 1, which a logit margin of ~40 (float64) or ~17 (float32) already does.
+    A probability above 1/2 belongs to the row's unique maximum, and there
+    :math:`1 - p_c = \\sum_{k \\ne c} p_k`, so
+    :math:`\\log(1 - p_c) = \\mathrm{logsumexp}_{k \\ne c}\\,x_k - \\mathrm{logsumexp}_k\\,x_k`,
+    which is exact at any margin and has the bounded derivative of a log-softmax.
+    """
+    xp, ad = call.xp, call.ad
+    # the maximum is replaced by the lowest logit finite_logits lets through, not -inf:
+    # a row of one class then gives a finite (hugely negative) log, not inf - inf
+    low = -float(xp.finfo(call.dtype).max) / 4
+    top = x == xp.max(x, axis=axis, keepdims=True)
+    rest = (ad.logsumexp(ad.where(top, low, x), axis, keepdims=True)
+            - ad.logsumexp(x, axis, keepdims=True))
+    near_one = logp > _NEAR_ONE
+    # the unselected branch gets a harmless input, so its gradient cannot be inf * 0
+    far = xp.log1p(-xp.exp(ad.where(near_one, _NEAR_ONE, logp)))
+    return ad.where(near_one, rest, far)
+
+
+def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logits: bool,
+                       alpha: Any, gamma: float, axis: int, label_smoothing: float,
+                       ignore_index: int | None, reduction: str, weights: Any,
+                       where: Any) -> Array:
+    ls = check_unit_interval("label_smoothing", label_smoothing)
+    gamma = check_nonnegative("gamma", gamma)
+    check_ignore_index(ignore_index)
+    a, a_array = _alpha(alpha)
+    ndim = len(getattr(predictions, "shape", ()))
+    ax = normalize_axis(axis, max(ndim, 1))
+    pname, tname = ("logits" if logits else "predictions"), ("labels" if sparse else "targets")
+    names, arrays = _with_alpha((pname, tname), (predictions, targets), a_array)
+    call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
+                        class_axis=ax, labels=(tname,) if sparse else (),
+                        same_shape=() if sparse else ("targets",))
+    xp, ad = call.xp, call.ad
+    p = out[0]
+    classes = ad.shape(p)[ax]
+    if len(out) > 2:
+        check_class_vector(call, "alpha", out[2], classes)
+        _check_alpha_values(call, out[2])
+        a = along_axis(call, out[2], ax, ndim)
+    if logits:
+        x = finite_logits(call, call.clean(p, 0.0, axis=ax))
+        logp = ad.log_softmax(x, ax)
+        log1m = log1m_softmax(call, x, logp, ax) if gamma else None
+    else:
+        q = normalized_probabilities(call, p, ax)
+        logp = xp.log(q)
+        log1m = xp.log1p(-q) if gamma else None
+    # the per-class focal term alpha_c (1 - p_c)^gamma (-log p_c); (1 - p)^gamma in log space
+    term = -logp if log1m is None else -xp.exp(gamma * log1m) * logp
+    if a is not None:
+        term = a * term
+    if sparse:
+        y = checked_labels(call, out[1], classes, ax, ignore_index)
+        loss = pick(call, term, y, ax)
+        if ls:
+            loss = (1.0 - ls) * loss + (ls / classes) * xp.sum(term, axis=ax)
+        return call.reduce(loss)
+    t = _smooth(call, call.clean(out[1], 0.0, axis=ax), ls, classes)
+    return call.reduce(xp.sum(t * term, axis=ax))
+
+
+def categorical_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
+                           gamma: float = 2.0, axis: int = -1, label_smoothing: float = 0.0,
+                           reduction: str = "mean", weights: Array | None = None,
+                           where: Array | None = None) -> Array:
+    r"""Softmax focal loss on probabilities, one-hot or soft targets along ``axis``.
+
+    Parameters
+    ----------
+    predictions : array (..., C, ...), probabilities along ``axis``
+        Renormalised along ``axis`` and clipped to :math:`[10^{-7}, 1 - 10^{-7}]`, as Keras
+        does; the clipped values enter both the log and the modulating factor.
+    targets : array, same shape
+    alpha : float in [0, 1], 1-D array (C,), or None
+    gamma : float >= 0
+    axis : int
+        The class axis; the elementwise loss has it removed.
+
+    Notes
+    -----
+    .. math:: \ell = -\sum_c t_c\, \alpha_c\, (1 - p_c)^\gamma \log p_c
+
+    (targets smoothed to :math:`t (1 - s) + s / C`).  The factor is
+    :math:`\exp(\gamma\,\mathrm{log1p}(-p_c))` on the clipped probability: finite, with a
+    finite gradient, for every :math:`\gamma \ge 0`.
+
+    Peers: ``keras.losses.CategoricalFocalCrossentropy`` (same ``alpha=0.25``, ``gamma=2``,
+    clip and renormalisation).
+
+    References
+    ----------
+    Lin, T.-Y., Goyal, P., Girshick, R., He, K., Dollar, P. "Focal Loss for Dense Object
+    Detection." ICCV, 2017.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> p = np.array([[0.7, 0.2, 0.1]]); t = np.array([[1.0, 0.0, 0.0]])
+    >>> round(float(unilosses.categorical_focal_loss(p, t)), 6)
+    0.008025
+    """
+    return _categorical_focal(predictions, targets, sparse=False, logits=False, alpha=alpha,
+                              gamma=gamma, axis=axis, label_smoothing=label_smoothing,
+                              ignore_index=None, reduction=reduction, weights=weights,
+                              where=where)
+
+
+def categorical_focal_loss_with_logits(logits: Array, targets: Array, /, *, alpha: Any = 0.25,
+                                       gamma: float = 2.0, axis: int = -1,
+                                       label_smoothing: float = 0.0, reduction: str = "mean",
+                                       weights: Array | None = None,
+                                       where: Array | None = None) -> Array:
+    r"""Softmax focal loss on logits, computed in log space.
+
+    Notes
+    -----
+    .. math:: \ell = -\sum_c t_c\, \alpha_c\, (1 - p_c)^\gamma \log p_c,
+        \quad \log p = \mathrm{log\_softmax}(x)
+
+    :math:`(1 - p_c)^\gamma = \exp(\gamma \log(1 - p_c))`, with :math:`\log(1 - p_c)` taken
+    from the other classes' log-sum-exp where :math:`p_c > 0.9` (exact when :math:`p_c`
+    rounds to 1) and from ``log1p(-exp(log p))`` elsewhere: value and gradient are finite for
+    every :math:`\gamma \ge 0` and logits of +-1e4, with no clip (so no zero gradient for very
+    confident predictions).  Options as in :func:`categorical_focal_loss`.
+
+    Peers: ``keras.losses.CategoricalFocalCrossentropy(from_logits=True)`` (which applies a
+    softmax and then the probability form's clip, so it differs for probabilities within
+    1e-7 of 0 or 1).
+
+    References
+    ----------
+    Lin, T.-Y. et al. "Focal Loss for Dense Object Detection." ICCV, 2017.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> x = np.array([[2.0, 0.5, -1.0]]); t = np.array([[0.0, 1.0, 0.0]])
+    >>> round(float(unilosses.categorical_focal_loss_with_logits(x, t, alpha=None)), 6)
+    1.184346
+    """
+    return _categorical_focal(logits, targets, sparse=False, logits=True, alpha=alpha,
+                              gamma=gamma, axis=axis, label_smoothing=label_smoothing,
+                              ignore_index=None, reduction=reduction, weights=weights,
+                              where=where)
+
+
+def sparse_categorical_focal_loss(predictions: Array, labels: Array, /, *, alpha: Any = 0.25,
+                                  gamma: float = 2.0, axis: int = -1,
+                                  ignore_index: int | None = None,
+                                  label_smoothing: float = 0.0, reduction: str = "mean",
+                                  weights: Array | None = None,
+                                  where: Array | None = None) -> Array:
+    r"""Softmax focal loss on probabilities with integer labels.
+
+    Notes
+    -----
+    .. math:: \ell = (1 - s)\, f_y + \frac{s}{C} \sum_c f_c,
+        \quad f_c = -\alpha_c (1 - p_c)^\gamma \log p_c
+
+    :func:`categorical_focal_loss` with one-hot targets, without building them: the label's
+    term is gathered.  Labels equal to ``ignore_index`` are left out (and not counted by
+    "mean").
+
+    Peers: Keras has no sparse form; ``keras.losses.CategoricalFocalCrossentropy`` on one-hot
+    targets.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> p = np.array([[0.7, 0.2, 0.1]])
+    >>> round(float(unilosses.sparse_categorical_focal_loss(p, np.array([0]))), 6)
+    0.008025
+    """
+    return _categorical_focal(predictions, labels, sparse=True, logits=False, alpha=alpha,
+                              gamma=gamma, axis=axis, label_smoothing=label_smoothing,
+                              ignore_index=ignore_index, reduction=reduction, weights=weights,
+                              where=where)
+
+
+def sparse_categorical_focal_loss_with_logits(logits: Array, labels: Array, /, *,
+                                              alpha: Any = 0.25, gamma: float = 2.0,
+                                              axis: int = -1, ignore_index: int | None = None,
+                                              label_smoothing: float = 0.0,
+                                              reduction: str = "mean",
+                                              weights: Array | None = None,
+                                              where: Array | None = None) -> Array:
+    r"""Softmax focal loss on logits with integer labels, computed in log space.
+
+    As :func:`categorical_focal_loss_with_logits` with one-hot targets (gathered, not built),
+    and ``ignore_index`` as in :func:`sparse_categorical_cross_entropy_with_logits`.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> x = np.array([[2.0, 0.5, -1.0]])
+    >>> round(float(unilosses.sparse_categorical_focal_loss_with_logits(
+    ...     x, np.array([1]), alpha=None)), 6)
+    1.184346
+    """
+    return _categorical_focal(logits, labels, sparse=True, logits=True, alpha=alpha,
+                              gamma=gamma, axis=axis, label_smoothing=label_smoothing,
+                              ignore_index=ignore_index, reduction=reduction, weights=weights,
+                              where=where)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import prepare
-from .._core.validate import check_positive
+from .._core.validate import check_positive, check_unit_interval, fmt_shape, normalize_axis
 from ..backends._base import LOG2
 
 Array = Any
@@ -210,3 +210,193 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     al = ad.where(small, 1.0, a)
     far = al + ad.softplus(-2.0 * al) - LOG2
     return call.reduce(ad.where(small, near, far))
+
+
+#: Keras's ``backend.epsilon()``, the floor of MSLE's and MAPE's divisors and logs
+KERAS_EPSILON = 1e-7
+
+
+def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
+         weights: Array | None = None, where: Array | None = None) -> Array:
+    r"""Mean squared logarithmic error.
+
+    Notes
+    -----
+    .. math:: \ell_i = \big(\log(1 + \max(p_i, \epsilon)) - \log(1 + \max(t_i, \epsilon))
+        \big)^2, \quad \epsilon = 10^{-7}
+
+    Values below :math:`\epsilon` (negative ones included) are raised to it, as Keras does, so
+    the logs are always defined; the gradient there is 0.  ``log1p`` keeps the digits of
+    small values.
+
+    Peers: ``keras.losses.MeanSquaredLogarithmicError`` (same epsilon); torch and optax have
+    none.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> round(float(unilosses.msle(np.array([1.0, 3.0]), np.array([0.0, 3.0]))), 6)
+    0.240226
+    """
+    call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
+                           where=where)
+    xp, ad = call.xp, call.ad
+    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    lp = xp.log1p(ad.where(p > KERAS_EPSILON, p, KERAS_EPSILON))
+    lt = xp.log1p(ad.where(t > KERAS_EPSILON, t, KERAS_EPSILON))
+    d = lp - lt
+    return call.reduce(d * d)
+
+
+def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
+         weights: Array | None = None, where: Array | None = None) -> Array:
+    r"""Mean absolute percentage error (in percent).
+
+    Notes
+    -----
+    .. math:: \ell_i = 100\, \frac{|t_i - p_i|}{\max(|t_i|, \epsilon)}, \quad
+        \epsilon = 10^{-7}
+
+    The divisor is floored at :math:`\epsilon` (Keras's ``backend.epsilon()``), so a zero
+    target gives a large finite loss, not inf.  ``|d|`` is taken with gradient 0 at zero error,
+    as :func:`mae`.
+
+    Peers: ``keras.losses.MeanAbsolutePercentageError`` (same epsilon and factor 100).
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> float(unilosses.mape(np.array([1.5, 2.0]), np.array([1.0, 4.0])))
+    50.0
+    """
+    call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
+                           where=where)
+    ad = call.ad
+    p, t = call.clean(p, 0.0), call.clean(t, 1.0)
+    at = ad.safe_abs(t)
+    return call.reduce(100.0 * ad.safe_abs(t - p) / ad.where(at > KERAS_EPSILON, at,
+                                                              KERAS_EPSILON))
+
+
+def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5,
+                  reduction: str = "mean", weights: Array | None = None,
+                  where: Array | None = None) -> Array:
+    r"""Quantile (pinball) loss for one quantile or several at once.
+
+    Parameters
+    ----------
+    predictions : array, floating
+        With a float ``quantiles``: any shape.  With a 1-D ``quantiles`` of length Q: shape
+        ``(..., Q)``, one prediction per quantile along the last axis.
+    targets : array
+        The shape of ``predictions``, or (with 1-D ``quantiles``) that shape without the
+        quantile axis: each target is then compared with all Q predictions.
+    quantiles : float in [0, 1], or 1-D array / sequence of them
+        The quantile level(s) :math:`q`; 0.5 gives half the absolute error.
+
+    Returns
+    -------
+    array
+        "none": the shape of ``predictions`` (quantile axis included); "mean" averages over
+        every element, quantiles too.
+
+    Notes
+    -----
+    .. math:: \ell = \begin{cases} q\,(t - p) & t > p \\ (1 - q)\,(p - t) & t \le p
+        \end{cases}
+
+    Under-prediction costs :math:`q` per unit, over-prediction :math:`1 - q`, so the minimiser
+    is the q-quantile.  At zero error the gradient is 0 on every backend (a subgradient, as
+    :func:`mae` takes).
+
+    Peers: none in torch, Keras or optax (TensorFlow Addons' ``PinballLoss``,
+    pytorch-forecasting's ``QuantileLoss``).
+
+    References
+    ----------
+    Koenker, R., Bassett, G. "Regression Quantiles." Econometrica, 1978.
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> p = np.array([[1.0, 2.0, 3.0]]); t = np.array([2.0])
+    >>> unilosses.quantile_loss(p, t, quantiles=[0.1, 0.5, 0.9], reduction="none")
+    array([[0.1, 0. , 0.1]])
+    """
+    many = not (isinstance(quantiles, (int, float)) and not isinstance(quantiles, bool))
+    if not many:
+        q = check_unit_interval("quantiles", quantiles)
+        call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction,
+                               weights=weights, where=where)
+    else:
+        pshape = tuple(getattr(predictions, "shape", ()))
+        tshape = tuple(getattr(targets, "shape", ()))
+        expand = len(pshape) >= 1 and tshape == pshape[:-1]
+        call, (p, t, q) = prepare(_PT + ("quantiles",), (predictions, targets, quantiles),
+                                  reduction=reduction, weights=weights, where=where,
+                                  same_shape=() if expand else ("targets",))
+        qshape, pshape = call.ad.shape(q), call.ad.shape(p)
+        if len(qshape) != 1 or not pshape or (qshape[0] is not None and pshape[-1] is not None
+                                              and qshape[0] != pshape[-1]):
+            raise ValueError(
+                f"`quantiles` has shape {fmt_shape(qshape)}; with several quantiles it must be "
+                f"1-D with one level per entry of the predictions' last axis "
+                f"({pshape[-1] if pshape else '?'},)."
+            )
+        call.require((q >= 0.0) & (q <= 1.0), lambda: (
+            "`quantiles` holds values outside [0, 1] (or NaN)."))
+        if expand:
+            t = call.xp.expand_dims(t, axis=-1)
+    ad = call.ad
+    d = call.clean(t, 0.0) - call.clean(p, 0.0)
+    # both branches are linear: a where per side, and 0 (value and gradient) at d == 0
+    return call.reduce(ad.where(d > 0, q * d, ad.where(d < 0, (q - 1.0) * d, 0.0)))
+
+
+def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int = -1,
+                           eps: float = 1e-7, reduction: str = "mean",
+                           weights: Array | None = None, where: Array | None = None) -> Array:
+    r"""Negative cosine similarity along ``axis``: -1 for parallel vectors, 1 for opposite.
+
+    Parameters
+    ----------
+    predictions, targets : arrays of one shape (..., D, ...), vectors along ``axis``
+    axis : int
+        The vector axis; the elementwise loss has it removed.
+    eps : float > 0
+        Norms are floored at ``eps`` (Keras's ``normalize``), so a zero vector has similarity 0
+        and a finite gradient.
+
+    Notes
+    -----
+    .. math:: \ell = -\frac{\sum_k p_k t_k}{\max(\lVert p\rVert, \epsilon)\,
+        \max(\lVert t\rVert, \epsilon)}
+
+    The sign is Keras's: minimising the loss aligns the vectors, and :math:`1 + \ell` is the
+    cosine distance (``optax.cosine_distance``).  The norm's square root has gradient 0 at a
+    zero vector (no ``inf * 0``).
+
+    Peers: ``keras.losses.CosineSimilarity`` (same sign and floor), ``optax.cosine_similarity``
+    (:math:`-\ell`, floor on the squared norm), ``torch.nn.functional.cosine_similarity``
+    (:math:`-\ell`, eps 1e-8).
+
+    Examples
+    --------
+    >>> import numpy as np, unilosses
+    >>> p = np.array([[1.0, 0.0], [1.0, 1.0]]); t = np.array([[1.0, 1.0], [-2.0, -2.0]])
+    >>> np.round(unilosses.cosine_similarity_loss(p, t, reduction="none"), 6)
+    array([-0.707107,  1.      ])
+    """
+    eps = check_positive("eps", eps)
+    ndim = len(getattr(predictions, "shape", ()))
+    ax = normalize_axis(axis, max(ndim, 1))
+    call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
+                           where=where, class_axis=ax, same_shape=("targets",))
+    xp, ad = call.xp, call.ad
+    p, t = call.clean(p, 0.0, axis=ax), call.clean(t, 0.0, axis=ax)
+
+    def norm(v: Array) -> Array:
+        n = ad.safe_sqrt(xp.sum(v * v, axis=ax))
+        return ad.where(n > eps, n, eps)
+
+    return call.reduce(-xp.sum(p * t, axis=ax) / (norm(p) * norm(t)))

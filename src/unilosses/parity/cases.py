@@ -124,6 +124,10 @@ class LossSpec:
         Compare values exactly (boolean results).
     fd_step : float, optional
         First finite-difference step, relative to ``max(|x|, 0.05)``.
+    held : callable, optional
+        For a loss that stops a gradient: ``held(*args, **options)`` returns a reference like
+        ``value`` in which the stopped part is fixed at ``args``; finite differences of it
+        are then the gradient reference (CIoU's alpha, computed under ``no_grad``).
     """
 
     name: str
@@ -136,6 +140,7 @@ class LossSpec:
     #: first finite-difference step relative to max(|x|, 0.05) (None: the default 0.02);
     #: smaller for losses that curve on a small scale
     fd_step: float | None = None
+    held: Callable[..., Callable[..., Any]] | None = None
 
     def make_cases(self, seed: int) -> list[Case]:
         """The cases, from a generator seeded by ``seed`` and the loss's name (so adding a loss
@@ -388,6 +393,215 @@ def _top_k(accuracy: bool) -> Callable[..., list[Case]]:
     return cases
 
 
+# -- the loss catalogue (issue 9) ----------------------------------------------------------------
+ALPHA = np.array([0.1, 0.3, 0.5, 0.7, 0.9])   # one per class of SHAPE
+SEGMENTATION = (4, 3, 3, 2)                     # images, height, width, classes
+
+
+def _categorical_focal(logits: bool, sparse: bool) -> Callable[..., list[Case]]:
+    """The cross-entropy cases, plus per-class alpha and gamma variations."""
+    base = _categorical(logits, sparse)
+
+    def cases(rng: np.random.Generator) -> list[Case]:
+        out = base(rng)
+        x, target = out[0].args
+        out[1:1] = [
+            Case("per-class alpha, gamma 1.5", (x, target), {"gamma": 1.5}, {"alpha": ALPHA},
+                 tags={"alpha_array"}),
+            Case("no alpha, gamma 0.5", (x, target), {"alpha": None, "gamma": 0.5},
+                 tags={"no_alpha"}),
+            Case("weighted_mean", (x, target), {"reduction": "weighted_mean"},
+                 {"weights": rng.uniform(0.5, 2.0, size=SHAPE[0])}),
+        ]
+        return out
+
+    return cases
+
+
+def _poly1_cases(rng: np.random.Generator) -> list[Case]:
+    rows, classes = SHAPE
+    x = _logit_sample(rng, SHAPE)
+    _, onehot = _one_hot(rng, rows, classes)
+    keep = _row_mask(rng, rows)
+    return [
+        Case("ordinary", (x, onehot)),
+        Case("epsilon -1, soft targets", (x, _softmax(rng.normal(size=SHAPE))),
+             {"epsilon": -1.0}, tags={"soft"}),
+        Case("logits ±1e4", (_extreme_logits(rng, SHAPE), onehot), kind="extreme"),
+        Case("masked", (_nan_where(x, keep), onehot), {}, {"where": keep}, kind="masked"),
+    ]
+
+
+def _kl_cases(rng: np.random.Generator) -> list[Case]:
+    logp = np.log(rng.dirichlet(np.ones(SHAPE[1]), SHAPE[0]))
+    t = rng.dirichlet(np.ones(SHAPE[1]), SHAPE[0])
+    t[0, 1], t[0] = 0.0, t[0] / (t[0].sum() - t[0, 1])   # a zero target: t log t = 0
+    keep = _row_mask(rng, SHAPE[0])
+    zero = logp.copy()
+    zero[0, 1] = -np.inf                                  # log p = -inf where t = 0
+    return [
+        Case("ordinary", (logp, t)),
+        Case("pointwise (torch)", (logp, t), {"axis": None}),
+        Case("batchmean", (logp, t), {"axis": None, "reduction": "batchmean"}),
+        Case("log_target", (logp, np.log(rng.dirichlet(np.ones(SHAPE[1]), SHAPE[0]))),
+             {"log_target": True}),
+        Case("log p = -inf at t = 0", (zero, t), kind="extreme"),
+        Case("masked", (_nan_where(logp, keep), t), {}, {"where": keep}, kind="masked"),
+    ]
+
+
+def _poisson_cases(rng: np.random.Generator) -> list[Case]:
+    x, k = rng.normal(size=SHAPE), rng.poisson(2.0, SHAPE).astype(np.float64)
+    where = rng.random(SHAPE) < 0.7
+    where.flat[0] = True
+    return [
+        Case("ordinary", (x, k)),
+        Case("full (Stirling)", (x, k), {"full": True}),
+        Case("rates", (rng.uniform(0.1, 3.0, SHAPE), k), {"log_input": False}),
+        Case("masked", (_nan_where(x, where), k), {}, {"where": where}, kind="masked"),
+    ]
+
+
+def _gaussian_cases(rng: np.random.Generator) -> list[Case]:
+    p, t = rng.normal(size=SHAPE), rng.normal(size=SHAPE)
+    v = rng.uniform(0.2, 2.0, SHAPE)
+    tiny = v.copy()
+    tiny[0, :2] = [1e-9, 0.0]                           # floored at eps
+    where = rng.random(SHAPE) < 0.7
+    where.flat[0] = True
+    return [
+        Case("ordinary", (p, t, v)),
+        Case("one variance per row", (p, t, v[:, 0])),
+        Case("full", (p, t, v), {"full": True}),
+        Case("variance below eps", (p, t, tiny), kind="extreme"),
+        Case("masked", (_nan_where(p, where), t, v), {}, {"where": where}, kind="masked"),
+    ]
+
+
+def _hinge_cases(rng: np.random.Generator) -> list[Case]:
+    t = rng.choice([-1.0, 1.0], SHAPE)
+    # margins 1 - t p kept at least 0.2 from the kink, so that differences are valid
+    margin = rng.choice([-1.0, 1.0], SHAPE) * rng.uniform(0.2, 2.0, SHAPE)
+    p = t * (1.0 - margin)
+    where = rng.random(SHAPE) < 0.7
+    where.flat[0] = True
+    return [
+        Case("labels ±1", (p, t)),
+        Case("labels 0/1", (p * t, (t + 1.0) / 2.0)),
+        Case("at the kink", (t.copy(), t), kind="extreme"),
+        Case("masked", (_nan_where(p, where), t), {}, {"where": where}, kind="masked"),
+    ]
+
+
+def _categorical_hinge_cases(rng: np.random.Generator) -> list[Case]:
+    rows, classes = SHAPE
+    _, onehot = _one_hot(rng, rows, classes)
+    p = rng.normal(size=SHAPE)
+    keep = _row_mask(rng, rows)
+    ties = rng.integers(0, 2, size=SHAPE).astype(np.float64)
+    return [
+        Case("ordinary", (p, onehot)),
+        Case("ties", (ties, onehot), kind="extreme"),
+        Case("masked", (_nan_where(p, keep), onehot), {}, {"where": keep}, kind="masked"),
+    ]
+
+
+def _cosine_cases(rng: np.random.Generator) -> list[Case]:
+    p, t = rng.normal(size=SHAPE), rng.normal(size=SHAPE)
+    zero = p.copy()
+    zero[0] = 0.0
+    keep = _row_mask(rng, SHAPE[0])
+    return [
+        Case("ordinary", (p, t)),
+        Case("along axis 0", (p, t), {"axis": 0}),
+        Case("a zero vector", (zero, t), kind="extreme"),
+        Case("masked", (_nan_where(p, keep), t), {}, {"where": keep}, kind="masked"),
+    ]
+
+
+def _quantile_cases(rng: np.random.Generator) -> list[Case]:
+    p, t = rng.normal(size=SHAPE) * 2.0, rng.normal(size=SHAPE)
+    where = rng.random(SHAPE) < 0.7
+    where.flat[0] = True
+    levels = np.array([0.1, 0.25, 0.5, 0.75, 0.9])
+    return [
+        Case("q 0.3", (p, t), {"quantiles": 0.3}),
+        Case("five quantiles", (p, t[:, 0]), {}, {"quantiles": levels}),
+        Case("zero error", (t.copy(), t), {"quantiles": 0.8}, kind="extreme"),
+        Case("masked", (_nan_where(p, where), t), {"quantiles": 0.7}, {"where": where},
+             kind="masked"),
+    ]
+
+
+def _msle_cases(rng: np.random.Generator) -> list[Case]:
+    p, t = rng.uniform(0.0, 3.0, SHAPE), rng.uniform(0.0, 3.0, SHAPE)
+    where = rng.random(SHAPE) < 0.7
+    where.flat[0] = True
+    return [
+        Case("ordinary", (p, t)),
+        Case("weighted_mean", (p, t), {"reduction": "weighted_mean"},
+             {"weights": rng.uniform(0.5, 2.0, size=(SHAPE[0], 1))}),
+        Case("negatives (floored)", (p - 1.5, t - 1.5), kind="extreme"),
+        Case("masked", (_nan_where(p, where), t), {}, {"where": where}, kind="masked"),
+    ]
+
+
+def _mape_cases(rng: np.random.Generator) -> list[Case]:
+    p = rng.normal(size=SHAPE) * 2.0
+    t = rng.choice([-1.0, 1.0], SHAPE) * rng.uniform(0.5, 2.0, SHAPE)
+    zero = t.copy()
+    zero[0, :3] = 0.0
+    where = rng.random(SHAPE) < 0.7
+    where.flat[0] = True
+    return [
+        Case("ordinary", (p, t)),
+        Case("zero targets", (p, zero), kind="extreme"),
+        Case("masked", (_nan_where(p, where), t), {}, {"where": where}, kind="masked"),
+    ]
+
+
+def _overlap_cases(options: Mapping[str, Any]) -> Callable[..., list[Case]]:
+    def cases(rng: np.random.Generator) -> list[Case]:
+        p = rng.dirichlet(np.ones(SEGMENTATION[-1]), SEGMENTATION[:-1])
+        t = np.eye(SEGMENTATION[-1])[rng.integers(0, SEGMENTATION[-1], SEGMENTATION[:-1])]
+        pixels = rng.random(SEGMENTATION[:-1] + (1,)) < 0.7
+        pixels[0] = False                                 # an image with no pixel left
+        w = rng.uniform(0.5, 2.0, SEGMENTATION[-1])       # per class
+        per = {**options, "axis": (1, 2)}
+        return [
+            Case("per image and class", (p, t), per),
+            Case("one coefficient", (p, t), dict(options)),
+            Case("smooth 1, class weights", (p, t), {**per, "smooth": 1.0}, {"weights": w}),
+            Case("weighted_mean", (p, t), {**per, "reduction": "weighted_mean"},
+                 {"weights": w}),
+            Case("masked pixels", (_nan_where(p, pixels), t), per, {"where": pixels},
+                 kind="masked"),
+        ]
+
+    return cases
+
+
+def _box_cases(rng: np.random.Generator) -> list[Case]:
+    n = SHAPE[0]
+    xy = rng.uniform(0.0, 4.0, (n, 2))
+    b = np.concatenate([xy, xy + rng.uniform(2.5, 4.0, (n, 2))], -1)
+    # every target corner at least 0.3 from the box's: no max/min tie within a difference step
+    g = b + rng.choice([-1.0, 1.0], b.shape) * rng.uniform(0.3, 1.0, b.shape)
+    keep = _row_mask(rng, n)
+    # boxes equal to their targets (every max/min a tie) beside others: the loss of an equal
+    # box is 1 - I / (I + eps), a cancellation whose float32 value is 0 against 1e-8
+    ties = g.copy()
+    ties[:3] = b[:3]
+    return [
+        Case("overlapping", (b, g)),
+        Case("disjoint", (b, g + 10.0)),
+        Case("weighted sum", (b, g), {"reduction": "sum"},
+             {"weights": rng.uniform(0.5, 2.0, n)}),
+        Case("some identical (ties)", (b, ties), kind="extreme"),
+        Case("masked", (_nan_where(b, keep), g), {}, {"where": keep}, kind="masked"),
+    ]
+
+
 def _builtin() -> None:
     u = unilosses
     specs = [
@@ -428,6 +642,44 @@ def _builtin() -> None:
         LossSpec("anchor_focal_loss_with_logits", u.anchor_focal_loss_with_logits,
                  ref.anchor_focal_loss_with_logits_value, _anchor(True),
                  ref.anchor_focal_loss_with_logits_grad),
+        LossSpec("categorical_focal_loss", u.categorical_focal_loss,
+                 ref.categorical_focal_loss_value, _categorical_focal(False, False)),
+        LossSpec("categorical_focal_loss_with_logits", u.categorical_focal_loss_with_logits,
+                 ref.categorical_focal_loss_with_logits_value, _categorical_focal(True, False)),
+        LossSpec("sparse_categorical_focal_loss", u.sparse_categorical_focal_loss,
+                 ref.sparse_categorical_focal_loss_value, _categorical_focal(False, True)),
+        LossSpec("sparse_categorical_focal_loss_with_logits",
+                 u.sparse_categorical_focal_loss_with_logits,
+                 ref.sparse_categorical_focal_loss_with_logits_value,
+                 _categorical_focal(True, True)),
+        LossSpec("poly1_cross_entropy_with_logits", u.poly1_cross_entropy_with_logits,
+                 ref.poly1_cross_entropy_with_logits_value, _poly1_cases,
+                 ref.poly1_cross_entropy_with_logits_grad),
+        LossSpec("kl_divergence", u.kl_divergence, ref.kl_divergence_value, _kl_cases,
+                 ref.kl_divergence_grad),
+        LossSpec("poisson_nll", u.poisson_nll, ref.poisson_nll_value, _poisson_cases,
+                 ref.poisson_nll_grad),
+        LossSpec("gaussian_nll", u.gaussian_nll, ref.gaussian_nll_value, _gaussian_cases,
+                 ref.gaussian_nll_grad),
+        LossSpec("hinge", u.hinge, ref.hinge_value, _hinge_cases, ref.hinge_grad),
+        LossSpec("squared_hinge", u.squared_hinge, ref.squared_hinge_value, _hinge_cases,
+                 ref.squared_hinge_grad),
+        LossSpec("categorical_hinge", u.categorical_hinge, ref.categorical_hinge_value,
+                 _categorical_hinge_cases, ref.categorical_hinge_grad),
+        LossSpec("cosine_similarity_loss", u.cosine_similarity_loss,
+                 ref.cosine_similarity_loss_value, _cosine_cases,
+                 ref.cosine_similarity_loss_grad),
+        LossSpec("quantile_loss", u.quantile_loss, ref.quantile_loss_value, _quantile_cases,
+                 ref.quantile_loss_grad),
+        LossSpec("msle", u.msle, ref.msle_value, _msle_cases, ref.msle_grad),
+        LossSpec("mape", u.mape, ref.mape_value, _mape_cases, ref.mape_grad),
+        LossSpec("dice_loss", u.dice_loss, ref.dice_loss_value, _overlap_cases({})),
+        LossSpec("tversky_loss", u.tversky_loss, ref.tversky_loss_value,
+                 _overlap_cases({"alpha": 0.3, "beta": 0.7})),
+        LossSpec("giou_loss", u.giou_loss, ref.giou_loss_value, _box_cases),
+        LossSpec("diou_loss", u.diou_loss, ref.diou_loss_value, _box_cases),
+        LossSpec("ciou_loss", u.ciou_loss, ref.ciou_loss_value, _box_cases,
+                 held=ref.ciou_loss_held),
         LossSpec("in_top_k", u.in_top_k, ref.in_top_k_value, _top_k(False),
                  differentiable=False, exact=True),
         LossSpec("top_k_accuracy", u.top_k_accuracy, ref.top_k_accuracy_value, _top_k(True),

@@ -53,9 +53,20 @@ def _fsum(a: Arr, axis: Any = None) -> Arr:
     return out.reshape(moved.shape[:-1])
 
 
+def _divisor(m: Arr, reduction: str, weights: Arr | None, axis: Any = None) -> Arr:
+    """What "mean" (the unmasked count) or "weighted_mean" (the unmasked weights' sum) divide by
+    (1 where that is 0: an empty mean is 0)."""
+    if reduction == "weighted_mean" and weights is not None:
+        count = _fsum(np.where(m, np.broadcast_to(weights, m.shape), 0.0), axis)
+    else:
+        count = _fsum(m.astype(np.float64), axis)
+    return np.where(count != 0, count, 1.0)
+
+
 def reduce(loss: Arr, reduction: str = "mean", weights: Arr | None = None,
            where: Arr | None = None, axis: Any = None) -> Arr:
-    """The documented reduction: weights, then the mask; "mean" divides by the unmasked count."""
+    """The documented reduction: weights, then the mask; "mean" divides by the unmasked count,
+    "weighted_mean" by the sum of the unmasked weights."""
     loss = np.asarray(loss, dtype=np.float64)
     m = _mask(where, loss.shape)
     if weights is not None:
@@ -66,8 +77,7 @@ def reduce(loss: Arr, reduction: str = "mean", weights: Arr | None = None,
     total = _fsum(loss, axis)
     if reduction == "sum":
         return total
-    count = _fsum(m.astype(np.float64), axis)
-    return total / np.where(count > 0, count, 1.0)
+    return total / _divisor(m, reduction, weights, axis)
 
 
 def reduce_grad(dloss: Arr, reduction: str = "mean", weights: Arr | None = None,
@@ -78,8 +88,8 @@ def reduce_grad(dloss: Arr, reduction: str = "mean", weights: Arr | None = None,
     g = dloss
     if weights is not None:
         g = g * np.broadcast_to(weights, g.shape)
-    if reduction == "mean":
-        g = g / max(int(m.sum()), 1)
+    if reduction in ("mean", "weighted_mean"):
+        g = g / _divisor(m, reduction, weights)
     return np.where(m, g, 0.0)
 
 
@@ -561,6 +571,418 @@ def top_k_accuracy_value(p: Arr, y: Arr, *, dtype: str, k: int = 5,
                          where: Arr | None = None) -> Arr:
     hit = in_top_k_value(p, y, dtype=dtype, k=k).astype(np.float64)
     return reduce(hit, "mean", None, where)
+
+
+# -- the loss catalogue (issue 9) ----------------------------------------------------------------
+KERAS_EPSILON = 1e-7  # Keras's backend.epsilon(): MSLE's and MAPE's floor
+
+
+def _along(v: Any, axis: int, ndim: int) -> Any:
+    """A per-class 1-D ``v`` laid along ``axis`` (scalars and None pass)."""
+    if v is None or np.ndim(v) == 0:
+        return v
+    shape = [1] * ndim
+    shape[axis] = -1
+    return np.reshape(np.asarray(v, dtype=np.float64), shape)
+
+
+def _through_rows(g: Arr, ax: int, reduction: str, weights: Any, where: Any) -> Arr:
+    """The derivative ``g`` of each row's loss (class axis ``ax``) through the reduction."""
+    rows = reduce_grad(np.ones(g.shape[:ax] + g.shape[ax + 1:]), reduction, weights, where)
+    m = _with_class_mask(where, g.shape, ax)
+    return np.where(m, g * np.expand_dims(rows, ax), 0.0)
+
+
+def _log1m_softmax(x: Arr, ax: int) -> Arr:
+    """log(1 - softmax(x)) along ``ax``: the other classes' log-sum-exp minus everyone's."""
+    xs = np.moveaxis(x, ax, -1)
+    out = np.empty_like(xs)
+    for c in range(xs.shape[-1]):
+        others = np.delete(xs, c, axis=-1)
+        out[..., c] = _lse(others) - _lse(xs)
+    return np.moveaxis(out, -1, ax)
+
+
+def _lse(x: Arr) -> Arr:
+    m = np.max(x, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    return np.log(np.sum(np.exp(x - m), axis=-1)) + m[..., 0]
+
+
+def _focal_terms(x: Arr, ax: int, logits: bool, alpha: Any, gamma: float, dtype: str) -> Arr:
+    """Per class: -alpha_c (1 - p_c)^gamma log p_c (probabilities renormalised and clipped)."""
+    if logits:
+        logp = _log_softmax(x, ax)
+        mod = np.exp(gamma * _log1m_softmax(x, ax))
+    else:
+        lo, hi = _clip_bounds(dtype)
+        q = np.clip(x / np.sum(x, axis=ax, keepdims=True), lo, hi)
+        logp, mod = np.log(q), (1.0 - q) ** gamma
+    a = 1.0 if alpha is None else _along(alpha, ax, x.ndim)
+    return -a * mod * logp
+
+
+def _categorical_focal_value(x: Arr, tt: Arr, keep: Arr, ax: int, logits: bool, alpha: Any,
+                             gamma: float, dtype: str, reduction: str, weights: Any) -> Arr:
+    with _errstate():
+        xk = np.where(np.expand_dims(keep, ax), x, 0.0 if logits else 1.0)
+        term = _focal_terms(xk, ax, logits, alpha, gamma, dtype)
+        return reduce(np.sum(tt * term, axis=ax), reduction, weights, keep)
+
+
+def _categorical_focal(logits: bool) -> Callable[..., Arr]:
+    def value(x: Arr, t: Arr, *, dtype: str, alpha: Any = 0.25, gamma: float = 2.0,
+              axis: int = -1, label_smoothing: float = 0.0, reduction: str = "mean",
+              weights: Arr | None = None, where: Arr | None = None) -> Arr:
+        ax = axis % x.ndim
+        keep = _mask(where, x.shape[:ax] + x.shape[ax + 1:])
+        tt = _smoothed(np.where(np.expand_dims(keep, ax), t, 0.0), label_smoothing,
+                       x.shape[ax])
+        return _categorical_focal_value(x, tt, keep, ax, logits, alpha, gamma, dtype,
+                                        reduction, weights)
+
+    return value
+
+
+def _sparse_categorical_focal(logits: bool) -> Callable[..., Arr]:
+    def value(x: Arr, y: Arr, *, dtype: str, alpha: Any = 0.25, gamma: float = 2.0,
+              axis: int = -1, ignore_index: int | None = None, label_smoothing: float = 0.0,
+              reduction: str = "mean", weights: Arr | None = None,
+              where: Arr | None = None) -> Arr:
+        ax = axis % x.ndim
+        tt, keep = _sparse_targets(x, y, ax, ignore_index, label_smoothing, where)
+        return _categorical_focal_value(x, tt, keep, ax, logits, alpha, gamma, dtype,
+                                        reduction, weights)
+
+    return value
+
+
+categorical_focal_loss_value = _categorical_focal(False)
+categorical_focal_loss_with_logits_value = _categorical_focal(True)
+sparse_categorical_focal_loss_value = _sparse_categorical_focal(False)
+sparse_categorical_focal_loss_with_logits_value = _sparse_categorical_focal(True)
+
+
+def _rows_clean(x: Arr, t: Arr, ax: int, where: Any, fill: float = 0.0) -> tuple[Arr, Arr]:
+    m = _with_class_mask(where, x.shape, ax)
+    return np.where(m, x, fill), np.where(m, t, 0.0)
+
+
+def poly1_cross_entropy_with_logits_value(x: Arr, t: Arr, *, dtype: str, epsilon: float = 2.0,
+                                          axis: int = -1, reduction: str = "mean",
+                                          weights: Arr | None = None,
+                                          where: Arr | None = None) -> Arr:
+    ax = axis % x.ndim
+    with _errstate():
+        x, t = _rows_clean(x, t, ax, where)
+        logp = _log_softmax(x, ax)
+        elem = -np.sum(t * logp, axis=ax) + epsilon * np.sum(t * (1.0 - np.exp(logp)), axis=ax)
+    return reduce(elem, reduction, weights, where)
+
+
+def poly1_cross_entropy_with_logits_grad(x: Arr, t: Arr, *, dtype: str, epsilon: float = 2.0,
+                                         axis: int = -1, reduction: str = "mean",
+                                         weights: Arr | None = None,
+                                         where: Arr | None = None) -> Arr:
+    # d/dx_j: p_j sum(t) - t_j  -  epsilon p_j (t_j - sum_c t_c p_c)
+    ax = axis % x.ndim
+    with _errstate():
+        x, t = _rows_clean(x, t, ax, where)
+        p = np.exp(_log_softmax(x, ax))
+        pt = np.sum(t * p, axis=ax, keepdims=True)
+        g = p * np.sum(t, axis=ax, keepdims=True) - t - epsilon * p * (t - pt)
+    return _through_rows(g, ax, reduction, weights, where)
+
+
+def _kl_parts(x: Arr, t: Arr, axis: Any, log_target: bool,
+              where: Any) -> tuple[Arr, Arr, Arr, int | None]:
+    """(pointwise term, its derivative in x, the element mask, the class axis)."""
+    ax = None if axis is None else axis % x.ndim
+    m = _mask(where, x.shape) if ax is None else _with_class_mask(where, x.shape, ax)
+    m = np.broadcast_to(m, x.shape)
+    with _errstate():
+        x, t = np.where(m, x, 0.0), np.where(m, t, 0.0)
+        if log_target:
+            return np.exp(t) * (t - x), -np.exp(t), m, ax
+        ts = np.where(t > 0, t, 1.0)
+        return np.where(t > 0, t * (np.log(ts) - x), 0.0), -t, m, ax
+
+
+def _batch_count(where: Any, shape: tuple[int, ...]) -> float:
+    if where is None:
+        return float(max(shape[0], 1)) if shape else 1.0
+    m = _mask(where, shape)
+    return float(max(int(np.any(m.reshape(m.shape[0], -1), axis=1).sum()), 1))
+
+
+def kl_divergence_value(x: Arr, t: Arr, *, dtype: str, axis: Any = -1, log_target: bool = False,
+                        reduction: str = "mean", weights: Arr | None = None,
+                        where: Arr | None = None) -> Arr:
+    term, _, _, ax = _kl_parts(x, t, axis, log_target, where)
+    loss = term if ax is None else np.sum(term, axis=ax)
+    if reduction != "batchmean":
+        return reduce(loss, reduction, weights, where)
+    return reduce(loss, "sum", weights, where) / _batch_count(where, loss.shape)
+
+
+def kl_divergence_grad(x: Arr, t: Arr, *, dtype: str, axis: Any = -1, log_target: bool = False,
+                       reduction: str = "mean", weights: Arr | None = None,
+                       where: Arr | None = None) -> Arr:
+    _, d, m, ax = _kl_parts(x, t, axis, log_target, where)
+    r = "sum" if reduction == "batchmean" else reduction
+    g = reduce_grad(d, r, weights, where) if ax is None else _through_rows(d, ax, r, weights,
+                                                                           where)
+    if reduction == "batchmean":
+        shape = x.shape if ax is None else x.shape[:ax] + x.shape[ax + 1:]
+        g = g / _batch_count(where, shape)
+    return np.where(m, g, 0.0)
+
+
+def _elementwise(parts: Callable[..., tuple[Arr, Arr]]) -> tuple[Callable[..., Arr],
+                                                                   Callable[..., Arr]]:
+    """(value, grad) references of an elementwise loss from ``parts(p, *rest, dtype=, where=,
+    **options)``, which returns the elementwise loss and its derivative in ``p``."""
+    def value(p: Arr, *rest: Arr, dtype: str, reduction: str = "mean",
+              weights: Arr | None = None, where: Arr | None = None, **options: Any) -> Arr:
+        return reduce(parts(p, *rest, dtype=dtype, where=where, **options)[0], reduction,
+                      weights, where)
+
+    def grad(p: Arr, *rest: Arr, dtype: str, reduction: str = "mean",
+             weights: Arr | None = None, where: Arr | None = None, **options: Any) -> Arr:
+        return reduce_grad(parts(p, *rest, dtype=dtype, where=where, **options)[1], reduction,
+                           weights, where)
+
+    return value, grad
+
+
+def _poisson_parts(x: Arr, k: Arr, *, dtype: str, where: Any, log_input: bool = True,
+                   full: bool = False, eps: float = 1e-8) -> tuple[Arr, Arr]:
+    m = _mask(where, x.shape)
+    with _errstate():
+        k = np.where(m, k, 0.0)
+        if log_input:
+            x = np.where(m, x, 0.0)
+            val, d = np.exp(x) - k * x, np.exp(x) - k
+        else:
+            x = np.where(m, x, 1.0)
+            val, d = x - k * np.log(x + eps), 1.0 - k / (x + eps)
+        if full:
+            ks = np.where(k > 1, k, 1.0)
+            val = val + np.where(k > 1, ks * np.log(ks) - ks + 0.5 * np.log(2 * np.pi * ks), 0.0)
+    return val, d
+
+
+def _gaussian_parts(p: Arr, t: Arr, v: Arr, *, dtype: str, where: Any, full: bool = False,
+                    eps: float = 1e-6) -> tuple[Arr, Arr]:
+    if v.shape == p.shape[:-1] and v.shape != p.shape:
+        v = v[..., None]                      # one variance per row
+    m = _mask(where, p.shape)
+    with _errstate():
+        d = np.where(m, p, 0.0) - np.where(m, t, 0.0)
+        vc = np.maximum(np.where(m, np.broadcast_to(v, p.shape), 1.0), eps)
+        val = 0.5 * (np.log(vc) + d * d / vc) + (0.5 * math.log(2 * math.pi) if full else 0.0)
+    return val, d / vc
+
+
+def _hinge_parts(p: Arr, t: Arr, *, dtype: str, where: Any) -> tuple[Arr, Arr]:
+    """(max(0, 1 - t p), its derivative in p), Keras's {0, 1} -> {-1, 1} on the kept labels."""
+    m = _mask(where, p.shape)
+    t = np.where(m, t, 1.0)
+    if np.all((t == 0.0) | (t == 1.0)):
+        t = 2.0 * t - 1.0
+    with _errstate():
+        margin = 1.0 - t * np.where(m, p, 0.0)
+    return np.where(margin > 0, margin, 0.0), np.where(margin > 0, -t, 0.0)
+
+
+def _squared_hinge_parts(p: Arr, t: Arr, *, dtype: str, where: Any) -> tuple[Arr, Arr]:
+    h, d = _hinge_parts(p, t, dtype=dtype, where=where)
+    return h * h, 2.0 * h * d
+
+
+poisson_nll_value, poisson_nll_grad = _elementwise(_poisson_parts)
+gaussian_nll_value, gaussian_nll_grad = _elementwise(_gaussian_parts)
+hinge_value, hinge_grad = _elementwise(_hinge_parts)
+squared_hinge_value, squared_hinge_grad = _elementwise(_squared_hinge_parts)
+
+
+def _categorical_hinge_parts(p: Arr, t: Arr, ax: int, where: Any) -> tuple[Arr, Arr]:
+    with _errstate():
+        p, t = _rows_clean(p, t, ax, where)
+        wrong = (1.0 - t) * p
+        top = np.max(wrong, axis=ax, keepdims=True)
+        margin = np.squeeze(top, ax) - np.sum(t * p, axis=ax) + 1.0
+        # the inner maximum shares its gradient equally among tied classes
+        ties = (wrong == top).astype(np.float64)
+        share = ties / np.sum(ties, axis=ax, keepdims=True)
+        d = np.where(np.expand_dims(margin > 0, ax), share * (1.0 - t) - t, 0.0)
+    return np.where(margin > 0, margin, 0.0), d
+
+
+def categorical_hinge_value(p: Arr, t: Arr, *, dtype: str, axis: int = -1,
+                            reduction: str = "mean", weights: Arr | None = None,
+                            where: Arr | None = None) -> Arr:
+    ax = axis % p.ndim
+    return reduce(_categorical_hinge_parts(p, t, ax, where)[0], reduction, weights, where)
+
+
+def categorical_hinge_grad(p: Arr, t: Arr, *, dtype: str, axis: int = -1,
+                           reduction: str = "mean", weights: Arr | None = None,
+                           where: Arr | None = None) -> Arr:
+    ax = axis % p.ndim
+    d = _categorical_hinge_parts(p, t, ax, where)[1]
+    return _through_rows(d, ax, reduction, weights, where)
+
+
+def _cosine_parts(p: Arr, t: Arr, ax: int, eps: float, where: Any) -> tuple[Arr, Arr]:
+    with _errstate():
+        p, t = _rows_clean(p, t, ax, where)
+        npn = np.sqrt(np.sum(p * p, axis=ax, keepdims=True))
+        ntn = np.maximum(np.sqrt(np.sum(t * t, axis=ax, keepdims=True)), eps)
+        big = npn > eps
+        npc = np.where(big, npn, eps)
+        dot = np.sum(p * t, axis=ax, keepdims=True)
+        val = -dot / (npc * ntn)
+        # below the floor the norm is a constant: only the numerator moves
+        d = -t / (npc * ntn) + np.where(big, dot * p / (npc ** 3 * ntn), 0.0)
+    return np.squeeze(val, ax), d
+
+
+def cosine_similarity_loss_value(p: Arr, t: Arr, *, dtype: str, axis: int = -1,
+                                 eps: float = 1e-7, reduction: str = "mean",
+                                 weights: Arr | None = None, where: Arr | None = None) -> Arr:
+    ax = axis % p.ndim
+    return reduce(_cosine_parts(p, t, ax, eps, where)[0], reduction, weights, where)
+
+
+def cosine_similarity_loss_grad(p: Arr, t: Arr, *, dtype: str, axis: int = -1,
+                                eps: float = 1e-7, reduction: str = "mean",
+                                weights: Arr | None = None, where: Arr | None = None) -> Arr:
+    ax = axis % p.ndim
+    return _through_rows(_cosine_parts(p, t, ax, eps, where)[1], ax, reduction, weights, where)
+
+
+def _quantile_parts(p: Arr, t: Arr, *, dtype: str, where: Any,
+                    quantiles: Any = 0.5) -> tuple[Arr, Arr]:
+    q = quantiles
+    if np.ndim(q) == 1 and t.shape == p.shape[:-1]:
+        t = t[..., None]
+    m = _mask(where, p.shape)
+    with _errstate():
+        d = np.where(m, np.broadcast_to(t, p.shape), 0.0) - np.where(m, p, 0.0)
+        q = np.asarray(q, dtype=np.float64)
+        val = np.where(d > 0, q * d, (q - 1.0) * d)
+        return val, np.where(d > 0, -q, np.where(d < 0, 1.0 - q, 0.0))
+
+
+def _msle_parts(p: Arr, t: Arr, *, dtype: str, where: Any) -> tuple[Arr, Arr]:
+    floor = float(np.dtype(dtype).type(KERAS_EPSILON))
+    m = _mask(where, p.shape)
+    with _errstate():
+        p, t = np.where(m, p, 0.0), np.where(m, t, 0.0)
+        d = np.log1p(np.maximum(p, floor)) - np.log1p(np.maximum(t, floor))
+        return d * d, np.where(p > floor, 2.0 * d / (1.0 + p), 0.0)
+
+
+def _mape_parts(p: Arr, t: Arr, *, dtype: str, where: Any) -> tuple[Arr, Arr]:
+    floor = float(np.dtype(dtype).type(KERAS_EPSILON))
+    m = _mask(where, p.shape)
+    with _errstate():
+        p, t = np.where(m, p, 0.0), np.where(m, t, 1.0)
+        den = np.maximum(np.abs(t), floor)
+        return 100.0 * np.abs(t - p) / den, 100.0 * np.sign(p - t) / den
+
+
+quantile_loss_value, quantile_loss_grad = _elementwise(_quantile_parts)
+msle_value, msle_grad = _elementwise(_msle_parts)
+mape_value, mape_grad = _elementwise(_mape_parts)
+
+
+def _overlap(p: Arr, t: Arr, axis: Any, where: Any) -> tuple[Arr, Arr, Arr, Arr, Arr | None]:
+    """Sums over ``axis`` of TP, FP, FN and p + t over the kept pixels, and which coefficient
+    keeps any pixel (None without ``where``)."""
+    axes = tuple(range(p.ndim)) if axis is None else \
+        tuple(a % p.ndim for a in np.atleast_1d(axis))
+    m = _mask(where, p.shape)
+    with _errstate():
+        p, t = np.where(m, p, 0.0), np.where(m, t, 0.0)
+
+    def total(v: Arr) -> Arr:
+        return np.sum(v, axis=axes)
+
+    kept = None if where is None else total(m.astype(np.float64)) > 0
+    return total(p * t), total(p * (1 - t)), total((1 - p) * t), total(p + t), kept
+
+
+def dice_loss_value(p: Arr, t: Arr, *, dtype: str, axis: Any = None, smooth: float = 0.0,
+                    eps: float = 1e-7, reduction: str = "mean", weights: Arr | None = None,
+                    where: Arr | None = None) -> Arr:
+    tp, _, _, mass, kept = _overlap(p, t, axis, where)
+    return reduce(1.0 - (2.0 * tp + smooth) / (mass + smooth + eps), reduction, weights, kept)
+
+
+def tversky_loss_value(p: Arr, t: Arr, *, dtype: str, alpha: float = 0.5, beta: float = 0.5,
+                       axis: Any = None, smooth: float = 0.0, eps: float = 1e-7,
+                       reduction: str = "mean", weights: Arr | None = None,
+                       where: Arr | None = None) -> Arr:
+    tp, fp, fn, _, kept = _overlap(p, t, axis, where)
+    loss = 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth + eps)
+    return reduce(loss, reduction, weights, kept)
+
+
+def _box_terms(b: Arr, g: Arr, eps: float, where: Any) -> dict[str, Arr]:
+    """torchvision's IoU-loss quantities (_utils._loss_inter_union, diou/ciou_loss.py) for
+    (x1, y1, x2, y2) boxes, the masked boxes replaced by the empty box at 0."""
+    keep = np.expand_dims(_mask(where, b.shape[:-1]), -1)
+    with _errstate():
+        b, g = np.where(keep, b, 0.0), np.where(keep, g, 0.0)
+        x1, y1, x2, y2 = np.moveaxis(b, -1, 0)
+        x1g, y1g, x2g, y2g = np.moveaxis(g, -1, 0)
+        iw = np.minimum(x2, x2g) - np.maximum(x1, x1g)
+        ih = np.minimum(y2, y2g) - np.maximum(y1, y1g)
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+        union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+        iou = inter / (union + eps)
+        cw = np.maximum(x2, x2g) - np.minimum(x1, x1g)
+        ch = np.maximum(y2, y2g) - np.minimum(y1, y1g)
+        rho2 = ((x1 + x2 - x1g - x2g) / 2) ** 2 + ((y1 + y2 - y1g - y2g) / 2) ** 2
+        diou = 1.0 - iou + rho2 / (cw * cw + ch * ch + eps)
+
+        def aspect(w: Arr, h: Arr) -> Arr:   # atan(w / h), the limit at h = 0
+            return np.where(h != 0, np.arctan(w / np.where(h != 0, h, 1.0)),
+                            np.sign(w) * np.pi / 2)
+
+        v = (4 / np.pi ** 2) * (aspect(x2g - x1g, y2g - y1g) - aspect(x2 - x1, y2 - y1)) ** 2
+    return {"iou": iou, "union": union, "area_c": cw * ch, "diou": diou, "v": v}
+
+
+def giou_loss_value(b: Arr, g: Arr, *, dtype: str, eps: float = 1e-7, reduction: str = "mean",
+                    weights: Arr | None = None, where: Arr | None = None) -> Arr:
+    q = _box_terms(b, g, eps, where)
+    loss = 1.0 - q["iou"] + (q["area_c"] - q["union"]) / (q["area_c"] + eps)
+    return reduce(loss, reduction, weights, where)
+
+
+def diou_loss_value(b: Arr, g: Arr, *, dtype: str, eps: float = 1e-7, reduction: str = "mean",
+                    weights: Arr | None = None, where: Arr | None = None) -> Arr:
+    return reduce(_box_terms(b, g, eps, where)["diou"], reduction, weights, where)
+
+
+def ciou_loss_value(b: Arr, g: Arr, *, dtype: str, eps: float = 1e-7, reduction: str = "mean",
+                    weights: Arr | None = None, where: Arr | None = None,
+                    alpha_at: Arr | None = None) -> Arr:
+    """``alpha_at``: boxes at which alpha is taken (the loss holds alpha constant: torchvision
+    computes it under no_grad); the boxes themselves by default."""
+    q = _box_terms(b, g, eps, where)
+    a = q if alpha_at is None else _box_terms(alpha_at, g, eps, where)
+    with _errstate():
+        alpha = a["v"] / (1.0 - a["iou"] + a["v"] + eps)
+    return reduce(q["diou"] + alpha * q["v"], reduction, weights, where)
+
+
+def ciou_loss_held(b: Arr, *rest: Arr, **kw: Any) -> Callable[..., Arr]:
+    """CIoU with alpha held at ``b``: its differences are the gradient of the loss at ``b``."""
+    return lambda x, *r, **k: ciou_loss_value(x, *r, alpha_at=b, **k)
 
 
 # -- finite differences --------------------------------------------------------------------------

@@ -65,8 +65,8 @@ def _reference(spec: LossSpec, case: Case, dtype: str, want_grad: bool) -> _Refe
         if grad is not None:
             return _Reference(value, np.asarray(grad, dtype=np.float64), "analytic")
         if case.fd:
-            g = references.finite_difference(spec.value, *case.args, fd_step=spec.fd_step,
-                                             **kw)
+            fn = spec.value if spec.held is None else spec.held(*case.args, **kw)
+            g = references.finite_difference(fn, *case.args, fd_step=spec.fd_step, **kw)
             return _Reference(value, g, "finite differences")
         return _Reference(value, None, None)
     except Exception as exc:  # a broken reference (e.g. a user's) is reported per case

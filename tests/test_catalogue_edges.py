@@ -1,0 +1,328 @@
+"""The loss catalogue of issue 9 at its edges: extreme logits, exact ties, degenerate boxes,
+empty masks, option semantics (Keras's hinge labels, anchor normalisation per image,
+"batchmean", "weighted_mean" with zero weights) and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+import unilosses as U
+from conftest import assert_close, tolerance
+
+rng = np.random.default_rng(91)
+
+
+# -- softmax focal loss at extreme logits ----------------------------------------------------------
+EXTREME = np.array([[1e4, -1e4, 0.0, 5.0],       # p of class 0 is 1 to every digit
+                    [30.0, 0.0, -2.0, 1.0],      # p rounds to 1 in float32, not in float64
+                    [-1e4, 1e4, 1e4, 0.0],       # a tie at the top
+                    [0.5, -0.3, 0.1, 0.0]])
+EXTREME_LABELS = np.array([0, 0, 0, 3])          # right, right, confidently wrong, moderate
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 5.0])
+def test_categorical_focal_logits_extremes(ad_backend, gamma):
+    b = ad_backend
+    onehot = ref.one_hot(EXTREME_LABELS, 4)
+    want = ref.categorical_focal_logits(EXTREME, onehot, 0.25, gamma)
+    grads = {}
+    for dtype in ("float32", "float64"):
+        x = EXTREME.astype(dtype)
+        v, g = b.value_and_grad(
+            lambda a, y: U.categorical_focal_loss_with_logits(a, y, gamma=gamma,
+                                                              reduction="sum"),
+            b.asarray(x), b.asarray(onehot, dtype))
+        assert np.isfinite(v) and np.all(np.isfinite(g)), (dtype, v, g)
+        # the confidently wrong row costs ~alpha * 2e4: relative accuracy of its logits
+        np.testing.assert_allclose(v, want.sum(), rtol=tolerance(dtype)["rtol"])
+        grads[dtype] = g
+        if gamma != 2.0:
+            continue
+        # the sparse form is the same function of the logits
+        v2, g2 = b.value_and_grad(
+            lambda a, y: U.sparse_categorical_focal_loss_with_logits(a, y, gamma=gamma,
+                                                                     reduction="sum"),
+            b.asarray(x), b.asarray(EXTREME_LABELS))
+        np.testing.assert_allclose(v2, v, rtol=tolerance(dtype)["rtol"])
+        np.testing.assert_allclose(g2, g, rtol=tolerance(dtype)["rtol"], atol=1e-30)
+    np.testing.assert_allclose(grads["float32"], grads["float64"], rtol=1e-4, atol=1e-6)
+
+
+def test_categorical_focal_logits_near_one_keeps_digits(xp):
+    """(1 - p)^gamma for p within 1e-13 of 1: the leave-one-out log keeps every digit."""
+    x = np.array([[30.0, 0.0, -1.0], [0.0, 31.0, 2.0]])
+    y = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    out = U.categorical_focal_loss_with_logits(xp.asarray(x), xp.asarray(y), gamma=2.0,
+                                               alpha=None, reduction="none")
+    assert_close(xp, out, ref.categorical_focal_logits(x, y, None, 2.0), "float64")
+
+
+@pytest.mark.parametrize("fn", [U.categorical_focal_loss_with_logits,
+                                U.poly1_cross_entropy_with_logits])
+def test_infinite_logits_finite(ad_backend, fn):
+    b = ad_backend
+    x = np.array([[np.inf, 0.0, -np.inf], [-np.inf, np.inf, 0.0]], np.float32)
+    y = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
+    v, g = b.value_and_grad(lambda a, t: fn(a, t, reduction="sum"), b.asarray(x), b.asarray(y))
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+
+
+# -- "weighted_mean" ------------------------------------------------------------------------------
+def test_weighted_mean_zero_weight_sum_is_zero(ad_backend):
+    b = ad_backend
+    p, t = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    for kw in ({"weights": b.asarray(np.zeros(4))},
+               {"weights": b.asarray(np.ones(4)), "where": b.asarray(np.zeros((3, 4), bool))}):
+        v, g = b.value_and_grad(lambda a, c, kw=kw: U.mse(a, c, reduction="weighted_mean",
+                                                          **kw), b.asarray(p), b.asarray(t))
+        assert v == 0 and np.all(g == 0)
+    # labels whose class weight is 0 only
+    x, y = rng.normal(size=(3, 4)), np.array([1, 1, 1])
+    v, g = b.value_and_grad(
+        lambda a, c: U.sparse_categorical_cross_entropy_with_logits(
+            a, c, class_weights=b.asarray(np.array([1.0, 0.0, 1.0, 1.0])),
+            reduction="weighted_mean"), b.asarray(x), b.asarray(y))
+    assert v == 0 and np.all(g == 0)
+
+
+def test_weighted_mean_without_weights_is_mean(xp):
+    p, t = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    assert_close(xp, U.mae(xp.asarray(p), xp.asarray(t), reduction="weighted_mean"),
+                 np.abs(p - t).mean(), "float64")
+
+
+def test_class_weights_with_ignore_index(xp):
+    """ignore_index leaves a label out of the sum and of the divisor (torch's rule)."""
+    x, y = rng.normal(size=(5, 3)), np.array([0, 2, -1, 1, 2])
+    cw = np.array([1.0, 2.0, 0.5])
+    out = U.sparse_categorical_cross_entropy_with_logits(
+        xp.asarray(x), xp.asarray(y), class_weights=xp.asarray(cw), ignore_index=-1,
+        reduction="weighted_mean")
+    keep = y != -1
+    loss, wy = ref.sparse_weighted(x[keep], y[keep], cw)
+    assert_close(xp, out, loss.sum() / wy.sum(), "float64")
+
+
+# -- anchor focal loss per image ----------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [0.25, np.array([0.1, 0.5, 0.9])])
+def test_anchor_focal_normalize_image(xp, alpha):
+    x = rng.normal(size=(2, 3, 7, 3)) * 2              # two leading "image" axes
+    t = (rng.random((2, 3, 7, 3)) > 0.7) * 1.0
+    state = rng.integers(-1, 2, size=(2, 3, 7))
+    state[0, 0] = 0                                    # an image without positives: max(1, 0)
+    a = xp.asarray(alpha) if isinstance(alpha, np.ndarray) else alpha
+    out = U.anchor_focal_loss_with_logits(xp.asarray(x), xp.asarray(t), xp.asarray(state),
+                                          alpha=a, normalize="image")
+    assert_close(xp, out, ref.anchor_focal_image(x, t, state, alpha), "float64", scale=5)
+
+
+def test_anchor_focal_one_image_is_batch(xp):
+    x, t = rng.normal(size=(7, 3)), (rng.random((7, 3)) > 0.7) * 1.0
+    state = rng.integers(-1, 2, size=(7,))
+    args = [xp.asarray(a) for a in (x, t, state)]
+    assert_close(xp, U.anchor_focal_loss_with_logits(*args, normalize="image"),
+                 xp.to_numpy(U.anchor_focal_loss_with_logits(*args)), "float64")
+
+
+def test_anchor_focal_normalize_errors():
+    x, t, s = np.zeros((1, 2, 3)), np.zeros((1, 2, 3)), np.zeros((1, 2))
+    with pytest.raises(ValueError, match="normalizer.*normalize='batch'"):
+        U.anchor_focal_loss_with_logits(x, t, s, normalize="image", normalizer=4.0)
+    with pytest.raises(ValueError, match="normalize='images' is not supported"):
+        U.anchor_focal_loss(x + 0.5, t, s, normalize="images")
+
+
+# -- distributions ------------------------------------------------------------------------------
+def test_kl_batchmean_with_mask_and_3d(xp):
+    logp = np.log(rng.dirichlet(np.ones(4), size=(3, 2)))
+    t = rng.dirichlet(np.ones(4), size=(3, 2))
+    terms = ref.kl(logp, t)
+    out = U.kl_divergence(xp.asarray(logp), xp.asarray(t), reduction="batchmean")
+    assert_close(xp, out, terms.sum() / 3, "float64")
+    rows = np.array([True, False, True])
+    out = U.kl_divergence(xp.asarray(logp), xp.asarray(t), reduction="batchmean",
+                          where=xp.asarray(rows[:, None]))
+    assert_close(xp, out, terms[rows].sum() / 2, "float64")
+
+
+def test_kl_zero_target_with_minus_inf_log_prediction(ad_backend):
+    """0 log 0 and 0 * log 0: both 0, gradient 0 (torch's kl_div gives NaN there)."""
+    b = ad_backend
+    logp = np.array([[-np.inf, np.log(0.5), np.log(0.5)]])
+    t = np.array([[0.0, 0.5, 0.5]])
+    v, g = b.value_and_grad(lambda a, c: U.kl_divergence(a, c), b.asarray(logp), b.asarray(t))
+    assert v == 0 and np.all(np.isfinite(g))
+    np.testing.assert_array_equal(g, -t)
+
+
+def test_poisson_and_gaussian_edges(ad_backend):
+    b = ad_backend
+    # rate 0 with count 0 (log_input=False): 0 - 0 * log(eps) = 0, finite gradient
+    v, g = b.value_and_grad(lambda a, k: U.poisson_nll(a, k, log_input=False, full=True),
+                            b.asarray(np.array([0.0, 2.0])), b.asarray(np.array([0.0, 1.0])))
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    # a variance of 0 is floored at eps
+    v, g = b.value_and_grad(lambda a, c: U.gaussian_nll(a, c, b.asarray(np.zeros(2))),
+                            b.asarray(np.array([0.0, 1.0])), b.asarray(np.array([0.0, 1.0])))
+    np.testing.assert_allclose(v, 0.5 * np.log(1e-6), rtol=1e-12)
+    assert np.all(g == 0)
+
+
+# -- margins and similarity ----------------------------------------------------------------------
+def test_hinge_label_conversion_is_keras_s(xp):
+    p = np.array([0.5, -0.5, 2.0])
+    # all ones: "binary", so 2t - 1 = 1, all positive
+    assert_close(xp, U.hinge(xp.asarray(p), xp.asarray(np.ones(3)), reduction="none"),
+                 [0.5, 1.5, 0.0], "float64")
+    # {-1, 0, 1}: not binary, used as given (0 gives a margin of 1)
+    assert_close(xp, U.hinge(xp.asarray(p), xp.asarray(np.array([-1.0, 0.0, 1.0])),
+                             reduction="none"), [1.5, 1.0, 0.0], "float64")
+    # a masked label does not take part in the test: {0, 1} still maps to {-1, 1}
+    out = U.hinge(xp.asarray(p), xp.asarray(np.array([0.0, 1.0, 7.0])),
+                  where=xp.asarray(np.array([True, True, False])), reduction="none")
+    assert_close(xp, out, [1.5, 1.5, 0.0], "float64")
+
+
+def test_margin_kinks_have_zero_gradient(ad_backend):
+    b = ad_backend
+    for fn in (U.hinge, U.squared_hinge):
+        _, g = b.value_and_grad(lambda a, t, fn=fn: fn(a, t, reduction="sum"),
+                                b.asarray(np.array([1.0, -1.0])),
+                                b.asarray(np.array([1.0, -1.0])))
+        np.testing.assert_array_equal(g, [0.0, 0.0])
+    _, g = b.value_and_grad(lambda a, t: U.quantile_loss(a, t, quantiles=0.3, reduction="sum"),
+                            b.asarray(np.array([1.0, 2.0])), b.asarray(np.array([1.0, 2.0])))
+    np.testing.assert_array_equal(g, [0.0, 0.0])
+
+
+def test_class_axis_1_and_quantile_target_layouts(xp):
+    """The focal loss along axis 1 is the loss of the moved axis; several quantiles take the
+    targets with or without the quantile axis."""
+    x, y = rng.normal(size=(2, 4, 3)), rng.integers(0, 4, size=(2, 3))
+    out = U.sparse_categorical_focal_loss_with_logits(xp.asarray(x), xp.asarray(y), axis=1,
+                                                      reduction="none")
+    want = ref.categorical_focal_logits(np.moveaxis(x, 1, -1), ref.one_hot(y, 4))
+    assert_close(xp, out, want, "float64")
+    p, t, q = rng.normal(size=(4, 3)), rng.normal(size=(4,)), np.array([0.2, 0.5, 0.8])
+    a = U.quantile_loss(xp.asarray(p), xp.asarray(t), quantiles=xp.asarray(q),
+                        reduction="none")
+    b = U.quantile_loss(xp.asarray(p), xp.asarray(np.repeat(t[:, None], 3, 1)),
+                        quantiles=xp.asarray(q), reduction="none")
+    assert_close(xp, a, ref.quantile(p, t[:, None], q)[0], "float64")
+    assert_close(xp, b, xp.to_numpy(a), "float64")
+
+
+def test_quantile_half_is_half_mae(xp):
+    p, t = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    assert_close(xp, U.quantile_loss(xp.asarray(p), xp.asarray(t)),
+                 0.5 * np.abs(p - t).mean(), "float64")
+
+
+def test_cosine_zero_vector(ad_backend):
+    b = ad_backend
+    v, g = b.value_and_grad(lambda a, c: U.cosine_similarity_loss(a, c),
+                            b.asarray(np.zeros((1, 3))), b.asarray(np.array([[1.0, 2.0, 2.0]])))
+    assert v == 0 and np.all(np.isfinite(g))
+
+
+def test_msle_mape_floors(ad_backend):
+    b = ad_backend
+    v, g = b.value_and_grad(lambda a, c: U.msle(a, c, reduction="sum"),
+                            b.asarray(np.array([-3.0, 1.0])), b.asarray(np.array([0.0, 1.0])))
+    assert np.isfinite(v) and g[0] == 0
+    v, g = b.value_and_grad(lambda a, c: U.mape(a, c, reduction="sum"),
+                            b.asarray(np.array([1.0, 1.0])), b.asarray(np.array([0.0, 1.0])))
+    np.testing.assert_allclose(v, 100 / 1e-7, rtol=1e-12)
+    assert np.all(np.isfinite(g))
+
+
+# -- segmentation ---------------------------------------------------------------------------------
+def test_dice_empty_and_masked(xp):
+    z = np.zeros((2, 3, 3))
+    # an empty prediction of an empty target: Dice 1 with smoothing
+    assert_close(xp, U.dice_loss(xp.asarray(z), xp.asarray(z), axis=(1, 2), smooth=1.0,
+                                 eps=0.0), 0.0, "float64")
+    p, t = rng.uniform(0, 1, (2, 3, 3)), (rng.random((2, 3, 3)) > 0.5) * 1.0
+    # the second image fully masked: only the first one's coefficient is averaged
+    m = np.zeros((2, 3, 3), bool)
+    m[0, :2] = True
+    out = U.dice_loss(xp.asarray(p), xp.asarray(t), axis=(1, 2), where=xp.asarray(m))
+    assert_close(xp, out, ref.dice(p[:1, :2], t[:1, :2], (1, 2))[0], "float64")
+
+
+# -- boxes ----------------------------------------------------------------------------------------
+DEGENERATE = np.array([[1.0, 1.0, 1.0, 3.0],     # zero width
+                       [1.0, 1.0, 3.0, 1.0],     # zero height
+                       [2.0, 2.0, 2.0, 2.0],     # a point
+                       [0.0, 0.0, 2.0, 2.0],     # identical to its target
+                       [0.0, 0.0, 0.0, 0.0],     # the empty box at 0, and its target too
+                       [1.0, 1.0, 2.0, 2.0]])    # a box against a point target
+TARGETS = np.array([[0.0, 0.0, 2.0, 2.0],
+                    [0.0, 0.0, 2.0, 2.0],
+                    [2.0, 2.0, 2.0, 2.0],
+                    [0.0, 0.0, 2.0, 2.0],
+                    [0.0, 0.0, 0.0, 0.0],
+                    [3.0, 3.0, 3.0, 3.0]])
+
+
+@pytest.mark.parametrize("fn", [U.giou_loss, U.diou_loss, U.ciou_loss])
+def test_degenerate_boxes_are_finite(ad_backend, fn):
+    b = ad_backend
+    for dtype in ("float32", "float64"):
+        v, g = b.value_and_grad(lambda a, c: fn(a, c, reduction="sum"),
+                                b.asarray(DEGENERATE.astype(dtype)),
+                                b.asarray(TARGETS.astype(dtype)))
+        assert np.isfinite(v) and np.all(np.isfinite(g)), (dtype, g)
+    out = b.to_numpy(fn(b.asarray(DEGENERATE), b.asarray(TARGETS), reduction="none"))
+    assert abs(out[3]) < 1e-6                   # a box equal to its target costs nothing
+
+
+def test_boxes_against_reference_on_degenerate_values(xp):
+    """Where torchvision's formulas are defined (no 0/0 aspect ratio) the values agree."""
+    giou, diou, _ = ref.box_losses(DEGENERATE, TARGETS)
+    assert_close(xp, U.giou_loss(xp.asarray(DEGENERATE), xp.asarray(TARGETS),
+                                 reduction="none"), giou, "float64")
+    assert_close(xp, U.diou_loss(xp.asarray(DEGENERATE), xp.asarray(TARGETS),
+                                 reduction="none"), diou, "float64")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+X, Y, OH = rng.normal(size=(3, 4)), np.array([0, 1, 3]), np.eye(4)[[0, 1, 3]]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: U.sparse_categorical_cross_entropy_with_logits(X, Y, class_weights=np.ones(3)),
+     ValueError, r"`class_weights` has shape \(3,\).*one entry per class"),
+    (lambda: U.categorical_cross_entropy(np.abs(X), OH, class_weights=-np.ones(4)),
+     ValueError, "`class_weights` holds negative"),
+    (lambda: U.binary_cross_entropy_with_logits(X, OH, label_smoothing=1.5),
+     ValueError, "label_smoothing"),
+    (lambda: U.binary_focal_loss_with_logits(X, OH, alpha=np.array([0.1, 0.2, 1.3, 0.4])),
+     ValueError, "`alpha` holds values outside"),
+    (lambda: U.binary_focal_loss_with_logits(X, OH, alpha=np.ones(3) / 2),
+     ValueError, "`alpha` has shape"),
+    (lambda: U.categorical_focal_loss_with_logits(X, OH, alpha=np.ones((2, 4)) / 2),
+     ValueError, "`alpha` has shape"),
+    (lambda: U.categorical_focal_loss_with_logits(X, OH, gamma=-1.0), ValueError, "gamma"),
+    (lambda: U.poly1_cross_entropy_with_logits(X, OH, epsilon=float("nan")), ValueError,
+     "epsilon"),
+    (lambda: U.mse(X, X, reduction="batchmean"), ValueError, "not supported"),
+    (lambda: U.kl_divergence(X, -np.abs(X)), ValueError, "negative"),
+    (lambda: U.poisson_nll(-np.abs(X), X, log_input=False), ValueError, "negative rates"),
+    (lambda: U.gaussian_nll(X, X, -np.ones(4)), ValueError, "`variance` holds negative"),
+    (lambda: U.gaussian_nll(X, X, np.ones(5)), ValueError, "`variance` has shape"),
+    (lambda: U.quantile_loss(X, Y, quantiles=[0.1, 0.9]), ValueError, "`quantiles` has shape"),
+    (lambda: U.quantile_loss(X, X, quantiles=1.2), ValueError, "quantiles"),
+    (lambda: U.dice_loss(X, X, smooth=0.0, eps=0.0), ValueError, "both 0"),
+    (lambda: U.dice_loss(X, X, axis=(0, 5)), ValueError, "out of range"),
+    (lambda: U.tversky_loss(X, X, alpha=-0.1), ValueError, "alpha"),
+    (lambda: U.dice_loss(X, X, axis=1, weights=np.ones(4)), ValueError,
+     "`weights` has shape"),
+    (lambda: U.giou_loss(np.zeros((3, 5)), np.zeros((3, 5))), ValueError, r"\(\.\.\., 4\)"),
+    (lambda: U.cosine_similarity_loss(X, X, eps=0.0), ValueError, "eps"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -9,6 +9,7 @@ import os
 import nox
 
 # Examples: `nox -l`; `nox` (the default sessions); `nox -s "tests(torch)"`; `nox -s parity`;
+# `nox -s bench -- --sizes 1e6` (the benchmark, see benchmarks/__init__.py);
 # `nox -R -s lint` (reuse the environment, skip the installs).
 #
 # UNILOSSES_TORCH_REQUIREMENT: pip requirement for torch, default "torch".  Installed *first*,
@@ -92,6 +93,15 @@ def parity(session: nox.Session) -> None:
     session.run("unilosses", "parity", "--compile", "--plot", "parity-report.png",
                 *session.posargs, env=ENV)
     session.run("pytest", "tests", "-k", "parity or peers or compile", env=ENV)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmark (``python -m benchmarks``); arguments after ``--`` go to it,
+    e.g. ``nox -s bench -- --backends torch --sizes 1e6 --modes eager``.  Not a default
+    session: it measures, it does not test."""
+    _install(session, TORCH, TENSORFLOW, JAX, "optax>=0.2.3", "keras>=3.3", "-e", ".")
+    session.run("python", "-m", "benchmarks", *session.posargs, env=ENV)
 
 
 @nox.session

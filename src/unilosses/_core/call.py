@@ -22,7 +22,13 @@ from typing import Any
 from ..backends import Adapter
 from .checks import checks_enabled
 from .dispatch import resolve
-from .validate import check_broadcastable, check_reduction, check_same_shape, fmt_shape
+from .validate import (
+    REDUCTIONS,
+    check_broadcastable,
+    check_reduction,
+    check_same_shape,
+    fmt_shape,
+)
 
 Array = Any
 
@@ -56,6 +62,37 @@ class Call:
         if axis is not None:
             m = self.xp.expand_dims(m, axis=axis)
         return self.ad.where(m, x, fill)
+
+    def native(self, name: str, *arrays: Array, **options: Any) -> Array | None:
+        """The backend's own kernel for the whole loss ``name``, reduced; None where it has none.
+
+        A backend supplies one (``Adapter.kernels``) only where its semantics match the loss
+        exactly, which tests check against the generic composition on the same inputs.  Weights
+        and masks always take the generic path.
+        """
+        kernel = self.ad.kernels.get(name)
+        if kernel is None or self.mask is not None or self.weights is not None:
+            return None
+        return kernel(self, *arrays, **options)
+
+    def chunked_sum(self, elementwise: Callable[..., Array], *arrays: Array,
+                    value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
+                    scale: float = 1.0, columns: int = 1) -> Array | None:
+        """``scale * sum(elementwise(*arrays))`` block by block, or None where not worth it.
+
+        The blocks are of rows of each array laid out as ``(rows, -1)``, with ``rows`` the
+        size of the first array over ``columns`` (1: elementwise; the class count: per anchor).
+
+        For long elementwise compositions (the focal losses) evaluated eagerly: a backend that
+        can (``Adapter.chunked_sum``) evaluates blocks of rows that stay in cache and keeps
+        only the inputs for backward, recomputing each block's gradient there, instead of
+        keeping every full-size intermediate; ``value_and_grad``, a closed-form derivative in
+        the first array, spares the recomputation.  Unmasked, unweighted calls only.
+        """
+        if self.mask is not None or self.weights is not None:
+            return None
+        return self.ad.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
+                                   scale=scale, columns=columns)
 
     def require(self, ok: Array, message: Callable[[], str]) -> None:
         """Raise ``ValueError(message())`` unless every element of ``ok`` is True.
@@ -164,8 +201,12 @@ def prepare(
     others are cast to the computation dtype and must have the predictions' shape (or those
     named in ``same_shape``).  With ``class_axis`` the elementwise loss drops that axis.
     """
-    check_reduction(reduction)
-    ad = resolve(names + ("weights", "where"), arrays + (weights, where))
+    if reduction not in REDUCTIONS:
+        check_reduction(reduction)
+    if weights is None and where is None:
+        ad = resolve(names, arrays)
+    else:
+        ad = resolve(names + ("weights", "where"), arrays + (weights, where))
     xp = ad.xp
 
     for name, x in zip(names, arrays):
@@ -188,7 +229,8 @@ def prepare(
     device = ad.device(p)
     for name, x in zip(names[1:], arrays[1:]):
         if not hasattr(x, "shape"):
-            x = ad.asarray(x, like=p)
+            # Python values straight in the computation dtype (labels: the default integer)
+            x = ad.asarray(x, like=p, dtype=None if name in labels else dtype)
         else:
             _same_device(ad, device, names[0], name, x)
         if name in labels:

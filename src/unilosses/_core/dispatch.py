@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends import Adapter, adapter_for, adapter_named
+from ..backends import _BY_TYPE, Adapter, adapter_for, adapter_named
 
 
 def _describe(x: Any) -> str:
@@ -18,6 +18,15 @@ def resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> Adapter:
     Python scalars, lists and None carry no framework; if no value is an array the call runs
     on NumPy.
     """
+    # the common case first: every argument of one array type already seen
+    first = type(values[0])
+    adapter = _BY_TYPE.get(first)
+    if adapter is not None:
+        for value in values:
+            if type(value) is not first and value is not None:
+                break
+        else:
+            return adapter
     found: Adapter | None = None
     found_name = ""
     found_value: Any = None

@@ -77,6 +77,23 @@ class Adapter:
         """``fn(x, *rest)`` and its gradient with respect to ``x`` (``fn`` returns a scalar)."""
         raise NotImplementedError(f"backend {self.name!r} has no automatic differentiation")
 
+    # -- whole-loss kernels --------------------------------------------------------------------
+    #: the framework's own kernels for whole losses, by loss name (see ``Call.native``): each
+    #: takes the Call and the prepared arrays and returns the reduced loss, or None where it
+    #: does not apply (the loss then computes its generic composition)
+    kernels: dict[str, Any] = {}
+
+    def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
+                    scale: float = 1.0, columns: int = 1) -> Array | None:
+        """``scale * sum(elementwise(*arrays))`` over blocks of rows, or None (then the caller
+        composes it whole).
+
+        The arrays share their leading axis; ``elementwise`` maps blocks of them to a block of
+        the elementwise loss, ``value_and_grad`` (optional) to that block and its derivative in
+        the first array.  Only frameworks that evaluate eagerly gain from it.
+        """
+        return None
+
     # -- selection ---------------------------------------------------------------------------
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         """``where`` that accepts a Python scalar for either branch, built in the other's dtype."""

@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
+from . import _tf_kernels
 from ._base import Adapter, Array
 
 # A full float32 reduction of an input under XLA (tf.function(jit_compile=True), CPU) is
@@ -233,6 +234,7 @@ class TensorflowNamespace:
 
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
+    kernels = _tf_kernels.KERNELS
 
     def __init__(self) -> None:
         super().__init__(TensorflowNamespace())

@@ -8,6 +8,7 @@ import array_api_compat.torch as xp_torch
 import torch
 import torch.nn.functional as F
 
+from . import _torch_kernels
 from ._base import Adapter, Array
 
 
@@ -70,6 +71,15 @@ class TorchAdapter(Adapter):
         out = fn(x, *rest)
         (g,) = torch.autograd.grad(out, x)
         return out.detach(), g
+
+    kernels = _torch_kernels.KERNELS
+
+    def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
+                    scale: float = 1.0, columns: int = 1) -> Array | None:
+        if torch.compiler.is_compiling() or _functorch_wrapped(arrays[0]):
+            return None  # traced: the compiler fuses the composition itself
+        return _torch_kernels.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
+                                          scale=scale, columns=columns)
 
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         return torch.where(cond, x, y)

@@ -152,13 +152,17 @@ def binary_cross_entropy_with_logits(
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     ad = call.ad
+    pw = pos_weight if len(out) <= 2 else out[2]
+    if len(out) > 2:
+        check_broadcastable("pos_weight", ad.shape(pw), ad.shape(out[0]), "the logits of shape")
+    fused = call.native("binary_cross_entropy_with_logits", out[0], _smooth_binary(out[1], ls),
+                        pw)
+    if fused is not None:
+        return fused
     x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
     t = _smooth_binary(t, ls)
     pos = ad.softplus(-x)
     if pos_weight is not None:
-        pw = out[2] if len(out) > 2 else pos_weight
-        if len(out) > 2:
-            check_broadcastable("pos_weight", ad.shape(pw), ad.shape(x), "the logits of shape")
         pos = pos * pw
     return call.reduce(t * pos + (1.0 - t) * ad.softplus(x))
 
@@ -217,6 +221,10 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     xp = call.xp
     p, t = out[0], out[1]
     cw = prepared_class_weights(call, out, 2, ax, ndim)
+    if logits and cw is None:
+        fused = call.native("cross_entropy_with_logits", p, t, ax, ls)
+        if fused is not None:
+            return fused
     if logits:
         logp = call.ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:
@@ -349,6 +357,11 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     p = out[0]
     cw = prepared_class_weights(call, out, 2, ax, ndim)
     classes = ad.shape(p)[ax]
+    if logits and cw is None and ignore_index is None:
+        fused = call.native("cross_entropy_with_logits", p, out[1], ax, ls,
+                            labels=lambda: checked_labels(call, out[1], classes, ax, None))
+        if fused is not None:
+            return fused
     y = checked_labels(call, out[1], classes, ax, ignore_index)
     if logits:
         logp = ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)

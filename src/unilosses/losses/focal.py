@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._core.call import Call, prepare
@@ -87,6 +88,71 @@ def _focal_from_logits(call: Call, x: Array, y: Array, alpha: float | None,
     return factor * ce
 
 
+def _focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float | None,
+                             gamma: float, grad: bool = True) -> tuple[Array, Array | None]:
+    r""":func:`_focal_from_logits` for finite logits, and its derivative in ``x``, in closed form.
+
+    With :math:`p = \sigma(x)`, :math:`q = 1 - p`, :math:`m = y - p` (written
+    :math:`y q - (1-y) p`), :math:`dp/dx = pq`, :math:`dm/dx = -pq`:
+    :math:`FL = |m|^\gamma\, ce` and
+    :math:`FL' = -\gamma\, pq\, |m|^\gamma / m \cdot ce + |m|^\gamma (w_0 p - w_1 q)`,
+    with :math:`ce = -(w_1 \log p + w_0 \log q)`, :math:`w_1 = \alpha y`,
+    :math:`w_0 = (1-\alpha)(1-y)`.  For 0/1 labels :math:`|m|` is :math:`q` or :math:`p`
+    exactly, so this is the log-space value of :func:`_focal_from_logits`; where :math:`m = 0`
+    the factor's derivative is 0, as there.  Used by backends that evaluate it block by block
+    (``Call.chunked_sum``); it needs no branch on the label kind for the usual gamma 0, 1, 2.
+    """
+    xp, ad = call.xp, call.ad
+    big = float(xp.finfo(call.dtype).max)
+    sp = xp.log1p(xp.exp(-xp.abs(x)))
+    log_p = ad.clip(x, -big, 0.0) - sp
+    log_q = -(ad.clip(x, 0.0, big) + sp)
+    # sigmoid, as _focal_from_logits has it: near y == p the factor's derivative hangs on
+    # the last bit of y - p
+    p, q = ad.sigmoid(x), ad.sigmoid(-x)
+    ny = 1.0 - y
+    w1 = y if alpha is None else alpha * y
+    w0 = ny if alpha is None else (1.0 - alpha) * ny
+    ce = -(w1 * log_p + w0 * log_q)
+    if gamma == 0.0:
+        return ce, (w0 * p - w1 * q) if grad else None
+    m = y * q - ny * p
+    if not grad:
+        f = m * m if gamma == 2.0 else ad.safe_pow(xp.abs(m), gamma)
+        return f * ce, None
+    dce = w0 * p - w1 * q
+    if gamma == 2.0:
+        f = m * m
+        return f * ce, f * dce - (2.0 * p * q * m) * ce
+    pq = p * q
+    if gamma == 1.0:
+        sign = xp.sign(m)
+        f, df = m * sign, -pq * sign
+    else:
+        am = xp.abs(m)
+        nonzero = am > 0
+        f = ad.where(nonzero, xp.exp(gamma * xp.log(ad.where(nonzero, am, 1.0))), 0.0)
+        df = ad.where(nonzero, -gamma * pq * f / ad.where(nonzero, m, 1.0), 0.0)
+    return f * ce, df * ce + f * dce
+
+
+def _finite_focal_value_grad(call: Call, x: Array, y: Array, alpha: float | None,
+                             gamma: float, grad: bool = True,
+                             bounded: bool = False) -> tuple[Array, Array | None]:
+    """The closed form on logits clamped as the composition clamps them (with clamp's zero
+    derivative outside); ``bounded``: the caller knows the clamp is the identity."""
+    if bounded:
+        return _focal_logits_value_grad(call, x, y, alpha, gamma, grad)
+    xc = finite_logits(call, x)
+    v, g = _focal_logits_value_grad(call, xc, y, alpha, gamma, grad)
+    return v, None if g is None else call.ad.where(xc == x, g, 0.0)
+
+
+def _size(shape: tuple[Any, ...]) -> int | None:
+    """The number of elements of ``shape``; None if a dimension is unknown (traced TF)."""
+    return None if any(d is None for d in shape) else math.prod(shape)
+
+
 def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | None,
                               gamma: float) -> Array:
     xp, ad = call.xp, call.ad
@@ -97,6 +163,47 @@ def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | Non
     else:
         ce = -(alpha * y * log_p + (1.0 - alpha) * (1.0 - y) * log_q)
     return ad.safe_pow(ad.safe_abs(y - p), gamma) * ce
+
+
+def _focal_probabilities_value_grad(call: Call, p: Array, y: Array, alpha: float | None,
+                                    gamma: float, grad: bool = True,
+                                    bounded: bool = False) -> tuple[Array, Array | None]:
+    r""":func:`_focal_from_probabilities` and its derivative in ``p``, in closed form.
+
+    With :math:`m = y - p`, :math:`	ilde p` = p clipped to :math:`[\epsilon, 1-\epsilon]`:
+    :math:`FL' = -\gamma |m|^\gamma / m \cdot ce + |m|^\gamma (w_0 / (1-	ilde p)
+    - w_1 / 	ilde p)\,[	ilde p = p]`, the factor's derivative 0 where :math:`m = 0` (as
+    ``safe_pow``) and the log terms' 0 outside the clip (as the clip's).  ``bounded`` is
+    accepted for the block-wise driver and ignored.
+    """
+    xp, ad = call.xp, call.ad
+    pc = ad.clip(p, EPSILON, 1.0 - EPSILON)
+    log_p, log_q = xp.log(pc), xp.log1p(-pc)
+    ny = 1.0 - y
+    w1 = y if alpha is None else alpha * y
+    w0 = ny if alpha is None else (1.0 - alpha) * ny
+    ce = -(w1 * log_p + w0 * log_q)
+    m = y - p
+    if gamma == 0.0:
+        f = None
+    elif gamma == 2.0:
+        f = m * m
+    else:
+        f = ad.safe_pow(ad.safe_abs(m), gamma)
+    v = ce if f is None else f * ce
+    if not grad:
+        return v, None
+    dce = ad.where(pc == p, w0 / (1.0 - pc) - w1 / pc, 0.0)
+    if f is None:
+        return v, dce
+    if gamma == 2.0:
+        df = -2.0 * m
+    elif gamma == 1.0:
+        df = -xp.sign(m)
+    else:
+        nonzero = m != 0
+        df = ad.where(nonzero, -gamma * f / ad.where(nonzero, m, 1.0), 0.0)
+    return v, df * ce + f * dce
 
 
 def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
@@ -146,6 +253,15 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     a = _broadcast_alpha(call, out, 2, a, "predictions")
     p, t = call.clean(out[0], 0.5), call.clean(out[1], 0.0)
     call.require_probabilities(p, "predictions")
+    n = _size(call.loss_shape)
+    if call.reduction != "none" and not hasattr(a, "shape") and n is not None:
+        total = call.chunked_sum(
+            lambda pb, tb: _focal_from_probabilities(call, pb, tb, a, gamma), p, t,
+            value_and_grad=lambda pb, tb, **kw: _focal_probabilities_value_grad(
+                call, pb, tb, a, gamma, **kw),
+            scale=1.0 if call.reduction == "sum" else 1.0 / max(n, 1))
+        if total is not None:
+            return total
     return call.reduce(_focal_from_probabilities(call, p, t, a, gamma))
 
 
@@ -188,11 +304,45 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     a = _broadcast_alpha(call, out, 2, a, "logits")
+    n = _size(call.loss_shape)
+    if call.reduction != "none" and not hasattr(a, "shape") and n is not None:
+        total = call.chunked_sum(
+            lambda xb, tb: _focal_from_logits(call, finite_logits(call, xb), tb, a, gamma),
+            out[0], out[1],
+            value_and_grad=lambda xb, tb, **kw: _finite_focal_value_grad(
+                call, xb, tb, a, gamma, **kw),
+            scale=1.0 if call.reduction == "sum" else 1.0 / max(n, 1))
+        if total is not None:
+            return total
     x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
     return call.reduce(_focal_from_logits(call, x, t, a, gamma))
 
 
 _NORMALIZE = ("batch", "image")
+
+
+def _anchor_terms(call: Call, p: Array, t: Array, keep: Array, pos: Array, alpha: Any,
+                  gamma: float, logits: bool) -> Array:
+    ad = call.ad
+    # background anchors are scored as all-negative whatever their targets say (the seed's
+    # RetinaNet rule); ignored anchors are cleaned so NaN there cannot reach the gradient
+    t = ad.where(pos, t, 0.0)
+    p = ad.where(keep, p, 0.0 if logits else 0.5)
+    if logits:
+        fl = _focal_from_logits(call, finite_logits(call, p), t, alpha, gamma)
+    else:
+        fl = _focal_from_probabilities(call, p, t, alpha, gamma)
+    return ad.where(keep, fl, 0.0)
+
+
+def _anchor_value_grad(call: Call, x: Array, t: Array, keep: Array, pos: Array,
+                       alpha: float | None, gamma: float, logits: bool, grad: bool = True,
+                       bounded: bool = False) -> tuple[Array, Array | None]:
+    ad = call.ad
+    closed_form = _finite_focal_value_grad if logits else _focal_probabilities_value_grad
+    v, g = closed_form(call, ad.where(keep, x, 0.0 if logits else 0.5), ad.where(pos, t, 0.0),
+                       alpha, gamma, grad, bounded)
+    return ad.where(keep, v, 0.0), None if g is None else ad.where(keep, g, 0.0)
 
 
 def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
@@ -228,29 +378,31 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
         "map your anchor assignments to these three states."))
     keep = xp.expand_dims(state != -1.0, axis=-1)
     positive = state == 1.0
-    # background anchors are scored as all-negative whatever their targets say (the seed's
-    # RetinaNet rule); ignored anchors are cleaned so NaN there cannot reach the gradient
-    t = ad.where(xp.expand_dims(positive, axis=-1), t, 0.0)
-    p = ad.where(keep, p, 0.0 if logits else 0.5)
+    pos = xp.expand_dims(positive, axis=-1)
     if not logits:
-        call.require_probabilities(p, pname)
-    if logits:
-        fl = _focal_from_logits(call, finite_logits(call, p), t, alpha, gamma)
-    else:
-        fl = _focal_from_probabilities(call, p, t, alpha, gamma)
-    fl = ad.where(keep, fl, 0.0)
+        call.require_probabilities(ad.where(keep, p, 0.5), pname)
+    total = None
+    if normalize == "batch" and not hasattr(alpha, "shape"):
+        total = call.chunked_sum(
+            lambda pb, tb, kb, sb: _anchor_terms(call, pb, tb, kb, sb, alpha, gamma, logits),
+            p, t, keep, pos, columns=ad.shape(p)[-1],
+            value_and_grad=lambda pb, tb, kb, sb, **kw: _anchor_value_grad(
+                call, pb, tb, kb, sb, alpha, gamma, logits, **kw))
+    if total is None:
+        fl = _anchor_terms(call, p, t, keep, pos, alpha, gamma, logits)
     if normalize == "image":
         # torchvision's RetinaNet head: each image's sum over max(1, its positives), then the
         # mean over the images (every leading axis)
         count = xp.sum(ad.astype(positive, call.dtype), axis=-1)
         per_image = xp.sum(xp.sum(fl, axis=-1), axis=-1) / ad.where(count > 1.0, count, 1.0)
-        images = 1
+        images: int | None = 1
         for d in ad.shape(per_image):
             images = None if d is None or images is None else images * d
         if images is None:
             return xp.mean(per_image)
         return xp.sum(per_image) / max(images, 1)
-    total = xp.sum(fl)
+    if total is None:
+        total = xp.sum(fl)
     if normalizer is None:
         count = xp.sum(ad.astype(positive, call.dtype))
         return total / ad.where(count > 1.0, count, 1.0)

@@ -45,6 +45,9 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
+    fused = call.native("mse", p, t)
+    if fused is not None:
+        return fused
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
     return call.reduce(d * d)
 
@@ -96,6 +99,9 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
+    fused = call.native("mae", p, t)
+    if fused is not None:
+        return fused
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
     return call.reduce(call.ad.safe_abs(d))
 
@@ -142,6 +148,9 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     delta = check_positive("delta", delta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
+    fused = call.native("huber", p, t, delta)
+    if fused is not None:
+        return fused
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
     return call.reduce(_huber(call, d, delta))
 
@@ -173,6 +182,9 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     beta = check_positive("beta", beta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
+    fused = call.native("smooth_l1", p, t, beta)
+    if fused is not None:
+        return fused
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
     return call.reduce(_huber(call, d, beta) * (1.0 / beta))
 

@@ -1,0 +1,225 @@
+"""torch's own fused kernels for whole losses, and block-wise evaluation of long compositions.
+
+A plain composition of torch operators allocates and walks a full-size temporary per operator,
+where ``F.huber_loss`` or ``F.cross_entropy`` make one or two passes; in eager mode that is up
+to 30x slower (see README "Performance").  So where torch has a kernel with *exactly* the
+semantics of a loss, the torch adapter calls it.  The conditions each kernel checks are the
+semantics that would otherwise differ:
+
+* torch's mean of an empty tensor is NaN, unilosses's is 0: empty means take the generic path;
+* unilosses clamps logits to +-max/4 (so +-inf give finite values); torch's kernels do not: the
+  logits are clamped too, or, on large CPU inputs, shown to lie within the bound by a finite
+  ``x . x`` (one read instead of a read, a write and a backward pass);
+* a label out of range makes ``F.cross_entropy`` raise (CPU): the generic path then gives
+  unilosses's own error, or clamps the label when checks are off.
+
+``tests/test_native.py`` compares every kernel with the generic composition on the same inputs,
+values and gradients, at ties, the Huber boundary and extreme values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+Array = Any
+
+#: below this many elements logits are clamped (one small op); above it, checked (one read)
+_CHECK_MIN = 1 << 16
+#: an ignore_index that no valid label can equal (unilosses's own default is "none")
+_NO_INDEX = -(2**63)
+
+
+def _reduction(call: Any, x: Array) -> str | None:
+    r = call.reduction
+    if r == "weighted_mean":  # without weights (no kernel is used with them) it is the mean
+        r = "mean"
+    if r == "mean" and x.numel() == 0:
+        return None
+    return r
+
+
+def _bounded(x: Array) -> bool:
+    """Whether every |x_i| <= max/4 is cheaply shown (then clamping x is the identity).
+
+    x.x is finite only if every |x_i| < sqrt(max) < max/4 and none is NaN: one vectorised
+    read, on the CPU (elsewhere reading the answer back would stall the device).
+    """
+    if x.device.type != "cpu" or not x.is_contiguous() or not x.is_floating_point():
+        return False
+    v = x.view(-1)
+    return bool(torch.isfinite(torch.dot(v, v)))
+
+
+def _finite(x: Array) -> Array:
+    """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy)."""
+    if x.numel() >= _CHECK_MIN and _bounded(x):
+        return x
+    bound = torch.finfo(x.dtype).max / 4
+    return torch.clamp(x, -bound, bound)
+
+
+def mse(call: Any, p: Array, t: Array) -> Array | None:
+    r = _reduction(call, p)
+    return None if r is None else F.mse_loss(p, t, reduction=r)
+
+
+def mae(call: Any, p: Array, t: Array) -> Array | None:
+    # l1_loss's gradient at a tie is sign(0) = 0, unilosses's rule
+    r = _reduction(call, p)
+    return None if r is None else F.l1_loss(p, t, reduction=r)
+
+
+def huber(call: Any, p: Array, t: Array, delta: float) -> Array | None:
+    # at |d| == delta both take the quadratic branch's value and gradient (equal there)
+    r = _reduction(call, p)
+    return None if r is None else F.huber_loss(p, t, reduction=r, delta=delta)
+
+
+def smooth_l1(call: Any, p: Array, t: Array, beta: float) -> Array | None:
+    r = _reduction(call, p)
+    return None if r is None else F.smooth_l1_loss(p, t, reduction=r, beta=beta)
+
+
+def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | None:
+    r = _reduction(call, x)
+    if r is None or call.ad.is_tracing(x):  # compiled: the composition fuses anyway
+        return None
+    if pos_weight is not None and not isinstance(pos_weight, torch.Tensor):
+        pos_weight = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)
+    return F.binary_cross_entropy_with_logits(_finite(x), t, pos_weight=pos_weight, reduction=r)
+
+
+def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
+    """The (rows, classes) view's shape, or None for a class axis torch cannot take as it is."""
+    if axis == x.ndim - 1:
+        return (-1, x.shape[axis])
+    if axis == 1:
+        return tuple(x.shape)
+    return None
+
+
+def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
+                  labels: Callable[[], Array] | None = None) -> Array | None:
+    """``F.cross_entropy`` for integer labels or probability targets.
+
+    ``labels``: the labels checked and clamped by the generic path's rule.  On the CPU torch
+    checks the range itself (cheaper: no extra pass), and a failure falls back to the generic
+    path; elsewhere a bad label would be a device-side assert, so the labels are checked first.
+    """
+    r = _reduction(call, x)
+    shape = _rows(x, axis)
+    if r is None or shape is None or call.ad.is_tracing(x):
+        return None
+    sparse = labels is not None
+    if labels is not None and x.device.type != "cpu":
+        targets = labels()
+    if x.ndim == 2 or axis == 1:  # already torch's layout
+        x2, t2 = _finite(x), targets
+    else:
+        x2 = _finite(x.reshape(shape))
+        t2 = targets.reshape(-1) if sparse else targets.reshape(shape)
+    try:
+        out = F.cross_entropy(x2, t2.long() if sparse else t2, reduction=r,
+                              label_smoothing=label_smoothing, ignore_index=_NO_INDEX)
+    except IndexError:  # a label out of range: unilosses's message, or its clamp (checks off)
+        return None
+    return out.reshape(call.loss_shape) if r == "none" else out
+
+
+KERNELS: dict[str, Callable[..., Array | None]] = {
+    "mse": mse,
+    "mae": mae,
+    "huber": huber,
+    "smooth_l1": smooth_l1,
+    "binary_cross_entropy_with_logits": bce_with_logits,
+    "cross_entropy_with_logits": cross_entropy,
+}
+
+
+# -- block-wise sums ------------------------------------------------------------------------
+
+#: elements per block: its ~15 temporaries stay in the last-level cache
+_BLOCK = 1 << 16
+#: below this many elements one pass is as good
+_CHUNK_MIN = 1 << 18
+
+
+class _BlockwiseSum(torch.autograd.Function):
+    """scale * sum(f(x, *rest)), block by block, keeping nothing full-size but the gradient.
+
+    With ``value_and_grad`` (a closed-form derivative in x, written once with the loss), the
+    forward pass computes each block's gradient with its value while the block is in cache,
+    and backward only hands it on.  Without it, forward keeps only the inputs (which exist
+    anyway) and backward recomputes each block with autograd.  Either way the peak memory of
+    forward + backward is the gradient plus one block's temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, f: Callable[..., Array],  # type: ignore[override]
+                value_and_grad: Callable[..., tuple[Array, Array]] | None, rows: int,
+                scale: float, x: Array, *rest: Array) -> Array:
+        ctx.f, ctx.rows, ctx.scale, ctx.stored = f, rows, scale, False
+        blocks = range(0, x.shape[0], rows)
+        bounded = value_and_grad is not None and _bounded(x)
+        if value_and_grad is not None and ctx.needs_input_grad[4]:
+            grad = torch.empty_like(x)
+            parts = []
+            for s in blocks:
+                v, g = value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest),
+                                      bounded=bounded)
+                parts.append(v.sum())
+                torch.mul(g, scale, out=grad[s:s + rows])
+            ctx.stored = True
+            ctx.save_for_backward(grad, x, *rest)
+        elif value_and_grad is not None:  # no gradient wanted: the closed form's value alone
+            parts = [value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest),
+                                    grad=False, bounded=bounded)[0].sum()
+                     for s in blocks]
+            ctx.save_for_backward(None, x, *rest)
+        else:
+            parts = [f(x[s:s + rows], *(a[s:s + rows] for a in rest)).sum() for s in blocks]
+            ctx.save_for_backward(None, x, *rest)
+        return torch.stack(parts).sum() * scale
+
+    @staticmethod
+    def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
+        stored, x, *rest = ctx.saved_tensors
+        f, rows, scale = ctx.f, ctx.rows, ctx.scale
+        none = (None,) * 4
+        tail = (None,) * len(rest)
+        if torch.is_grad_enabled():
+            # a gradient of the gradient (create_graph=True): differentiate the whole
+            # composition, with its graph, instead
+            full = torch.autograd.grad(f(x, *rest).sum() * scale, x, g, create_graph=True)[0]
+            return none + (full,) + tail
+        if ctx.stored:
+            # loss.backward() passes 1: hand the gradient on without another full-size copy
+            return none + ((stored if bool(g == 1) else stored * g),) + tail
+        grad = torch.empty_like(x)
+        for s in range(0, x.shape[0], rows):
+            with torch.enable_grad():
+                xb = x[s:s + rows].detach().requires_grad_(True)
+                vb = f(xb, *(a[s:s + rows] for a in rest)).sum() * scale
+                (gb,) = torch.autograd.grad(vb, xb, g)
+            grad[s:s + rows] = gb  # our own buffer, in eager mode only
+        return none + (grad,) + tail
+
+
+def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
+                value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
+                scale: float = 1.0, columns: int = 1) -> Array | None:
+    if (x.numel() < _CHUNK_MIN or torch.compiler.is_compiling()
+            or any(a.requires_grad for a in rest)):
+        return None
+    n = x.numel() // columns
+    # reshape keeps views of contiguous inputs; the gradient flows back through it
+    x, rest = x.reshape(n, -1), tuple(a.reshape(n, -1) for a in rest)
+    block = max(1, _BLOCK // columns)
+    return _BlockwiseSum.apply(f, value_and_grad, block, scale, x, *rest)
+
+
+__all__ = ["KERNELS", "chunked_sum"]

@@ -1,0 +1,446 @@
+"""torch's fast paths agree with the generic composition they replace (same inputs).
+
+Every kernel in ``unilosses.backends._torch_kernels.KERNELS`` and the block-wise focal sums are
+compared, value and gradient, with the generic path (kernels switched off) at ties, the
+Huber/Smooth-L1 boundary, extreme and infinite values, every reduction, both dtypes, small
+inputs (logits clamped) and large ones (logits range-checked instead), and the paths are shown
+to be taken.  Tolerances: 256 eps of the dtype, relative to the magnitude of the values, times
+sqrt(n) for sums (the two paths add in different orders).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import unilosses  # noqa: E402
+from conftest import tolerance  # noqa: E402
+from unilosses.backends import _torch_kernels as kernels  # noqa: E402
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def _eps(dtype):  # type: ignore[no-untyped-def]
+    return tolerance("float64" if dtype == torch.float64 else "float32")["rtol"]
+
+
+def _close(a, b, dtype, n: int = 1) -> None:  # type: ignore[no-untyped-def]
+    a, b = a.detach().double(), b.detach().double()
+    assert a.shape == b.shape
+    same_nonfinite = (~torch.isfinite(a)) & (~torch.isfinite(b)) & ((a == b) | (a != a) & (b != b))
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    assert bool((finite | same_nonfinite).all()), (a, b)
+    tol = _eps(dtype) * math.sqrt(max(n, 1))
+    scale = max(float(b[finite].abs().max()) if bool(finite.any()) else 0.0, 1.0)
+    err = float((a[finite] - b[finite]).abs().max()) if bool(finite.any()) else 0.0
+    assert err <= tol * scale, f"max error {err:.3g} > {tol * scale:.3g}"
+
+
+class Used:
+    """Counts calls of the torch kernels (and switches them off with ``off()``)."""
+
+    def __init__(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        self.calls: dict[str, int] = {}
+        self.saved = dict(kernels.KERNELS)
+        self.monkeypatch = monkeypatch
+        for name, k in self.saved.items():
+            def wrapped(*a, _k=k, _name=name, **kw):  # type: ignore[no-untyped-def]
+                out = _k(*a, **kw)
+                if out is not None:
+                    self.calls[_name] = self.calls.get(_name, 0) + 1
+                return out
+            monkeypatch.setitem(kernels.KERNELS, name, wrapped)
+
+    def generic(self, fn, *args, **kw):  # type: ignore[no-untyped-def]
+        """``fn`` on the generic path: no kernels, no block-wise sums."""
+        current = dict(kernels.KERNELS)
+        kernels.KERNELS.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(kernels, "_CHUNK_MIN", 1 << 62)
+            try:
+                return fn(*args, **kw)
+            finally:
+                kernels.KERNELS.update(current)
+
+
+@pytest.fixture
+def used(monkeypatch):  # type: ignore[no-untyped-def]
+    return Used(monkeypatch)
+
+
+def _value_and_grad(fn, x, *rest, reduction="mean", **kw):  # type: ignore[no-untyped-def]
+    x = x.detach().clone().requires_grad_(True)
+    out = fn(x, *rest, reduction=reduction, **kw)
+    # a fixed, non-uniform cotangent for "none" (1 for a scalar)
+    cot = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    if out.ndim == 0:
+        cot = torch.ones((), dtype=out.dtype)
+    (g,) = torch.autograd.grad((out * cot).sum(), x)
+    return out, g
+
+
+def _compare(used, name, fn, x, *rest, n=1, **kw):  # type: ignore[no-untyped-def]
+    before = used.calls.get(name, 0)
+    v1, g1 = _value_and_grad(fn, x, *rest, **kw)
+    assert used.calls.get(name, 0) == before + 1, f"{name}: the kernel was not used"
+    v2, g2 = used.generic(_value_and_grad, fn, x, *rest, **kw)
+    _close(v1, v2, x.dtype, n)
+    _close(g1, g2, x.dtype)
+
+
+REGRESSION = [("mse", {}), ("mae", {}), ("huber", {"delta": 0.7}), ("smooth_l1", {"beta": 0.7})]
+
+
+def _regression_inputs(dtype, n):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(n, generator=g, dtype=dtype) * 2
+    t = torch.randn(n, generator=g, dtype=dtype) * 2
+    # ties (zero error), the branch boundary |d| == 0.7 both ways, huge errors
+    special = torch.tensor([0.0, 0.7, -0.7, 1e30, -1e30, 3.0], dtype=dtype)
+    p[:6] = special
+    t[:6] = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 3.0], dtype=dtype)
+    return p, t
+
+
+@pytest.mark.parametrize("name,kw", REGRESSION, ids=[r[0] for r in REGRESSION])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_regression_kernels_match_the_composition(used, name, kw, reduction, dtype):  # type: ignore[no-untyped-def]
+    p, t = _regression_inputs(dtype, 1000)
+    if name == "mse":
+        p[3:5] = 1e10  # squared, still finite in float32
+    _compare(used, name, getattr(unilosses, name), p, t, reduction=reduction, n=1000, **kw)
+
+
+def test_the_gradient_at_a_tie_is_zero_on_the_kernel_path(used):  # type: ignore[no-untyped-def]
+    p = torch.zeros(3, requires_grad=True)
+    for name in ("mae", "huber", "smooth_l1"):
+        (g,) = torch.autograd.grad(getattr(unilosses, name)(p, torch.zeros(3)), p)
+        assert torch.equal(g, torch.zeros(3))
+    assert used.calls["mae"] == 1
+
+
+@pytest.mark.parametrize("name", ["mse", "mae", "huber", "smooth_l1"])
+def test_empty_mean_is_zero_not_nan(used, name):  # type: ignore[no-untyped-def]
+    out = getattr(unilosses, name)(torch.zeros(0), torch.zeros(0))
+    assert float(out) == 0.0
+    assert used.calls.get(name, 0) == 0  # torch's kernel would give NaN: generic path
+
+
+def test_weights_and_masks_take_the_generic_path(used):  # type: ignore[no-untyped-def]
+    p, t = _regression_inputs(torch.float64, 100)
+    unilosses.mse(p, t, weights=torch.ones(100, dtype=torch.float64))
+    unilosses.mse(p, t, where=p > 0)
+    assert used.calls.get("mse", 0) == 0
+
+
+def _logits(dtype, shape, scale=3.0, seed=1):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=dtype) * scale
+
+
+# sizes on both sides of the clamp/check switch
+SIZES = [(50, 10), (kernels._CHECK_MIN // 10 + 7, 10)]
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["small", "large"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("options", [{}, {"pos_weight": 2.5}, {"label_smoothing": 0.2}],
+                         ids=["plain", "pos_weight", "smoothing"])
+def test_bce_with_logits_kernel(used, shape, reduction, dtype, options):  # type: ignore[no-untyped-def]
+    x = _logits(dtype, shape)
+    x[0, :4] = torch.tensor([1e4, -1e4, 0.0, 30.0], dtype=dtype)
+    g = torch.Generator().manual_seed(2)
+    t = (torch.rand(shape, generator=g, dtype=dtype) < 0.3).to(dtype)
+    t[1] = torch.rand(shape[1], generator=g, dtype=dtype)  # a soft row
+    _compare(used, "binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
+             x, t, reduction=reduction, n=x.numel(), **options)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["small", "large"])
+def test_infinite_logits_stay_finite_on_the_kernel_path(used, shape):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float32, shape)
+    x[0, :2] = torch.tensor([math.inf, -math.inf])
+    t = torch.zeros(shape)
+    t[0, :2] = torch.tensor([1.0, 0.0])
+    y = torch.zeros(shape[0], dtype=torch.int64)
+    for name, f, target in [
+        ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits, t),
+        ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits, y),
+    ]:
+        _compare(used, name, f, x, target, n=x.numel())
+        v, g = _value_and_grad(f, x, target)
+        assert bool(torch.isfinite(v)) and bool(torch.isfinite(g).all())
+
+
+def _labels(shape, classes, seed=3):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, classes, shape, generator=g)
+
+
+@pytest.mark.parametrize("shape", SIZES + [(4, 6, 5)], ids=["small", "large", "3d"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_sparse_cross_entropy_kernel(used, shape, reduction, dtype, smoothing):  # type: ignore[no-untyped-def]
+    x = _logits(dtype, shape)
+    x.view(-1)[:3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
+    y = _labels(shape[:-1], shape[-1])
+    _compare(used, "cross_entropy_with_logits",
+             unilosses.sparse_categorical_cross_entropy_with_logits, x, y,
+             reduction=reduction, label_smoothing=smoothing, n=x.numel())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_cross_entropy_kernel_with_the_class_axis_first(used, dtype):  # type: ignore[no-untyped-def]
+    x = _logits(dtype, (3, 5, 4, 2))  # (N, C, H, W), torch's layout
+    y = _labels((3, 4, 2), 5)
+    _compare(used, "cross_entropy_with_logits",
+             unilosses.sparse_categorical_cross_entropy_with_logits, x, y, axis=1,
+             reduction="none", n=x.numel())
+    onehot = torch.nn.functional.one_hot(y, 5).movedim(-1, 1).to(dtype)
+    _compare(used, "cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits,
+             x, onehot, axis=1, label_smoothing=0.1, n=x.numel())
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["small", "large"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_soft_target_cross_entropy_kernel(used, shape, dtype):  # type: ignore[no-untyped-def]
+    x = _logits(dtype, shape)
+    g = torch.Generator().manual_seed(4)
+    t = torch.softmax(torch.randn(shape, generator=g, dtype=dtype), dim=-1)
+    for reduction in ("mean", "none"):
+        _compare(used, "cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits,
+                 x, t, reduction=reduction, label_smoothing=0.05, n=x.numel())
+
+
+def test_bad_labels_still_get_unilosses_errors(used):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float32, (4, 3))
+    for bad in (3, -1, -100):
+        y = torch.tensor([0, 1, bad, 2])
+        with pytest.raises(ValueError, match="`labels` holds values outside"):
+            unilosses.sparse_categorical_cross_entropy_with_logits(x, y)
+    # with checks off the generic path clamps an out-of-range label, and so does this one
+    y = torch.tensor([0, 1, 7, 2])
+    with unilosses.checks(False):
+        fast = unilosses.sparse_categorical_cross_entropy_with_logits(x, y)
+        slow = used.generic(unilosses.sparse_categorical_cross_entropy_with_logits, x, y)
+    _close(fast, slow, torch.float32)
+
+
+def test_ignore_index_and_class_weights_take_the_generic_path(used):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float32, (4, 3))
+    unilosses.sparse_categorical_cross_entropy_with_logits(x, torch.tensor([0, 1, -100, 2]),
+                                                           ignore_index=-100)
+    unilosses.sparse_categorical_cross_entropy_with_logits(
+        x, torch.tensor([0, 1, 1, 2]), class_weights=torch.tensor([1.0, 2.0, 3.0]))
+    assert used.calls.get("cross_entropy_with_logits", 0) == 0
+
+
+# -- block-wise focal sums ---------------------------------------------------------------------
+
+N_BLOCKWISE = kernels._CHUNK_MIN + 12345  # over the threshold, not a multiple of the block
+
+
+def _focal_inputs(dtype, soft: bool):  # type: ignore[no-untyped-def]
+    x = _logits(dtype, (N_BLOCKWISE,), scale=4.0, seed=5)
+    x[:6] = torch.tensor([1e4, -1e4, 0.0, math.inf, -math.inf, 100.0], dtype=dtype)
+    g = torch.Generator().manual_seed(6)
+    t = (torch.rand(N_BLOCKWISE, generator=g, dtype=dtype) < 0.2).to(dtype)
+    t[:6] = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0], dtype=dtype)
+    if soft:
+        t[1000:3000] = torch.rand(2000, generator=g, dtype=dtype)
+        # a soft label equal to the prediction: |t - p| = 0, whose factor has gradient 0
+        t[3000] = torch.sigmoid(x[3000])
+    return x, t
+
+
+def _blockwise_calls(monkeypatch):  # type: ignore[no-untyped-def]
+    calls = []
+    real = kernels._BlockwiseSum.apply
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        calls.append(a[1] is not None)
+        return real(*a)
+    monkeypatch.setattr(kernels._BlockwiseSum, "apply", spy)
+    return calls
+
+
+@pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5, 3.0])
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_blockwise_binary_focal_matches_the_composition(used, monkeypatch, gamma, soft, dtype):  # type: ignore[no-untyped-def]
+    x, t = _focal_inputs(dtype, soft)
+    calls = _blockwise_calls(monkeypatch)
+    for reduction, alpha in (("mean", 0.25), ("sum", None)):
+        f = unilosses.binary_focal_loss_with_logits
+        v1, g1 = _value_and_grad(f, x, t, reduction=reduction, alpha=alpha, gamma=gamma)
+        v2, g2 = used.generic(_value_and_grad, f, x, t, reduction=reduction, alpha=alpha,
+                              gamma=gamma)
+        _close(v1, v2, dtype, N_BLOCKWISE)
+        _close(g1, g2, dtype)
+        assert bool(torch.isfinite(g1).all())
+        # no gradient wanted: the closed form's value alone
+        v3 = f(x, t, reduction=reduction, alpha=alpha, gamma=gamma)
+        _close(v3, v2, dtype, N_BLOCKWISE)
+    assert calls == [True, True, True, True]  # the closed form was used
+
+
+def _probability_inputs(dtype, soft: bool):  # type: ignore[no-untyped-def]
+    x, t = _focal_inputs(dtype, soft)
+    p = torch.sigmoid(x)
+    # exact 0 and 1, the clip's edges, and a soft label equal to its prediction
+    p[:6] = torch.tensor([0.0, 1.0, 1e-7, 1.0 - 1e-7, 0.5, 1e-9], dtype=dtype)
+    if soft:
+        t[3000] = p[3000]
+    return p, t
+
+
+@pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5, 3.0])
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_blockwise_binary_focal_on_probabilities(used, monkeypatch, gamma, soft, dtype):  # type: ignore[no-untyped-def]
+    p, t = _probability_inputs(dtype, soft)
+    calls = _blockwise_calls(monkeypatch)
+    f = unilosses.binary_focal_loss
+    for reduction, alpha in (("mean", 0.25), ("sum", None)):
+        v1, g1 = _value_and_grad(f, p, t, reduction=reduction, alpha=alpha, gamma=gamma)
+        v2, g2 = used.generic(_value_and_grad, f, p, t, reduction=reduction, alpha=alpha,
+                              gamma=gamma)
+        _close(v1, v2, dtype, N_BLOCKWISE)
+        _close(g1, g2, dtype)
+        _close(f(p, t, reduction=reduction, alpha=alpha, gamma=gamma), v2, dtype, N_BLOCKWISE)
+    assert calls == [True] * 4
+
+
+@pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
+def test_blockwise_anchor_focal_matches_the_composition(used, monkeypatch, logits):  # type: ignore[no-untyped-def]
+    anchors, classes = (N_BLOCKWISE // 80) + 1, 80
+    x = _logits(torch.float64, (2, anchors // 2 + 1, classes), seed=7)
+    if not logits:
+        x = torch.sigmoid(x)
+    g = torch.Generator().manual_seed(8)
+    state = torch.randint(-1, 2, x.shape[:-1], generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(0, classes, x.shape[:-1], generator=g),
+                                    classes).to(x.dtype)
+    x[state == -1] = math.nan  # ignored anchors may hold anything
+    calls = _blockwise_calls(monkeypatch)
+    f = unilosses.anchor_focal_loss_with_logits if logits else unilosses.anchor_focal_loss
+
+    def run(x):  # type: ignore[no-untyped-def]
+        x = x.detach().clone().requires_grad_(True)
+        out = f(x, y, state)
+        return out, torch.autograd.grad(out, x)[0]
+
+    v1, g1 = run(x)
+    v2, g2 = used.generic(run, x)
+    _close(v1, v2, torch.float64, x.numel())
+    _close(g1, g2, torch.float64)
+    assert bool(torch.isfinite(g1).all())
+    _close(f(x, y, state), v2, torch.float64, x.numel())  # forward only
+    assert calls == [True, True]
+
+
+def test_blockwise_focal_second_derivatives_and_repeated_backward(used):  # type: ignore[no-untyped-def]
+    x, t = _focal_inputs(torch.float64, soft=False)
+    x = x.clamp(-30, 30)
+    f = unilosses.binary_focal_loss_with_logits
+
+    def hvp(x):  # type: ignore[no-untyped-def]
+        x = x.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(x, t), x, create_graph=True)
+        return torch.autograd.grad((g * g).sum(), x)[0]
+
+    _close(hvp(x), used.generic(hvp, x), torch.float64)
+
+    xr = x.detach().clone().requires_grad_(True)
+    out = f(xr, t) * 3.0  # a cotangent other than 1
+    (g1,) = torch.autograd.grad(out, xr, retain_graph=True)
+    (g2,) = torch.autograd.grad(out, xr)
+    assert torch.equal(g1, g2)
+    def grad(x):  # type: ignore[no-untyped-def]
+        x = x.detach().clone().requires_grad_(True)
+        return torch.autograd.grad(f(x, t) * 3.0, x)[0]
+
+    _close(g1, used.generic(grad, x), torch.float64)
+
+
+def test_blockwise_sum_is_not_used_under_compile_or_when_targets_need_grad(used, monkeypatch):  # type: ignore[no-untyped-def]
+    calls = _blockwise_calls(monkeypatch)
+    x, t = _focal_inputs(torch.float32, soft=False)
+    unilosses.binary_focal_loss_with_logits(x, t.clone().requires_grad_(True))
+    unilosses.binary_focal_loss_with_logits(x[:1000], t[:1000])
+    unilosses.binary_focal_loss_with_logits(x, t, reduction="none")
+    assert calls == []
+
+
+def test_kernels_are_torch_only():  # type: ignore[no-untyped-def]
+    p, t = np.zeros(3), np.ones(3)
+    assert float(unilosses.mse(p, t)) == 1.0
+    from unilosses.backends import adapter_named
+    assert adapter_named("numpy").kernels == {}
+
+
+# -- TensorFlow's fused softmax cross-entropy ---------------------------------------------------
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "categorical"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit_compile"])
+def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, compiled):  # type: ignore[no-untyped-def]
+    tf = pytest.importorskip("tensorflow")
+    from unilosses.backends import _tf_kernels
+
+    rng = np.random.default_rng(9)
+    x = (3 * rng.standard_normal((40, 7, 5))).astype(dtype)
+    x[0, 0, :3] = [1e4, -1e4, np.inf]
+    y = rng.integers(0, 5, (40, 7))
+    t = np.eye(5, dtype=dtype)[y]
+    used = []
+    real = _tf_kernels.cross_entropy
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        out = real(*a, **kw)
+        used.append(out is not None)
+        return out
+
+    f = (unilosses.sparse_categorical_cross_entropy_with_logits if sparse
+         else unilosses.categorical_cross_entropy_with_logits)
+    target = tf.constant(y) if sparse else tf.constant(t)
+
+    def value_and_grad(x):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = f(x, target, reduction=reduction)
+            weights = tf.reshape(tf.range(1, tf.size(out) + 1), tf.shape(out))
+            total = tf.reduce_sum(out * tf.cast(weights, out.dtype)
+                                  / tf.cast(tf.size(out), out.dtype))
+        return out, tape.gradient(total, x)
+
+    run = tf.function(value_and_grad, jit_compile=True) if compiled else value_and_grad
+    monkeypatch.setitem(_tf_kernels.KERNELS, "cross_entropy_with_logits", spy)
+    v1, g1 = run(tf.constant(x))
+    monkeypatch.delitem(_tf_kernels.KERNELS, "cross_entropy_with_logits")
+    run = tf.function(value_and_grad, jit_compile=True) if compiled else value_and_grad
+    v2, g2 = run(tf.constant(x))
+    assert used == [True]
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    _close(torch.from_numpy(np.asarray(v1)), torch.from_numpy(np.asarray(v2)), tdtype, x.size)
+    _close(torch.from_numpy(np.asarray(g1)), torch.from_numpy(np.asarray(g2)), tdtype)
+    assert np.isfinite(np.asarray(g1)).all()
+
+
+def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[no-untyped-def]
+    tf = pytest.importorskip("tensorflow")
+    x = tf.constant(np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError, match="`labels` holds values outside"):
+        unilosses.sparse_categorical_cross_entropy_with_logits(x, tf.constant([0, 4, 1]))
+    # label smoothing on sparse labels takes the generic path: log(4) for uniform logits
+    out = unilosses.sparse_categorical_cross_entropy_with_logits(
+        x, tf.constant([0, 3, 1]), label_smoothing=0.3)
+    assert abs(float(out) - math.log(4.0)) < 1e-6

@@ -444,3 +444,47 @@ def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[n
     out = unilosses.sparse_categorical_cross_entropy_with_logits(
         x, tf.constant([0, 3, 1]), label_smoothing=0.3)
     assert abs(float(out) - math.log(4.0)) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
+                                  "anchor_focal_loss_with_logits"])
+def test_compiled_focal_uses_the_closed_form(used, monkeypatch, name):  # type: ignore[no-untyped-def]
+    calls = []
+    real = kernels.closed_form_sum
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        out = real(*a, **kw)
+        calls.append(out is not None)
+        return out
+    monkeypatch.setattr(kernels, "closed_form_sum", spy)
+    x, t = _focal_inputs(torch.float32, soft=True)
+    x, t = x[:4000].clone(), t[:4000].clone()
+    args: tuple = (x, t)  # type: ignore[type-arg]
+    if name == "binary_focal_loss":
+        args = (torch.sigmoid(x), t)
+    elif name.startswith("anchor"):
+        state = torch.tensor([-1, 0, 1, 0, 1]).repeat(80)
+        args = (x.reshape(400, 10), t.reshape(400, 10), state)
+    f = getattr(unilosses, name)
+    f(*args)  # an eager call loads the torch adapter (dynamo cannot trace the import)
+    calls.clear()
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+
+    def run(fn, x0):  # type: ignore[no-untyped-def]
+        xg = x0.detach().clone().requires_grad_(True)
+        out = fn(xg, *args[1:])
+        return out, torch.autograd.grad(out * 3.0, xg)[0]
+
+    v1, g1 = run(compiled, args[0])
+    v2, g2 = used.generic(run, f, args[0])
+    _close(v1, v2, torch.float32, args[0].numel())
+    _close(g1, g2, torch.float32)
+    with torch.no_grad():
+        _close(compiled(*args), v2, torch.float32, args[0].numel())
+    assert calls and all(calls)  # traced through the closed form
+    # a derivative of the derivative is refused, not silently wrong
+    xg = args[0].detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(compiled(xg, *args[1:]), xg, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), xg)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 Array = Any
 
@@ -54,9 +55,19 @@ def _bounded(x: Array) -> bool:
     return bool(torch.isfinite(torch.dot(v, v)))
 
 
+def _traced(x: Array) -> bool:
+    # compiled or under torch.func: no value can be read back (the clamp then fuses anyway)
+    return torch.compiler.is_compiling() or _functorch_wrapped(x)
+
+
+def _functorch_wrapped(x: Array) -> bool:
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check is not None and check(x))
+
+
 def _finite(x: Array) -> Array:
     """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy)."""
-    if x.numel() >= _CHECK_MIN and _bounded(x):
+    if x.numel() >= _CHECK_MIN and not _traced(x) and _bounded(x):
         return x
     bound = torch.finfo(x.dtype).max / 4
     return torch.clamp(x, -bound, bound)
@@ -86,7 +97,7 @@ def smooth_l1(call: Any, p: Array, t: Array, beta: float) -> Array | None:
 
 def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | None:
     r = _reduction(call, x)
-    if r is None or call.ad.is_tracing(x):  # compiled: the composition fuses anyway
+    if r is None:
         return None
     if pos_weight is not None and not isinstance(pos_weight, torch.Tensor):
         pos_weight = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)
@@ -106,16 +117,17 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
                   labels: Callable[[], Array] | None = None) -> Array | None:
     """``F.cross_entropy`` for integer labels or probability targets.
 
-    ``labels``: the labels checked and clamped by the generic path's rule.  On the CPU torch
-    checks the range itself (cheaper: no extra pass), and a failure falls back to the generic
-    path; elsewhere a bad label would be a device-side assert, so the labels are checked first.
+    ``labels``: the labels checked and clamped by the generic path's rule.  On the CPU, eagerly,
+    torch checks the range itself (cheaper: no extra pass), and a failure falls back to the
+    generic path; elsewhere a bad label would be a device-side assert (or, traced, cannot be
+    caught), so the labels are checked and clamped first.
     """
     r = _reduction(call, x)
     shape = _rows(x, axis)
-    if r is None or shape is None or call.ad.is_tracing(x):
+    if r is None or shape is None:
         return None
     sparse = labels is not None
-    if labels is not None and x.device.type != "cpu":
+    if labels is not None and (x.device.type != "cpu" or _traced(x)):
         targets = labels()
     if x.ndim == 2 or axis == 1:  # already torch's layout
         x2, t2 = _finite(x), targets
@@ -209,6 +221,40 @@ class _BlockwiseSum(torch.autograd.Function):
         return none + (grad,) + tail
 
 
+class _ClosedFormSum(torch.autograd.Function):
+    """scale * sum(v), with (v, dv/dx) from a closed form, for torch.compile.
+
+    Compiled, value and derivative fuse into one pass over the inputs, and backward scales the
+    saved derivative: no pass through the composition's intermediates.  A derivative of the
+    derivative is refused (``once_differentiable``) rather than silently wrong.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, value_and_grad: Callable[..., tuple[Array, Array]],  # type: ignore[override]
+                scale: float, x: Array, *rest: Array) -> Array:
+        ctx.rest = len(rest)
+        if ctx.needs_input_grad[2]:
+            v, g = value_and_grad(x, *rest)
+            ctx.save_for_backward(g * scale)
+        else:
+            v, _ = value_and_grad(x, *rest, grad=False)
+        return v.sum() * scale
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
+        (dx,) = ctx.saved_tensors
+        return (None, None, dx * g) + (None,) * ctx.rest
+
+
+def closed_form_sum(value_and_grad: Callable[..., tuple[Array, Array]] | None, x: Array,
+                    *rest: Array, scale: float = 1.0) -> Array | None:
+    """The compiled counterpart of :func:`chunked_sum` (no blocks: the compiler fuses)."""
+    if value_and_grad is None or any(a.requires_grad for a in rest):
+        return None
+    return _ClosedFormSum.apply(value_and_grad, scale, x, *rest)
+
+
 def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
                 value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
                 scale: float = 1.0, columns: int = 1) -> Array | None:
@@ -222,4 +268,4 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
     return _BlockwiseSum.apply(f, value_and_grad, block, scale, x, *rest)
 
 
-__all__ = ["KERNELS", "chunked_sum"]
+__all__ = ["KERNELS", "chunked_sum", "closed_form_sum"]

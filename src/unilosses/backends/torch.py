@@ -76,8 +76,12 @@ class TorchAdapter(Adapter):
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1) -> Array | None:
-        if torch.compiler.is_compiling() or _functorch_wrapped(arrays[0]):
-            return None  # traced: the compiler fuses the composition itself
+        if torch.compiler.is_compiling():
+            # compiled: no blocks (the compiler fuses), but the closed-form derivative still
+            # spares backward the composition's intermediates
+            return _torch_kernels.closed_form_sum(value_and_grad, *arrays, scale=scale)
+        if _functorch_wrapped(arrays[0]):
+            return None
         return _torch_kernels.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                           scale=scale, columns=columns)
 

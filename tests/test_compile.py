@@ -475,3 +475,28 @@ def test_torch_compile_as_the_first_call_in_a_process():
                                                                "import unilosses, torch")],
                          capture_output=True, text=True, env=env, timeout=240)
     assert res.returncode != 0 and "call unilosses.backends.preload()" in res.stderr
+
+
+@needs_torch
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_func_vmap(name):
+    """torch.func.vmap over a leading batch axis equals one eager call per example, stacked
+    (torch.func cannot batch boolean-mask indexing: every loss must avoid it)."""
+    from torch.func import vmap
+
+    examples = [case(name, seed) for seed in range(3)]
+    c, fn = examples[0], getattr(unilosses, name)
+
+    def tensor(a):  # type: ignore[no-untyped-def]
+        a = np.asarray(a)
+        return torch.as_tensor(a.astype(np.float64) if a.dtype.kind == "f" else a)
+
+    batched = [tensor(np.stack(col)) for col in zip(*(e.args for e in examples), strict=True)]
+
+    def one(*args):  # type: ignore[no-untyped-def]
+        return fn(*args, **c.kw)
+
+    got = vmap(one)(*batched)
+    want = torch.stack([one(*[tensor(a) for a in e.args]) for e in examples])
+    _nondegenerate(want.numpy())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)

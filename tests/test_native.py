@@ -488,3 +488,53 @@ def test_compiled_focal_uses_the_closed_form(used, monkeypatch, name):  # type: 
     (g,) = torch.autograd.grad(compiled(xg, *args[1:]), xg, create_graph=True)
     with pytest.raises(RuntimeError):
         torch.autograd.grad(g.sum(), xg)
+
+
+# -- JAX: the focal closed form as a custom JVP ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
+                                  "anchor_focal_loss_with_logits"])
+@pytest.mark.parametrize("gamma", [2.0, 0.5])
+def test_jax_focal_closed_form_matches_the_composition(monkeypatch, name, gamma):  # type: ignore[no-untyped-def]
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from unilosses.backends import jax as jax_backend
+
+    rng = np.random.default_rng(10)
+    x = 4.0 * rng.standard_normal((50, 8))
+    x[0, :4] = [1e4, -1e4, 0.0, np.inf]
+    t = (rng.random((50, 8)) < 0.3).astype(np.float64)
+    t[1] = rng.random(8)  # a soft row
+    args = [x, t]
+    if name == "binary_focal_loss":
+        args = [1.0 / (1.0 + np.exp(-np.clip(x, -50, 50))), t]
+    elif name.startswith("anchor"):
+        args.append(rng.integers(-1, 2, 50))
+    args = [jnp.asarray(a) for a in args]
+    f = getattr(unilosses, name)
+    calls = []
+    real = jax_backend._closed_form_sum
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        calls.append(True)
+        return real(*a)
+
+    def everything(*a):  # type: ignore[no-untyped-def]
+        def loss(p, tt):  # type: ignore[no-untyped-def]
+            return f(p, tt, *a[2:], gamma=gamma)
+        value, (gx, gt) = jax.value_and_grad(loss, argnums=(0, 1))(a[0], a[1])
+        return value, gx, gt
+
+    monkeypatch.setattr(jax_backend, "_closed_form_sum", spy)
+    fast = jax.jit(everything)(*args)
+    eager = everything(*args)
+    assert calls
+    monkeypatch.setattr(jax_backend.JaxAdapter, "chunked_sum", lambda self, *a, **k: None)
+    slow = everything(*args)
+    for a, b in zip(fast, slow):
+        _close(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)), torch.float64,
+               x.size)
+    for a, b in zip(eager, slow):
+        _close(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)), torch.float64,
+               x.size)
+    assert np.isfinite(np.asarray(fast[1])).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import array_api_compat.torch as xp_torch
@@ -10,6 +11,20 @@ import torch.nn.functional as F
 
 from . import _torch_kernels
 from ._base import Adapter, Array
+
+
+def _sign(x: Array, /) -> Array:
+    # array_api_compat's sign puts NaN back with a boolean-mask assignment, which torch.func
+    # (vmap, grad) cannot batch; a select can
+    return torch.where(torch.isnan(x), x, torch.sign(x))
+
+
+def _namespace() -> Any:
+    """array_api_compat.torch, with a sign that torch.func can batch."""
+    ns = types.ModuleType(xp_torch.__name__, xp_torch.__doc__)
+    ns.__dict__.update(xp_torch.__dict__)
+    ns.sign = _sign  # type: ignore[attr-defined]
+    return ns
 
 
 def _functorch_wrapped(x: Array) -> bool:
@@ -21,7 +36,7 @@ class TorchAdapter(Adapter):
     name = "torch"
 
     def __init__(self) -> None:
-        super().__init__(xp_torch)
+        super().__init__(_namespace())
 
     def device(self, x: Array) -> Any:
         return x.device

@@ -77,6 +77,8 @@ def _dims_equal(a: Any, b: Any) -> bool:
 def check_same_shape(
     name_a: str, shape_a: tuple[Any, ...], name_b: str, shape_b: tuple[Any, ...]
 ) -> None:
+    if shape_a == shape_b:  # the common case, without a generator
+        return
     if len(shape_a) != len(shape_b) or not all(map(_dims_equal, shape_a, shape_b)):
         raise ValueError(
             f"`{name_a}` has shape {fmt_shape(shape_a)} but `{name_b}` has shape "

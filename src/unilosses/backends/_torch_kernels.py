@@ -55,19 +55,11 @@ def _bounded(x: Array) -> bool:
     return bool(torch.isfinite(torch.dot(v, v)))
 
 
-def _traced(x: Array) -> bool:
-    # compiled or under torch.func: no value can be read back (the clamp then fuses anyway)
-    return torch.compiler.is_compiling() or _functorch_wrapped(x)
+def _finite(call: Any, x: Array) -> Array:
+    """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy).
 
-
-def _functorch_wrapped(x: Array) -> bool:
-    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check is not None and check(x))
-
-
-def _finite(x: Array) -> Array:
-    """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy)."""
-    if x.numel() >= _CHECK_MIN and not _traced(x) and _bounded(x):
+    Traced (compiled, torch.func), no value can be read back; the clamp then fuses anyway."""
+    if x.numel() >= _CHECK_MIN and not call.ad.is_tracing(x) and _bounded(x):
         return x
     bound = torch.finfo(x.dtype).max / 4
     return torch.clamp(x, -bound, bound)
@@ -101,7 +93,8 @@ def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | N
         return None
     if pos_weight is not None and not isinstance(pos_weight, torch.Tensor):
         pos_weight = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)
-    return F.binary_cross_entropy_with_logits(_finite(x), t, pos_weight=pos_weight, reduction=r)
+    return F.binary_cross_entropy_with_logits(_finite(call, x), t, pos_weight=pos_weight,
+                                              reduction=r)
 
 
 def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
@@ -127,12 +120,12 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     if r is None or shape is None:
         return None
     sparse = labels is not None
-    if labels is not None and (x.device.type != "cpu" or _traced(x)):
+    if labels is not None and (x.device.type != "cpu" or call.ad.is_tracing(x)):
         targets = labels()
     if x.ndim == 2 or axis == 1:  # already torch's layout
-        x2, t2 = _finite(x), targets
+        x2, t2 = _finite(call, x), targets
     else:
-        x2 = _finite(x.reshape(shape))
+        x2 = _finite(call, x.reshape(shape))
         t2 = targets.reshape(-1) if sparse else targets.reshape(shape)
     try:
         out = F.cross_entropy(x2, t2.long() if sparse else t2, reduction=r,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..backends import Adapter
+from ..backends import _BY_TYPE, Adapter
 from .checks import checks_enabled
 from .dispatch import resolve
 from .validate import (
@@ -107,11 +107,39 @@ class Call:
         if not bool(self.xp.all(ok)):
             raise ValueError(message())
 
-    def require_probabilities(self, p: Array, name: str) -> None:
-        self.require((p >= 0.0) & (p <= 1.0), lambda: (
-            f"`{name}` holds values outside [0, 1] (or NaN), but this loss takes "
-            f"probabilities. Pass logits to the `_with_logits` form instead, or apply a "
-            f"sigmoid/softmax first."))
+    def require_within(self, x: Array, lo: float, hi: float, message: Callable[[], str]) -> None:
+        """Raise ``ValueError(message())`` unless every element of ``x`` lies in [lo, hi]
+        (NaN does not); eager only and while checks are enabled, as :meth:`require`."""
+        if self.ad.is_tracing(x) or not checks_enabled():
+            return
+        if self._within(x, lo, hi, self.ad.extrema(x)) is False:
+            raise ValueError(message())
+
+    def _within(self, x: Array, lo: float, hi: float,
+                extrema: tuple[Any, Any] | None) -> bool | None:
+        """Whether every element lies in [lo, hi]; None where that cannot be read (a JAX
+        trace turns even constants' comparisons into tracers)."""
+        if extrema is None:  # no cheap extrema: one pass of comparisons
+            ok = (x >= lo) & (x <= hi)
+            return None if self.ad.is_tracing(ok) else bool(self.xp.all(ok))
+        return bool(extrema[0] >= lo and extrema[1] <= hi)
+
+    def require_probabilities(self, p: Array, name: str,
+                              inside: tuple[float, float] | None = None) -> bool:
+        """Require ``p`` in [0, 1], as :meth:`require_within`.  With ``inside=(lo, hi)``, also
+        say whether every value is known to lie in [lo, hi], from the same read (False when
+        unknown: traced, or no cheap extrema), so that a loss may drop a clip that cannot
+        change anything."""
+        tracing = self.ad.is_tracing(p)
+        check = not tracing and checks_enabled()
+        extrema = self.ad.extrema(p) if check or (inside is not None and not tracing) else None
+        if check and self._within(p, 0.0, 1.0, extrema) is False:
+            raise ValueError(
+                f"`{name}` holds values outside [0, 1] (or NaN), but this loss takes "
+                f"probabilities. Pass logits to the `_with_logits` form instead, or apply a "
+                f"sigmoid/softmax first.")
+        return (inside is not None and extrema is not None
+                and bool(extrema[0] >= inside[0] and extrema[1] <= inside[1]))
 
     def reduce(self, loss: Array, axis: Any = None, *, norm: Array | None = None) -> Array:
         """Apply weights, mask and the reduction to the elementwise ``loss``.
@@ -183,6 +211,36 @@ def floating_predictions(ad: Adapter, p: Array, name: str = "predictions") -> tu
     return p, p.dtype
 
 
+def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: str,
+                   class_axis: int | None, labels: tuple[str, ...],
+                   same_shape: tuple[str, ...] | None) -> tuple[Call, list[Array]] | None:
+    """:func:`prepare` for the common call that has nothing to convert, cast or refuse, or
+    None: arrays of one type, on one device, of the predictions' dtype (labels: of an integer
+    dtype), of the shapes :func:`prepare` requires.  On tiny inputs the full path's checks
+    cost more than the kernel."""
+    p = arrays[0]
+    first = type(p)
+    ad = _BY_TYPE.get(first)
+    if ad is None:
+        return None
+    dtype = p.dtype
+    if dtype not in ad.plain_dtypes:
+        return None
+    shape = p.shape
+    loss_shape = shape if class_axis is None else shape[:class_axis] + shape[class_axis + 1:]
+    device = p.device
+    for name, x in zip(names[1:], arrays[1:]):
+        if type(x) is not first or x.device != device:
+            return None
+        if name in labels:
+            if x.dtype not in ad.label_dtypes or x.shape != loss_shape:
+                return None
+        elif x.dtype != dtype or ((same_shape is None or name in same_shape)
+                                  and x.shape != shape):
+            return None
+    return Call(ad, dtype, tuple(loss_shape), None, None, reduction), list(arrays)
+
+
 def prepare(
     names: tuple[str, ...],
     arrays: tuple[Any, ...],
@@ -201,6 +259,10 @@ def prepare(
     others are cast to the computation dtype and must have the predictions' shape (or those
     named in ``same_shape``).  With ``class_axis`` the elementwise loss drops that axis.
     """
+    if weights is None and where is None and reduction in REDUCTIONS:
+        plain = _prepare_plain(names, arrays, reduction, class_axis, labels, same_shape)
+        if plain is not None:
+            return plain
     if reduction not in REDUCTIONS:
         check_reduction(reduction)
     if weights is None and where is None:

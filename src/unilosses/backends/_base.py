@@ -25,6 +25,12 @@ class Adapter:
     def __repr__(self) -> str:
         return f"<unilosses adapter {self.name!r} over {getattr(self.xp, '__name__', self.xp)!r}>"
 
+    #: float dtypes that losses compute in as they are (no cast), and integer dtypes taken as
+    #: labels as they are: with these, :func:`~unilosses._core.call.prepare` may take its
+    #: short path (a backend that leaves them empty always takes the long one)
+    plain_dtypes: tuple[Any, ...] = ()
+    label_dtypes: tuple[Any, ...] = ()
+
     # -- array facts -------------------------------------------------------------------------
     def device(self, x: Array) -> Any:
         return x.device
@@ -46,6 +52,18 @@ class Adapter:
 
     def shape(self, x: Array) -> tuple[Any, ...]:
         return tuple(x.shape)
+
+    def extrema(self, x: Array) -> tuple[Any, Any] | None:
+        """(min, max) of a non-empty real ``x`` as Python numbers (NaN if any is NaN), read in
+        one pass where that is cheap; None otherwise (then checks compare elementwise).  Not
+        called while tracing."""
+        return None
+
+    def known_binary(self, y: Array) -> bool:
+        """True only if every value of ``y`` is known to be 0 or 1 (a value within 1e-19 of 0
+        may count as 0), where reading that is cheap; False when unknown.  A loss may then take
+        a shorter form that is exact for such labels."""
+        return False
 
     # -- conversions -------------------------------------------------------------------------
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:

@@ -32,6 +32,12 @@ Array = Any
 _CHECK_MIN = 1 << 16
 #: an ignore_index that no valid label can equal (unilosses's own default is "none")
 _NO_INDEX = -(2**63)
+#: torch's reduction codes, as ``torch.nn._reduction.get_enum`` gives them
+_ENUM = {"none": 0, "mean": 1, "sum": 2}
+#: the kernels behind ``F.*``.  Eagerly they are called directly: F's Python wrappers
+#: (a broadcast, a size warning, the reduction's lookup) cost more than the kernel itself on
+#: small inputs, and the shapes are already checked equal.  Compiled, F's are traced as usual.
+_nn: Any = torch._C._nn  # (its stubs type `reduction` as str; it takes the int code)
 
 
 def _reduction(call: Any, x: Array) -> str | None:
@@ -55,36 +61,58 @@ def _bounded(x: Array) -> bool:
     return bool(torch.isfinite(torch.dot(v, v)))
 
 
+_BOUNDS = {dt: torch.finfo(dt).max / 4 for dt in (torch.float32, torch.float64)}
+
+
 def _finite(call: Any, x: Array) -> Array:
     """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy).
 
     Traced (compiled, torch.func), no value can be read back; the clamp then fuses anyway."""
     if x.numel() >= _CHECK_MIN and not call.ad.is_tracing(x) and _bounded(x):
         return x
-    bound = torch.finfo(x.dtype).max / 4
+    bound = _BOUNDS.get(x.dtype)
+    if bound is None:
+        bound = torch.finfo(x.dtype).max / 4
     return torch.clamp(x, -bound, bound)
 
 
 def mse(call: Any, p: Array, t: Array) -> Array | None:
     r = _reduction(call, p)
-    return None if r is None else F.mse_loss(p, t, reduction=r)
+    if r is None:
+        return None
+    if torch.compiler.is_compiling():
+        return F.mse_loss(p, t, reduction=r)
+    return _nn.mse_loss(p, t, _ENUM[r])
 
 
 def mae(call: Any, p: Array, t: Array) -> Array | None:
     # l1_loss's gradient at a tie is sign(0) = 0, unilosses's rule
     r = _reduction(call, p)
-    return None if r is None else F.l1_loss(p, t, reduction=r)
+    if r is None:
+        return None
+    if torch.compiler.is_compiling():
+        return F.l1_loss(p, t, reduction=r)
+    return _nn.l1_loss(p, t, _ENUM[r])
 
 
 def huber(call: Any, p: Array, t: Array, delta: float) -> Array | None:
     # at |d| == delta both take the quadratic branch's value and gradient (equal there)
     r = _reduction(call, p)
-    return None if r is None else F.huber_loss(p, t, reduction=r, delta=delta)
+    if r is None:
+        return None
+    if torch.compiler.is_compiling():
+        return F.huber_loss(p, t, reduction=r, delta=delta)
+    return _nn.huber_loss(p, t, _ENUM[r], delta)
 
 
 def smooth_l1(call: Any, p: Array, t: Array, beta: float) -> Array | None:
+    # beta > 0 (checked): F.smooth_l1_loss would switch to l1_loss at 0
     r = _reduction(call, p)
-    return None if r is None else F.smooth_l1_loss(p, t, reduction=r, beta=beta)
+    if r is None:
+        return None
+    if torch.compiler.is_compiling():
+        return F.smooth_l1_loss(p, t, reduction=r, beta=beta)
+    return _nn.smooth_l1_loss(p, t, _ENUM[r], beta)
 
 
 def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | None:
@@ -93,8 +121,11 @@ def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | N
         return None
     if pos_weight is not None and not isinstance(pos_weight, torch.Tensor):
         pos_weight = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)
-    return F.binary_cross_entropy_with_logits(_finite(call, x), t, pos_weight=pos_weight,
-                                              reduction=r)
+    if torch.compiler.is_compiling():
+        return F.binary_cross_entropy_with_logits(_finite(call, x), t, pos_weight=pos_weight,
+                                                  reduction=r)
+    return torch.binary_cross_entropy_with_logits(_finite(call, x), t, None, pos_weight,
+                                                  _ENUM[r])
 
 
 def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
@@ -127,9 +158,14 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     else:
         x2 = _finite(call, x.reshape(shape))
         t2 = targets.reshape(-1) if sparse else targets.reshape(shape)
+    if sparse and t2.dtype != torch.int64:
+        t2 = t2.long()
     try:
-        out = F.cross_entropy(x2, t2.long() if sparse else t2, reduction=r,
-                              label_smoothing=label_smoothing, ignore_index=_NO_INDEX)
+        if torch.compiler.is_compiling():
+            out = F.cross_entropy(x2, t2, reduction=r, label_smoothing=label_smoothing,
+                                  ignore_index=_NO_INDEX)
+        else:
+            out = _nn.cross_entropy_loss(x2, t2, None, _ENUM[r], _NO_INDEX, label_smoothing)
     except IndexError:  # a label out of range: unilosses's message, or its clamp (checks off)
         return None
     return out.reshape(call.loss_shape) if r == "none" else out

@@ -22,6 +22,11 @@ class NumpyAdapter(Adapter):
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
         return np.asarray(value, dtype=dtype)
 
+    def extrema(self, x: Array) -> tuple[Any, Any] | None:
+        if x.size == 0 or x.dtype == np.bool_ or np.iscomplexobj(x):
+            return None
+        return x.min().item(), x.max().item()
+
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         # np.where keeps the array operand's dtype when the other is a Python scalar (NEP 50)
         return np.where(cond, x, y)

@@ -38,6 +38,9 @@ class TorchAdapter(Adapter):
     def __init__(self) -> None:
         super().__init__(_namespace())
 
+    plain_dtypes = (torch.float32, torch.float64)
+    label_dtypes = (torch.int64, torch.int32)
+
     def device(self, x: Array) -> Any:
         return x.device
 
@@ -55,6 +58,22 @@ class TorchAdapter(Adapter):
         # they are wrapped and reading one back would be data-dependent control flow
         # (and a tensor on the meta device has no values at all)
         return torch.compiler.is_compiling() or _functorch_wrapped(x) or x.device.type == "meta"
+
+    def extrema(self, x: Array) -> tuple[Any, Any] | None:
+        # one read and one host transfer, where comparisons make temporaries and several passes
+        if x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
+            return None
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()
+        return lo, hi
+
+    def known_binary(self, y: Array) -> bool:
+        # eager CPU only: elsewhere the answer would stall the device or cannot be read.
+        # (y - y^2)^2 sums to 0 exactly when every y is 0 or 1 (NaN and inf give NaN); only
+        # |y| < 1e-19 underflows, and the forms differ there by O(y)
+        if y.device.type != "cpu" or not y.is_floating_point() or self.is_tracing(y):
+            return False
+        u = (y - y * y).reshape(-1)
+        return bool(torch.dot(u, u) == 0)
 
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
         device = None if like is None else like.device

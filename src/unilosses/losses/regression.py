@@ -355,7 +355,7 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
                 f"1-D with one level per entry of the predictions' last axis "
                 f"({pshape[-1] if pshape else '?'},)."
             )
-        call.require((q >= 0.0) & (q <= 1.0), lambda: (
+        call.require_within(q, 0.0, 1.0, lambda: (
             "`quantiles` holds values outside [0, 1] (or NaN)."))
         if expand:
             t = call.xp.expand_dims(t, axis=-1)

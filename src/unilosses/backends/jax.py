@@ -46,6 +46,16 @@ def _closed_form_sum(elementwise: Any, value_and_grad: Any, scale: float,
     return total(*arrays)
 
 
+def _sharded_along(x: Array, axis: int) -> bool:
+    """Whether ``axis`` of ``x`` is sharded in its type (an Explicit mesh); True if unknown."""
+    try:
+        spec = jax.typeof(x).sharding.spec
+    except Exception:  # an older jax, or no sharding in the type: keep what always works
+        return True
+    axis = axis % x.ndim
+    return axis < len(spec) and spec[axis] is not None
+
+
 class JaxAdapter(Adapter):
     name = "jax"
 
@@ -101,11 +111,12 @@ class JaxAdapter(Adapter):
         return jnp.where(cond, x, y)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
-        if indices.shape[axis] != 1:
+        if indices.shape[axis] != 1 or not _sharded_along(x, axis):
             return jnp.take_along_axis(x, indices, axis=axis, mode="clip")
-        # Picking one entry along `axis` (a label's score) as a one-hot select and a sum: XLA
-        # fuses it with its neighbours, and it works when `axis` is sharded over a mesh,
-        # where a gather is refused under explicit sharding.
+        # Picking one entry along an axis that is sharded in the array's type (a label's
+        # score, the class axis split over an Explicit mesh): a gather is refused there, a
+        # one-hot select and a sum shards.  Elsewhere the gather is cheaper (its gradient
+        # touches one entry per row, the select's every entry).
         iota = jax.lax.broadcasted_iota(indices.dtype, x.shape, axis % x.ndim)
         return jnp.sum(jnp.where(iota == indices, x, 0), axis=axis, keepdims=True)
 

@@ -327,7 +327,7 @@ def checked_labels(call: Call, y: Array, classes: Any, ax: int,
     if ignore_index is not None:
         call.restrict(y != ignore_index)
     y = call.clean(y, 0)
-    call.require((y >= 0) & (y < classes), lambda: (
+    call.require_within(y, 0, classes - 1, lambda: (
         f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
         + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
         + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
@@ -364,7 +364,17 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
             return fused
     y = checked_labels(call, out[1], classes, ax, ignore_index)
     if logits:
-        logp = ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
+        x = finite_logits(call, call.clean(p, 0.0, axis=ax))
+        if cw is None:
+            # -log_softmax(x)_y as lse(x) - x_y: no full-size log-softmax is kept (one pass
+            # for the reduction, one pick, where XLA and eager backends would write the
+            # log-softmax out and read it back)
+            lse = ad.logsumexp(x, ax)
+            nll = lse - pick(call, x, y, ax)
+            if ls:
+                nll = (1.0 - ls) * nll - ls * (xp.mean(x, axis=ax) - lse)
+            return call.reduce(nll)
+        logp = ad.log_softmax(x, ax)
     else:
         logp = _log_probabilities(call, p, ax)
     if cw is None:

@@ -318,6 +318,58 @@ def test_blockwise_binary_focal_on_probabilities(used, monkeypatch, gamma, soft,
     assert calls == [True] * 4
 
 
+@pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5])
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("anchors", [False, True], ids=["binary", "anchor"])
+def test_probabilities_inside_the_clip_drop_it(used, monkeypatch, gamma, soft, anchors):  # type: ignore[no-untyped-def]
+    from unilosses.losses import focal
+    x, t = _focal_inputs(torch.float64, soft)
+    p = torch.sigmoid(x.clamp(-4.0, 4.0))  # inside [1e-7, 1 - 1e-7]
+    seen = []
+    real = focal._focal_probabilities_value_grad
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        seen.append(kw.get("inside"))
+        return real(*a, **kw)
+    monkeypatch.setattr(focal, "_focal_probabilities_value_grad", spy)
+    if anchors:
+        p, t = p[:N_BLOCKWISE // 8 * 8].reshape(-1, 8), t[:N_BLOCKWISE // 8 * 8].reshape(-1, 8)
+        state = torch.randint(-1, 2, p.shape[:-1], generator=torch.Generator().manual_seed(3))
+        f, args, kw = unilosses.anchor_focal_loss, (t, state), {"gamma": gamma}
+    else:
+        f, args, kw = unilosses.binary_focal_loss, (t,), {"gamma": gamma, "alpha": 0.25}
+    v1, g1 = _value_and_grad(f, p, *args, reduction="sum", **kw) if not anchors else \
+        _value_and_grad(lambda p, *a, reduction: f(p, *a, **kw), p, *args)
+    assert seen and all(seen), seen
+    v2, g2 = used.generic(_value_and_grad, f, p, *args, reduction="sum", **kw) if not anchors \
+        else used.generic(_value_and_grad, lambda p, *a, reduction: f(p, *a, **kw), p, *args)
+    _close(v1, v2, torch.float64, p.numel())
+    _close(g1, g2, torch.float64)
+
+
+def test_range_checks_read_extrema_and_still_refuse():  # type: ignore[no-untyped-def]
+    p = torch.full((N_BLOCKWISE,), 0.5)
+    t = torch.zeros(N_BLOCKWISE)
+    for bad in (math.nan, 1.5, -0.1):
+        q = p.clone()
+        q[777] = bad
+        with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+            unilosses.binary_focal_loss(q, t)
+        with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
+            unilosses.binary_focal_loss(q.numpy(), t.numpy())
+    x = torch.zeros(50, 4)
+    for label in (4, -1):
+        y = torch.zeros(50, dtype=torch.int64)
+        y[7] = label
+        with pytest.raises(ValueError, match="labels` holds values outside \\[0, 4\\)"):
+            unilosses.sparse_categorical_cross_entropy(torch.softmax(x, -1), y)
+    ad = unilosses.backends.adapter_named("torch")
+    assert ad.extrema(torch.tensor([3, -2, 5])) == (-2, 5)
+    assert ad.extrema(torch.tensor([], dtype=torch.float32)) is None
+    lo, hi = ad.extrema(torch.tensor([0.5, math.nan]))
+    assert math.isnan(lo) and math.isnan(hi)
+
+
 @pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
 def test_blockwise_anchor_focal_matches_the_composition(used, monkeypatch, logits):  # type: ignore[no-untyped-def]
     anchors, classes = (N_BLOCKWISE // 80) + 1, 80
@@ -344,6 +396,88 @@ def test_blockwise_anchor_focal_matches_the_composition(used, monkeypatch, logit
     assert bool(torch.isfinite(g1).all())
     _close(f(x, y, state), v2, torch.float64, x.numel())  # forward only
     assert calls == [True, True]
+
+
+def test_known_binary_reads_0_1_labels_only():  # type: ignore[no-untyped-def]
+    ad = unilosses.backends.adapter_named("torch")
+    assert ad.known_binary(torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    assert ad.known_binary(torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    for bad in ([0.0, 0.5], [0.0, 2.0], [-1.0, 1.0], [1.0, math.nan], [0.0, math.inf],
+                [1e-10, 1.0], [1.0 - 1e-7, 0.0]):
+        assert not ad.known_binary(torch.tensor(bad)), bad
+    assert not ad.known_binary(torch.tensor([0, 1]))  # integer: never read
+    assert not unilosses.backends.adapter_named("numpy").known_binary(np.array([0.0, 1.0]))
+
+
+def _hard_form_calls(monkeypatch):  # type: ignore[no-untyped-def]
+    from unilosses.losses import focal
+    calls = []
+    real = focal._hard_focal_logits_value_grad
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*a, **kw)
+    monkeypatch.setattr(focal, "_hard_focal_logits_value_grad", spy)
+    return calls
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_the_hard_label_form_is_taken_for_0_1_labels_only(monkeypatch, soft):  # type: ignore[no-untyped-def]
+    x, t = _focal_inputs(torch.float32, soft)
+    calls = _hard_form_calls(monkeypatch)
+    unilosses.binary_focal_loss_with_logits(x.requires_grad_(True), t).backward()
+    blocks = math.ceil(x.numel() / kernels._BLOCK)
+    # soft labels: only the blocks that hold none (the first 1000 elements' block has some)
+    assert (len(calls) < blocks) if soft else (len(calls) == blocks)
+
+
+@pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5])
+@pytest.mark.parametrize("soft", [False, True], ids=["one-hot", "soft"])
+def test_blockwise_anchor_focal_with_finite_logits(used, monkeypatch, gamma, soft):  # type: ignore[no-untyped-def]
+    # finite logits: ignored anchors are cleaned by a product with the mask; targets hold
+    # NaN at anchors that are not positive (their values must not matter)
+    anchors, classes = (N_BLOCKWISE // 20) + 1, 20
+    x = _logits(torch.float64, (2, anchors // 2 + 1, classes), seed=11).clamp(-1e4, 1e4)
+    g = torch.Generator().manual_seed(12)
+    state = torch.randint(-1, 2, x.shape[:-1], generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(0, classes, x.shape[:-1], generator=g),
+                                    classes).to(x.dtype)
+    if soft:
+        y = y * 0.9 + 0.005
+    y[state != 1] = math.nan
+    calls = _blockwise_calls(monkeypatch)
+    f = unilosses.anchor_focal_loss_with_logits
+
+    def run(x):  # type: ignore[no-untyped-def]
+        x = x.detach().clone().requires_grad_(True)
+        out = f(x, y, state, gamma=gamma)
+        return out, torch.autograd.grad(out, x)[0]
+
+    v1, g1 = run(x)
+    v2, g2 = used.generic(run, x)
+    assert bool(torch.isfinite(v1)) and bool(torch.isfinite(g1).all())
+    _close(v1, v2, torch.float64, x.numel())
+    _close(g1, g2, torch.float64)
+    assert calls == [True]
+
+
+@pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5, 3.0])
+@pytest.mark.parametrize("alpha", [0.25, None, 1.0, 0.0])
+def test_hard_label_form_matches_the_general_form_elementwise(gamma, alpha):  # type: ignore[no-untyped-def]
+    from unilosses._core.call import prepare
+    from unilosses.losses import focal
+    x, t = _focal_inputs(torch.float64, soft=False)
+    x = x.clamp(-1e300, 1e300)  # finite, as the block driver hands them over
+    call, _ = prepare(("logits", "targets"), (x, t))
+    v1, g1 = focal._hard_focal_logits_value_grad(call, x, t, alpha, gamma)
+    v2, g2 = focal._focal_logits_value_grad(call, x, t, alpha, gamma)
+    # elementwise and relative to each element: the two forms take the same logs; a power
+    # q ** gamma taken as exp(gamma log q) carries the log's rounding times gamma |log q|
+    bound = 64 * torch.finfo(torch.float64).eps * (1.0 + gamma * x.abs().clamp_max(750.0))
+    for a, b in ((v1, v2), (g1, g2)):
+        err = (a - b).abs() / b.abs().clamp_min(1e-300)
+        assert bool(torch.isfinite(a).all())
+        assert bool((err <= bound).all()), float((err / bound).max())
 
 
 def test_blockwise_focal_second_derivatives_and_repeated_backward(used):  # type: ignore[no-untyped-def]

@@ -122,6 +122,11 @@ class Adapter:
             y = xp.asarray(y, dtype=x.dtype, device=self.device(x))
         return xp.where(cond, x, y)
 
+    def select_finite(self, mask: Array, x: Array) -> Array:
+        """``where(mask, x, 0)`` for an ``x`` known to be finite where ``mask`` is False: a
+        backend may multiply by the mask instead, where a select costs more than a product."""
+        return self.where(mask, x, 0.0)
+
     def clip(self, x: Array, lo: float, hi: float) -> Array:
         # Two selects rather than min/max: the gradient is exactly 1 inside [lo, hi] and 0
         # outside on every framework (clamp/maximum split or drop ties differently).

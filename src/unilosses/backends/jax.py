@@ -46,6 +46,19 @@ def _closed_form_sum(elementwise: Any, value_and_grad: Any, scale: float,
     return total(*arrays)
 
 
+@jax.custom_jvp
+def _safe_abs(x: Array) -> Array:
+    return jnp.abs(x)
+
+
+@_safe_abs.defjvp
+def _safe_abs_jvp(primals: Any, tangents: Any) -> Any:
+    # jnp.abs differentiates to 1 at 0; unilosses's rule is sign(x), 0 there.  The forward
+    # stays one abs (x * sign(x) costs a second pass under XLA on CPU)
+    (x,), (dx,) = primals, tangents
+    return jnp.abs(x), jnp.sign(x) * dx
+
+
 def _sharded_along(x: Array, axis: int) -> bool:
     """Whether ``axis`` of ``x`` is sharded in its type (an Explicit mesh); True if unknown."""
     try:
@@ -122,6 +135,9 @@ class JaxAdapter(Adapter):
 
     def stop_gradient(self, x: Array) -> Array:
         return jax.lax.stop_gradient(x)
+
+    def safe_abs(self, x: Array) -> Array:
+        return _safe_abs(x)
 
     def sigmoid(self, x: Array) -> Array:
         return jax.nn.sigmoid(x)

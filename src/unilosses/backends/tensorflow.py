@@ -293,6 +293,10 @@ class TensorflowAdapter(Adapter):
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         return self.xp.where(cond, x, y)
 
+    def safe_abs(self, x: Array) -> Array:
+        # tf.abs's gradient is sign(x): 0 at 0 already, in one op instead of two
+        return tf.abs(x)
+
     def clip(self, x: Array, lo: float, hi: float) -> Array:
         # clip_by_value's gradient passes on the closed interval [lo, hi], zero outside: the
         # rule of the generic double select, in one op

@@ -161,10 +161,17 @@ def binary_cross_entropy_with_logits(
         return fused
     x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
     t = _smooth_binary(t, ls)
-    pos = ad.softplus(-x)
-    if pos_weight is not None:
-        pos = pos * pw
-    return call.reduce(t * pos + (1.0 - t) * ad.softplus(x))
+    # t softplus(-x) + (1 - t) softplus(x) with one exp and one log1p instead of two of each:
+    # softplus(+-x) = relu(+-x) + log1p(exp(-|x|)).  relu(x) is a clip, relu(-x) = relu(x) - x
+    # exactly, and -|x| = x - 2 relu(x) takes the clip's side at 0, so the gradient at 0 is
+    # the true sigmoid(0) - t on every backend; no term cancels another (soft labels included)
+    big = float(call.xp.finfo(call.dtype).max)
+    r = ad.clip(x, 0.0, big)
+    sp = call.xp.log1p(call.xp.exp(x - 2.0 * r))
+    w1 = t if pos_weight is None else t * pw
+    nt = 1.0 - t
+    loss = nt * r + w1 * (r - x)
+    return call.reduce(loss + sp if pos_weight is None else loss + (w1 + nt) * sp)
 
 
 def _smooth(call: Call, t: Array, label_smoothing: float, classes: int) -> Array:

@@ -403,19 +403,18 @@ def _anchor_value_grad(call: Call, x: Array, t: Array, keep: Array, pos: Array,
                        alpha: float | None, gamma: float, logits: bool, grad: bool = True,
                        bounded: bool = False, inside: bool = False) -> tuple[Array, Array | None]:
     ad = call.ad
-    # Value and derivative are finite at ignored anchors (their inputs are cleaned), so a
-    # product with the 0/1 mask zeroes them exactly, as a select would, at a fraction of its
-    # cost on some CPUs; so does it clean inputs known to be finite.
-    keep_f = ad.astype(keep, call.dtype)
+    # value and derivative are finite at ignored anchors (their inputs are cleaned), and so
+    # are inputs known to be finite (0/1 labels, bounded logits): select_finite may zero them
+    # by a product with the mask
     hard = ad.known_binary(t)
-    t = t * ad.astype(pos, call.dtype) if hard else ad.where(pos, t, 0.0)
+    t = ad.select_finite(pos, t) if hard else ad.where(pos, t, 0.0)
     if logits:
-        x = x * keep_f if bounded else ad.where(keep, x, 0.0)
+        x = ad.select_finite(keep, x) if bounded else ad.where(keep, x, 0.0)
         v, g = _finite_focal_value_grad(call, x, t, alpha, gamma, grad, bounded, hard)
     else:
         v, g = _focal_probabilities_value_grad(call, ad.where(keep, x, 0.5), t, alpha, gamma,
                                                grad, inside=inside)
-    return v * keep_f, None if g is None else g * keep_f
+    return ad.select_finite(keep, v), None if g is None else ad.select_finite(keep, g)
 
 
 def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,

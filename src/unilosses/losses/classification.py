@@ -128,8 +128,10 @@ def binary_cross_entropy_with_logits(
     .. math:: \ell_i = w_+ t_i\,\mathrm{softplus}(-x_i) + (1 - t_i)\,\mathrm{softplus}(x_i)
 
     since :math:`-\log\sigma(x) = \mathrm{softplus}(-x)` and
-    :math:`-\log(1-\sigma(x)) = \mathrm{softplus}(x)`.  Each term is evaluated by the backend's
-    stable softplus/log-sigmoid, so logits of +-1e4 give finite values and the exact gradient
+    :math:`-\log(1-\sigma(x)) = \mathrm{softplus}(x)`.  Both softplus share one
+    :math:`\log(1 + e^{-|x|})` (:math:`\mathrm{softplus}(\pm x) = \mathrm{relu}(\pm x) +
+    \log(1 + e^{-|x|})`), and no term cancels another, so logits of +-1e4 give finite values,
+    confident correct predictions keep their tiny losses, and the gradient is the exact
     :math:`\sigma(x) - t` (for :math:`w_+ = 1`) everywhere, including at 0, where the usual
     ``max(x, 0) - x t + log1p(exp(-|x|))`` gets different subgradients on different frameworks.
 

@@ -260,15 +260,22 @@ def _focal_inputs(dtype, soft: bool):  # type: ignore[no-untyped-def]
     return x, t
 
 
-def _blockwise_calls(monkeypatch):  # type: ignore[no-untyped-def]
+def _spy(monkeypatch, owner, name, record):  # type: ignore[no-untyped-def]
+    """Wrap ``owner.name``; each call appends ``record(out, args, kwargs)`` to the list returned."""
     calls = []
-    real = kernels._BlockwiseSum.apply
+    real = getattr(owner, name)
 
-    def spy(*a):  # type: ignore[no-untyped-def]
-        calls.append(a[1] is not None)
-        return real(*a)
-    monkeypatch.setattr(kernels._BlockwiseSum, "apply", spy)
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        out = real(*a, **kw)
+        calls.append(record(out, a, kw))
+        return out
+    monkeypatch.setattr(owner, name, spy)
     return calls
+
+
+def _blockwise_calls(monkeypatch):  # type: ignore[no-untyped-def]
+    # True: with a closed-form derivative (the second argument of apply)
+    return _spy(monkeypatch, kernels._BlockwiseSum, "apply", lambda out, a, kw: a[1] is not None)
 
 
 @pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5, 3.0])
@@ -325,13 +332,8 @@ def test_probabilities_inside_the_clip_drop_it(used, monkeypatch, gamma, soft, a
     from unilosses.losses import focal
     x, t = _focal_inputs(torch.float64, soft)
     p = torch.sigmoid(x.clamp(-4.0, 4.0))  # inside [1e-7, 1 - 1e-7]
-    seen = []
-    real = focal._focal_probabilities_value_grad
-
-    def spy(*a, **kw):  # type: ignore[no-untyped-def]
-        seen.append(kw.get("inside"))
-        return real(*a, **kw)
-    monkeypatch.setattr(focal, "_focal_probabilities_value_grad", spy)
+    seen = _spy(monkeypatch, focal, "_focal_probabilities_value_grad",
+                lambda out, a, kw: kw.get("inside"))
     if anchors:
         p, t = p[:N_BLOCKWISE // 8 * 8].reshape(-1, 8), t[:N_BLOCKWISE // 8 * 8].reshape(-1, 8)
         state = torch.randint(-1, 2, p.shape[:-1], generator=torch.Generator().manual_seed(3))
@@ -409,22 +411,11 @@ def test_known_binary_reads_0_1_labels_only():  # type: ignore[no-untyped-def]
     assert not unilosses.backends.adapter_named("numpy").known_binary(np.array([0.0, 1.0]))
 
 
-def _hard_form_calls(monkeypatch):  # type: ignore[no-untyped-def]
-    from unilosses.losses import focal
-    calls = []
-    real = focal._hard_focal_logits_value_grad
-
-    def spy(*a, **kw):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return real(*a, **kw)
-    monkeypatch.setattr(focal, "_hard_focal_logits_value_grad", spy)
-    return calls
-
-
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 def test_the_hard_label_form_is_taken_for_0_1_labels_only(monkeypatch, soft):  # type: ignore[no-untyped-def]
+    from unilosses.losses import focal
     x, t = _focal_inputs(torch.float32, soft)
-    calls = _hard_form_calls(monkeypatch)
+    calls = _spy(monkeypatch, focal, "_hard_focal_logits_value_grad", lambda out, a, kw: True)
     unilosses.binary_focal_loss_with_logits(x.requires_grad_(True), t).backward()
     blocks = math.ceil(x.numel() / kernels._BLOCK)
     # soft labels: only the blocks that hold none (the first 1000 elements' block has some)
@@ -583,14 +574,7 @@ def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[n
 @pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
                                   "anchor_focal_loss_with_logits"])
 def test_compiled_focal_uses_the_closed_form(used, monkeypatch, name):  # type: ignore[no-untyped-def]
-    calls = []
-    real = kernels.closed_form_sum
-
-    def spy(*a, **kw):  # type: ignore[no-untyped-def]
-        out = real(*a, **kw)
-        calls.append(out is not None)
-        return out
-    monkeypatch.setattr(kernels, "closed_form_sum", spy)
+    calls = _spy(monkeypatch, kernels, "closed_form_sum", lambda out, a, kw: out is not None)
     x, t = _focal_inputs(torch.float32, soft=True)
     x, t = x[:4000].clone(), t[:4000].clone()
     args: tuple = (x, t)  # type: ignore[type-arg]

@@ -162,6 +162,48 @@ def test_bce_with_logits_kernel(used, shape, reduction, dtype, options):  # type
              x, t, reduction=reduction, n=x.numel(), **options)
 
 
+def _bce_inputs(dtype, n, exact: bool):  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(4)
+    p = torch.rand(n, generator=g, dtype=dtype) * 0.98 + 0.01
+    t = (torch.rand(n, generator=g, dtype=dtype) < 0.4).to(dtype)
+    t[: n // 4] = torch.rand(n // 4, generator=g, dtype=dtype)  # soft targets
+    if exact:  # exact 0/1 probabilities and others beyond the clip: the clipped path
+        p[:6] = torch.tensor([0.0, 1.0, 0.0, 1.0, 1e-9, 1.0 - 1e-12], dtype=dtype)
+        t[:6] = torch.tensor([0.0, 1.0, 1.0, 0.0, 0.5, 1.0], dtype=dtype)
+    return p, t
+
+
+@pytest.mark.parametrize("n", [16, kernels._BCE_CPU_MAX[1]], ids=["16", "at-limit"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("exact", [False, True], ids=["inside", "clipped"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_bce_on_probabilities_kernel(used, n, reduction, dtype, exact, smoothing):  # type: ignore[no-untyped-def]
+    p, t = _bce_inputs(dtype, n, exact)
+    _compare(used, "binary_cross_entropy", unilosses.binary_cross_entropy, p, t,
+             reduction=reduction, n=n, label_smoothing=smoothing)
+
+
+def test_bce_on_probabilities_kernel_only_where_it_is_faster(used):  # type: ignore[no-untyped-def]
+    """On the CPU torch's kernel is a scalar loop: beyond the limits the composition runs;
+    forward alone has the lower limit.  A target that needs a gradient (torch's kernel has
+    none for it) takes the composition too, and its gradient is -log(p / (1 - p))."""
+    lo, hi = kernels._BCE_CPU_MAX
+    p, t = _bce_inputs(torch.float64, hi + 1, exact=False)
+    _value_and_grad(unilosses.binary_cross_entropy, p, t)
+    with torch.no_grad():
+        unilosses.binary_cross_entropy(p[: lo + 1], t[: lo + 1])
+    assert used.calls.get("binary_cross_entropy", 0) == 0
+    with torch.no_grad():
+        unilosses.binary_cross_entropy(p[:lo], t[:lo])
+    assert used.calls["binary_cross_entropy"] == 1
+    p, t = _bce_inputs(torch.float64, 16, exact=False)
+    t = t.clone().requires_grad_(True)
+    (gt,) = torch.autograd.grad(unilosses.binary_cross_entropy(p, t, reduction="sum"), t)
+    assert used.calls["binary_cross_entropy"] == 1
+    _close(gt, -torch.log(p / (1 - p)), torch.float64)
+
+
 @pytest.mark.parametrize("shape", SIZES, ids=["small", "large"])
 def test_infinite_logits_stay_finite_on_the_kernel_path(used, shape):  # type: ignore[no-untyped-def]
     x = _logits(torch.float32, shape)

@@ -107,13 +107,16 @@ class Call:
         if not bool(self.xp.all(ok)):
             raise ValueError(message())
 
-    def require_within(self, x: Array, lo: float, hi: float, message: Callable[[], str]) -> None:
+    def require_within(self, x: Array, lo: float, hi: float, message: Callable[[], str]) -> bool:
         """Raise ``ValueError(message())`` unless every element of ``x`` lies in [lo, hi]
-        (NaN does not); eager only and while checks are enabled, as :meth:`require`."""
+        (NaN does not); eager only and while checks are enabled, as :meth:`require`.  True
+        when the values were read and passed (a clamp to [lo, hi] is then the identity)."""
         if self.ad.is_tracing(x) or not checks_enabled():
-            return
-        if self._within(x, lo, hi, self.ad.extrema(x)) is False:
+            return False
+        ok = self._within(x, lo, hi, self.ad.extrema(x))
+        if ok is False:
             raise ValueError(message())
+        return ok is True
 
     def _within(self, x: Array, lo: float, hi: float,
                 extrema: tuple[Any, Any] | None) -> bool | None:
@@ -125,14 +128,17 @@ class Call:
         return bool(extrema[0] >= lo and extrema[1] <= hi)
 
     def require_probabilities(self, p: Array, name: str,
-                              inside: tuple[float, float] | None = None) -> bool:
+                              inside: tuple[float, float] | None = None,
+                              read: bool = True) -> bool:
         """Require ``p`` in [0, 1], as :meth:`require_within`.  With ``inside=(lo, hi)``, also
         say whether every value is known to lie in [lo, hi], from the same read (False when
         unknown: traced, or no cheap extrema), so that a loss may drop a clip that cannot
-        change anything."""
+        change anything.  ``read=False``: with checks off, do not read the values only to
+        answer that (on small inputs the read costs as much as the clip it would spare)."""
         tracing = self.ad.is_tracing(p)
         check = not tracing and checks_enabled()
-        extrema = self.ad.extrema(p) if check or (inside is not None and not tracing) else None
+        extrema = (self.ad.extrema(p)
+                   if check or (inside is not None and read and not tracing) else None)
         if check and self._within(p, 0.0, 1.0, extrema) is False:
             raise ValueError(
                 f"`{name}` holds values outside [0, 1] (or NaN), but this loss takes "
@@ -154,10 +160,16 @@ class Call:
             loss = ad.where(self.mask, loss, 0.0)
         if self.reduction == "none":
             return loss
+        weighted = self.reduction == "weighted_mean" and (self.weights is not None
+                                                           or norm is not None)
+        if self.mask is None and self.reduction != "sum" and not weighted \
+                and _count(self.loss_shape, axis) != 0:
+            # one op, where sum / n would be two eagerly (the mean of nothing is 0, below)
+            return xp.mean(loss, axis=axis)
         total = xp.sum(loss, axis=axis)
         if self.reduction == "sum":
             return total
-        if self.reduction == "weighted_mean" and (self.weights is not None or norm is not None):
+        if weighted:
             w = self.weights if norm is None else norm if self.weights is None else \
                 self.weights * norm
             w = xp.broadcast_to(w, self.loss_shape)
@@ -167,10 +179,7 @@ class Call:
             nonzero = wsum != 0.0
             return ad.where(nonzero, total / ad.where(nonzero, wsum, 1.0), 0.0)
         if self.mask is None:
-            n = _count(self.loss_shape, axis)
-            if n is not None:
-                return total / max(n, 1)
-            return xp.mean(loss, axis=axis)
+            return total  # of nothing: 0, where a mean would be NaN
         count = xp.sum(ad.astype(self.mask, self.dtype), axis=axis)
         return total / ad.where(count > 0, count, 1.0)
 

@@ -55,7 +55,7 @@ def _bounded(x: Array) -> bool:
     x.x is finite only if every |x_i| < sqrt(max) < max/4 and none is NaN: one vectorised
     read, on the CPU (elsewhere reading the answer back would stall the device).
     """
-    if x.device.type != "cpu" or not x.is_contiguous() or not x.is_floating_point():
+    if not x.is_cpu or not x.is_contiguous() or not x.is_floating_point():
         return False
     v = x.view(-1)
     return bool(torch.isfinite(torch.dot(v, v)))
@@ -128,6 +128,22 @@ def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | N
                                                   _ENUM[r])
 
 
+#: on the CPU torch's binary_cross_entropy is a scalar loop (a libm log per element): faster
+#: than the composition's vectorised passes only up to these sizes (forward; with backward)
+_BCE_CPU_MAX = (1 << 10, 1 << 12)
+
+
+def bce(call: Any, p: Array, t: Array) -> Array | None:
+    # p is already clipped to [eps, 1 - eps] (or inside it), where log(p) >= -16.2: torch's
+    # clamp of the log at -100 never acts, and it computes log1p(-p) as the composition does
+    r = _reduction(call, p)
+    if r is None or t.requires_grad or torch.compiler.is_compiling():
+        return None  # (torch has no gradient for the target; compiled, the composition fuses)
+    if p.is_cpu and p.numel() > _BCE_CPU_MAX[p.requires_grad]:
+        return None
+    return _nn.binary_cross_entropy(p, t, None, _ENUM[r])
+
+
 def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
     """The (rows, classes) view's shape, or None for a class axis torch cannot take as it is."""
     if axis == x.ndim - 1:
@@ -151,7 +167,7 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     if r is None or shape is None:
         return None
     sparse = labels is not None
-    if labels is not None and (x.device.type != "cpu" or call.ad.is_tracing(x)):
+    if labels is not None and (not x.is_cpu or call.ad.is_tracing(x)):
         targets = labels()
     if x.ndim == 2 or axis == 1:  # already torch's layout
         x2, t2 = _finite(call, x), targets
@@ -176,6 +192,7 @@ KERNELS: dict[str, Callable[..., Array | None]] = {
     "mae": mae,
     "huber": huber,
     "smooth_l1": smooth_l1,
+    "binary_cross_entropy": bce,
     "binary_cross_entropy_with_logits": bce_with_logits,
     "cross_entropy_with_logits": cross_entropy,
 }

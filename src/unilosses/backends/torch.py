@@ -27,9 +27,11 @@ def _namespace() -> Any:
     return ns
 
 
+_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
+
 def _functorch_wrapped(x: Array) -> bool:
-    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return bool(check is not None and check(x))
+    return _is_wrapped is not None and bool(_is_wrapped(x))
 
 
 class TorchAdapter(Adapter):
@@ -57,20 +59,25 @@ class TorchAdapter(Adapter):
         # under torch.compile the values are fake; under torch.func transforms (vmap, grad)
         # they are wrapped and reading one back would be data-dependent control flow
         # (and a tensor on the meta device has no values at all)
-        return torch.compiler.is_compiling() or _functorch_wrapped(x) or x.device.type == "meta"
+        # (is_meta and is_cpu below: x.device.type builds a device object, 5x the time, which
+        # counts on 16-element calls)
+        return torch.compiler.is_compiling() or _functorch_wrapped(x) or x.is_meta
 
     def extrema(self, x: Array) -> tuple[Any, Any] | None:
         # one read and one host transfer, where comparisons make temporaries and several passes
         if x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
             return None
-        lo, hi = torch.stack(torch.aminmax(x)).tolist()
+        lo, hi = torch.aminmax(x)
+        if x.is_cpu:  # two reads of memory cost less than the stack's op
+            return lo.item(), hi.item()
+        lo, hi = torch.stack((lo, hi)).tolist()  # one device-to-host transfer
         return lo, hi
 
     def known_binary(self, y: Array) -> bool:
         # eager CPU only: elsewhere the answer would stall the device or cannot be read.
         # (y - y^2)^2 sums to 0 exactly when every y is 0 or 1 (NaN and inf give NaN); only
         # |y| < 1e-19 underflows, and the forms differ there by O(y)
-        if y.device.type != "cpu" or not y.is_floating_point() or self.is_tracing(y):
+        if not y.is_cpu or not y.is_floating_point() or self.is_tracing(y):
             return False
         u = (y - y * y).reshape(-1)
         return bool(torch.dot(u, u) == 0)

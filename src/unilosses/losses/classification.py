@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._core.call import Call, prepare
@@ -23,6 +24,24 @@ def check_finite(name: str, value: Any) -> float:
 
 #: probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does
 EPSILON = 1e-7
+
+
+#: with checks off, the probability losses read whether every probability lies inside the
+#: clip (then dropped) only from this many elements on; with checks on, the check's read says
+_INSIDE_MIN = 1 << 16
+
+
+def inside_clip(call: Call, p: Array, n: int | None, name: str = "predictions") -> bool:
+    """The range check of probabilities ``p`` (``n`` elements), and whether every one lies
+    inside the clip [eps, 1 - eps], so that the clip can be dropped.  With checks off, the
+    values are read for that only from :data:`_INSIDE_MIN` elements on."""
+    return call.require_probabilities(p, name, inside=(EPSILON, 1.0 - EPSILON),
+                                      read=n is not None and n >= _INSIDE_MIN)
+
+
+def size_of(shape: tuple[Any, ...]) -> int | None:
+    """The number of elements of ``shape``; None if a dimension is unknown (traced TF)."""
+    return None if any(d is None for d in shape) else math.prod(shape)
 
 
 def finite_logits(call: Call, x: Array) -> Array:
@@ -99,9 +118,13 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
                            reduction=reduction, weights=weights, where=where)
     xp = call.xp
     p = call.clean(p, 0.5)
-    call.require_probabilities(p, "predictions")
-    p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
+    # probabilities already inside the clip (read with the range check) skip it
+    if not inside_clip(call, p, size_of(call.loss_shape)):
+        p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
     t = _smooth_binary(call.clean(t, 0.0), ls)
+    fused = call.native("binary_cross_entropy", p, t)
+    if fused is not None:
+        return fused
     return call.reduce(-(t * xp.log(p) + (1.0 - t) * xp.log1p(-p)))
 
 
@@ -182,14 +205,19 @@ def _smooth(call: Call, t: Array, label_smoothing: float, classes: int) -> Array
     return t * (1.0 - label_smoothing) + label_smoothing / classes
 
 
-def normalized_probabilities(call: Call, p: Array, axis: int) -> Array:
-    """Probabilities renormalised along ``axis`` and clipped to [eps, 1 - eps], as Keras does."""
-    xp = call.xp
+def nonnegative_probabilities(call: Call, p: Array, axis: int) -> Array:
+    """``p`` with masked rows made harmless, required >= 0 (one read: its extrema)."""
     p = call.clean(p, 1.0, axis=axis)
-    call.require(p >= 0.0, lambda: (
+    call.require_within(p, 0.0, math.inf, lambda: (
         "`predictions` holds negative values (or NaN), but this loss takes probabilities. "
         "Pass logits to the `_with_logits` form instead, or apply a softmax first."))
-    p = p / xp.sum(p, axis=axis, keepdims=True)
+    return p
+
+
+def normalized_probabilities(call: Call, p: Array, axis: int) -> Array:
+    """Probabilities renormalised along ``axis`` and clipped to [eps, 1 - eps], as Keras does."""
+    p = nonnegative_probabilities(call, p, axis)
+    p = p / call.xp.sum(p, axis=axis, keepdims=True)
     return call.ad.clip(p, EPSILON, 1.0 - EPSILON)
 
 
@@ -336,13 +364,13 @@ def checked_labels(call: Call, y: Array, classes: Any, ax: int,
     if ignore_index is not None:
         call.restrict(y != ignore_index)
     y = call.clean(y, 0)
-    call.require_within(y, 0, classes - 1, lambda: (
+    checked = call.require_within(y, 0, classes - 1, lambda: (
         f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
         + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
         + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
-    # with checks off an out-of-range label must still not index out of bounds (NumPy raises,
-    # CUDA asserts): clamp it, as JAX's gather does
-    return ad.clip(y, 0, classes - 1)
+    # with checks off (or traced) an out-of-range label must still not index out of bounds
+    # (NumPy raises, CUDA asserts): clamp it, as JAX's gather does
+    return y if checked else ad.clip(y, 0, classes - 1)
 
 
 def pick(call: Call, v: Array, y: Array, ax: int) -> Array:
@@ -384,6 +412,16 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
                 nll = (1.0 - ls) * nll - ls * (xp.mean(x, axis=ax) - lse)
             return call.reduce(nll)
         logp = ad.log_softmax(x, ax)
+    elif not ls:
+        # only the label's probability is needed: pick it and the row's sum, then normalise,
+        # clip and log per row (the clip acts elementwise, so picking first changes nothing)
+        p = nonnegative_probabilities(call, p, ax)
+        py = pick(call, p, y, ax) / xp.sum(p, axis=ax)
+        nll = -xp.log(ad.clip(py, EPSILON, 1.0 - EPSILON))
+        if cw is None:
+            return call.reduce(nll)
+        wy = pick(call, xp.broadcast_to(cw, ad.shape(p)), y, ax)
+        return call.reduce(wy * nll, norm=wy)
     else:
         logp = _log_probabilities(call, p, ax)
     if cw is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .._core.call import Call, prepare
@@ -21,8 +20,10 @@ from .classification import (
     check_ignore_index,
     checked_labels,
     finite_logits,
+    inside_clip,
     normalized_probabilities,
     pick,
+    size_of,
 )
 
 Array = Any
@@ -200,20 +201,6 @@ def _finite_focal_value_grad(call: Call, x: Array, y: Array, alpha: float | None
     return v, None if g is None else call.ad.where(xc == x, g, 0.0)
 
 
-def _size(shape: tuple[Any, ...]) -> int | None:
-    """The number of elements of ``shape``; None if a dimension is unknown (traced TF)."""
-    return None if any(d is None for d in shape) else math.prod(shape)
-
-
-#: from this many elements on, the probability focal losses ask whether every probability
-#: lies inside the clip (one read with the range check): the closed form then drops the clip
-_INSIDE_MIN = 1 << 16
-
-
-def _inside_clip(n: int | None) -> tuple[float, float] | None:
-    return (EPSILON, 1.0 - EPSILON) if n is not None and n >= _INSIDE_MIN else None
-
-
 def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | None,
                               gamma: float) -> Array:
     xp, ad = call.xp, call.ad
@@ -316,8 +303,8 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
                         same_shape=("targets",))
     a = _broadcast_alpha(call, out, 2, a, "predictions")
     p, t = call.clean(out[0], 0.5), call.clean(out[1], 0.0)
-    n = _size(call.loss_shape)
-    inside = call.require_probabilities(p, "predictions", inside=_inside_clip(n))
+    n = size_of(call.loss_shape)
+    inside = inside_clip(call, p, n)
     if call.reduction != "none" and not hasattr(a, "shape") and n is not None:
         total = call.chunked_sum(
             lambda pb, tb: _focal_from_probabilities(call, pb, tb, a, gamma), p, t,
@@ -368,7 +355,7 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     a = _broadcast_alpha(call, out, 2, a, "logits")
-    n = _size(call.loss_shape)
+    n = size_of(call.loss_shape)
     if call.reduction != "none" and not hasattr(a, "shape") and n is not None:
         total = call.chunked_sum(
             lambda xb, tb: _focal_from_logits(call, finite_logits(call, xb), tb, a, gamma),
@@ -453,8 +440,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     pos = xp.expand_dims(positive, axis=-1)
     inside = False
     if not logits:
-        inside = call.require_probabilities(ad.where(keep, p, 0.5), pname,
-                                            inside=_inside_clip(_size(ad.shape(p))))
+        inside = inside_clip(call, ad.where(keep, p, 0.5), size_of(ad.shape(p)), pname)
     total = None
     if normalize == "batch" and not hasattr(alpha, "shape"):
         total = call.chunked_sum(

@@ -69,6 +69,53 @@ def test_infinite_logits_finite(ad_backend, fn):
     assert np.isfinite(v) and np.all(np.isfinite(g))
 
 
+# logits beyond +-max/4 of float32 (finite and infinite), a row all below -max/4 and an
+# ordinary row; the loss is that of the logits clamped to +-max/4, its gradient 0 beyond them
+_B32 = float(np.finfo(np.float32).max) / 4
+BEYOND = np.array([[np.inf, 0.0, -np.inf, 1.0],
+                   [2e38, 1e38, 0.0, -3e38],
+                   [-1e38, -2e38, -np.inf, -3e38],
+                   [0.5, -0.3, 2.0, 0.0],
+                   [1e4, 9999.0, 0.0, -1e4]], np.float32)  # log s is kept apart from the max
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3, 1], [2, 3, 0, 1, 0]], ids=["a", "b"])
+def test_sparse_logits_beyond_the_clamp(ad_backend, ls, labels):
+    """The composition (a mask of all True keeps torch off its kernel) against the float64
+    loss of the clamped logits: the row maximum is clamped after it is taken, the elements
+    inside the exp's pass, the label's logit after the pick."""
+    b = ad_backend
+    y = np.array(labels)
+    c = np.clip(BEYOND.astype(np.float64), -_B32, _B32)
+    lsm = c - c.max(-1, keepdims=True)
+    lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
+    want = -((1 - ls) * lsm[np.arange(5), y] + ls * lsm.mean(-1))
+    soft = (1 - ls) * np.eye(4)[y] + ls / 4
+    grad = (np.exp(lsm) - soft) * (np.abs(BEYOND) <= _B32)
+    def loss(x, t, reduction="sum"):  # type: ignore[no-untyped-def]
+        return U.sparse_categorical_cross_entropy_with_logits(
+            x, t, label_smoothing=ls, reduction=reduction, where=b.asarray(np.ones(5, bool)))
+
+    v, g = b.value_and_grad(loss, b.asarray(BEYOND), b.asarray(y))
+    rows = b.to_numpy(loss(b.asarray(BEYOND), b.asarray(y), "none"))
+    tol = tolerance("float32")
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    np.testing.assert_allclose(rows, want, rtol=tol["rtol"], atol=tol["rtol"])
+    np.testing.assert_allclose(g, grad, atol=tol["rtol"])
+
+
+def test_log_softmax_keeps_log_s_apart_from_the_max(xp):
+    """Soft-target cross-entropy at logits near 1e4 (the adapters' log-softmax), float32."""
+    x = np.array([[1e4, 9999.0, 0.0, -1e4], [-1e4, -9998.0, -1e4, -9999.5]], np.float32)
+    t = np.array([[0.0, 1.0, 0.0, 0.0], [0.2, 0.3, 0.0, 0.5]], np.float32)
+    z = x.astype(np.float64) - x.max(-1, keepdims=True)
+    want = -(t * (z - np.log(np.exp(z).sum(-1, keepdims=True)))).sum(-1)
+    out = U.categorical_cross_entropy_with_logits(xp.asarray(x), xp.asarray(t),
+                                                  reduction="none")
+    assert_close(xp, out, want, "float32")
+
+
 # -- "weighted_mean" ------------------------------------------------------------------------------
 def test_weighted_mean_zero_weight_sum_is_zero(ad_backend):
     b = ad_backend

@@ -180,7 +180,12 @@ class Adapter:
         return out if keepdims else xp.squeeze(out, axis=axis)
 
     def log_softmax(self, x: Array, axis: int) -> Array:
-        return x - self.logsumexp(x, axis, keepdims=True)
+        # (x - m) - log s, not x - (m + log s): adding the maximum first rounds log s to the
+        # maximum's ulp (float32: 1e4 - (1e4 + 0.3133) = -0.3135)
+        xp = self.xp
+        m = xp.max(x, axis=axis, keepdims=True)
+        z = x - self.stop_gradient(self.where(xp.isfinite(m), m, 0.0))
+        return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
 LOG2 = math.log(2.0)

@@ -56,6 +56,22 @@ def finite_logits(call: Call, x: Array) -> Array:
     return call.ad.clip(x, -bound, bound)
 
 
+def clamped_log_normalizer(call: Call, x: Array, axis: int) -> tuple[Array, Array]:
+    """``(m, log s)`` with ``logsumexp(finite_logits(x)) = m + log s`` along ``axis``, ``m``
+    the clamped row maximum (kept, for ``(m - x_y) + log s``: adding ``m`` first would round
+    ``log s`` away, e.g. in float32 ``1e4 + 0.3133 - 9999 = 1.3135``), ``log s`` with
+    ``axis`` removed.
+
+    The clamp is monotonic, so the row maximum is taken of ``x`` itself and clamped after; the
+    elements are clamped inside the exp's pass, their only use.  XLA then fuses the clamp into
+    that reduction, where a clamped array read by two reductions (and by backward) is written
+    out and read back.  The maximum is finite, so no guard against inf - inf is needed.
+    """
+    xp = call.xp
+    m = call.ad.stop_gradient(finite_logits(call, xp.max(x, axis=axis, keepdims=True)))
+    return m, xp.log(xp.sum(xp.exp(finite_logits(call, x) - m), axis=axis))
+
+
 def along_axis(call: Call, v: Array, axis: int, ndim: int) -> Array:
     """The 1-D array ``v`` laid along ``axis`` of an ``ndim``-dimensional array (trailing 1s)."""
     for _ in range(ndim - 1 - axis):
@@ -401,17 +417,18 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
             return fused
     y = checked_labels(call, out[1], classes, ax, ignore_index)
     if logits:
-        x = finite_logits(call, call.clean(p, 0.0, axis=ax))
+        x = call.clean(p, 0.0, axis=ax)
         if cw is None:
             # -log_softmax(x)_y as lse(x) - x_y: no full-size log-softmax is kept (one pass
             # for the reduction, one pick, where XLA and eager backends would write the
             # log-softmax out and read it back)
-            lse = ad.logsumexp(x, ax)
-            nll = lse - pick(call, x, y, ax)
+            m, log_s = clamped_log_normalizer(call, x, ax)
+            nll = (xp.squeeze(m, axis=ax) - finite_logits(call, pick(call, x, y, ax))) + log_s
             if ls:
-                nll = (1.0 - ls) * nll - ls * (xp.mean(x, axis=ax) - lse)
+                mean = xp.mean(finite_logits(call, x) - m, axis=ax)
+                nll = (1.0 - ls) * nll - ls * (mean - log_s)
             return call.reduce(nll)
-        logp = ad.log_softmax(x, ax)
+        logp = ad.log_softmax(finite_logits(call, x), ax)
     elif not ls:
         # only the label's probability is needed: pick it and the row's sum, then normalise,
         # clip and log per row (the clip acts elementwise, so picking first changes nothing)

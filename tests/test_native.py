@@ -340,6 +340,30 @@ def test_blockwise_binary_focal_matches_the_composition(used, monkeypatch, gamma
     assert calls == [True, True, True, True]  # the closed form was used
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_blockwise_log_cosh_matches_the_composition(used, monkeypatch, dtype):  # type: ignore[no-untyped-def]
+    """The closed form (value and tanh(d) per block) against the composition, with zero
+    errors, the +-40 clamp of the error on both sides of it, and huge and infinite errors."""
+    p = _logits(dtype, (N_BLOCKWISE,), scale=3.0, seed=7)
+    t = _logits(dtype, (N_BLOCKWISE,), scale=1.0, seed=8)
+    p[:8] = torch.tensor([0.0, 40.0, -40.0, 40.5, -39.5, 1e4, -1e30, math.inf], dtype=dtype)
+    t[:8] = 0.0
+    t[8:12] = p[8:12]  # zero error
+    calls = _blockwise_calls(monkeypatch)
+    for reduction in ("mean", "sum"):
+        v1, g1 = _value_and_grad(unilosses.log_cosh, p, t, reduction=reduction)
+        v2, g2 = used.generic(_value_and_grad, unilosses.log_cosh, p, t, reduction=reduction)
+        _close(v1, v2, dtype, N_BLOCKWISE)
+        _close(g1, g2, dtype)
+        assert torch.equal(g1[8:12], torch.zeros(4, dtype=dtype))
+    p, t = p[8:], t[8:]  # finite: compared with float64 log(cosh) and tanh
+    v, g = _value_and_grad(unilosses.log_cosh, p, t, reduction="sum")
+    d = (p - t).double()
+    _close(v, torch.log(torch.cosh(d)).sum(), dtype, N_BLOCKWISE)
+    _close(g, torch.tanh(d), dtype)
+    assert calls == [True, True, True]
+
+
 def _probability_inputs(dtype, soft: bool):  # type: ignore[no-untyped-def]
     x, t = _focal_inputs(dtype, soft)
     p = torch.sigmoid(x)

@@ -1,7 +1,7 @@
 """The ``unilosses parity`` command: it passes on every installed backend, and it can fail.
 
 A report that cannot fail proves nothing, so the central tests here break an adapter on
-purpose (a softplus off by 0.1%, a gradient off with the value intact, a peer that disagrees)
+purpose (a clip off by 10%, a gradient off with the value intact, a peer that disagrees)
 and check the run exits non-zero and names the culprit.  The rest covers the command line:
 output formats, selection flags, messages for missing backends and matplotlib, extension with
 a user's own loss, and the independent references themselves.
@@ -91,20 +91,20 @@ def test_peers_compared_on_torch():
 
 
 # -- it can fail -----------------------------------------------------------------------------
-# The sabotaged primitive is the adapter's softplus, which log_cosh's far branch (|d| >= 1)
-# takes on every backend (no backend has a log_cosh kernel)
-def _softplus_off(original):  # type: ignore[no-untyped-def]
-    def softplus(self, x):  # type: ignore[no-untyped-def]
-        # softplus(-2|d|) <= 0.13 there: 10% of it is ~1e-2 of the loss, over float32's tolerance
-        return original(self, x) * 1.1
+# The sabotaged primitive is the adapter's clip, with which log_cosh clamps the error to +-40
+# before its closed form on every backend (no backend has a log_cosh kernel)
+def _clip_off(original):  # type: ignore[no-untyped-def]
+    def clip(self, x, lo, hi):  # type: ignore[no-untyped-def]
+        # log cosh(1.1 d) + 0.1 |d|: wrong by far more than float32's tolerance
+        return original(self, x, lo, hi) * 1.1
 
-    return softplus
+    return clip
 
 
 def test_wrong_numpy_adapter_fails(monkeypatch, capsys):
     from unilosses.backends.numpy import NumpyAdapter
 
-    monkeypatch.setattr(NumpyAdapter, "softplus", _softplus_off(NumpyAdapter.softplus))
+    monkeypatch.setattr(NumpyAdapter, "clip", _clip_off(NumpyAdapter.clip))
     code, out, _ = _run_cli(capsys, "--backends", "numpy", "--losses",
                             "log_cosh", "--json")
     assert code == 1
@@ -116,7 +116,7 @@ def test_wrong_numpy_adapter_fails(monkeypatch, capsys):
 
 def test_wrong_adapter_fails_on_backend(xp, monkeypatch):
     cls = type(xp.ad)
-    monkeypatch.setattr(cls, "softplus", _softplus_off(cls.softplus))
+    monkeypatch.setattr(cls, "clip", _clip_off(cls.clip))
     report = run(Options(backends=[xp.name], losses=["log_cosh"],
                          dtypes=["float32"], peers=False))
     assert report.exit_code == 1
@@ -130,13 +130,15 @@ def test_wrong_adapter_fails_on_backend(xp, monkeypatch):
 def test_wrong_gradient_with_right_value_fails(monkeypatch):
     from unilosses.backends.torch import TorchAdapter
 
-    original = TorchAdapter.softplus
+    original = TorchAdapter.clip
 
-    def softplus(self, x):  # type: ignore[no-untyped-def]
-        # the same value, a gradient 10% too large
-        return original(self, x) + 0.1 * (original(self, x) - original(self, x).detach())
+    def clip(self, x, lo, hi):  # type: ignore[no-untyped-def]
+        # the same value, a gradient 10% too large (log_cosh's |d - clip(d)| stays 0 with
+        # gradient 0 inside the clip)
+        c = original(self, x, lo, hi)
+        return c + 0.1 * (c - c.detach())
 
-    monkeypatch.setattr(TorchAdapter, "softplus", softplus)
+    monkeypatch.setattr(TorchAdapter, "clip", clip)
     report = run(Options(backends=["torch"], losses=["log_cosh"],
                          dtypes=["float64"], peers=False))
     assert report.exit_code == 1

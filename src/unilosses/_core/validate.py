@@ -112,3 +112,8 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
             f"use a value in [{-ndim}, {ndim - 1}]."
         )
     return axis % ndim
+
+
+def size_of(shape: tuple[Any, ...]) -> int | None:
+    """The number of elements of ``shape``; None if a dimension is unknown (traced TF)."""
+    return None if any(d is None for d in shape) else math.prod(shape)

@@ -173,10 +173,12 @@ class TensorflowNamespace:
     abs = staticmethod(tf.math.abs)
     sign = staticmethod(tf.math.sign)
     exp = staticmethod(tf.math.exp)
+    expm1 = staticmethod(tf.math.expm1)
     log = staticmethod(tf.math.log)
     log1p = staticmethod(tf.math.log1p)
     sqrt = staticmethod(tf.math.sqrt)
     sinh = staticmethod(tf.math.sinh)
+    tanh = staticmethod(tf.math.tanh)
     atan = staticmethod(tf.math.atan)
     isfinite = staticmethod(tf.math.is_finite)
 

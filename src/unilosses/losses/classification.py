@@ -12,6 +12,7 @@ from .._core.validate import (
     check_unit_interval,
     fmt_shape,
     normalize_axis,
+    size_of,
 )
 
 Array = Any
@@ -37,11 +38,6 @@ def inside_clip(call: Call, p: Array, n: int | None, name: str = "predictions") 
     values are read for that only from :data:`_INSIDE_MIN` elements on."""
     return call.require_probabilities(p, name, inside=(EPSILON, 1.0 - EPSILON),
                                       read=n is not None and n >= _INSIDE_MIN)
-
-
-def size_of(shape: tuple[Any, ...]) -> int | None:
-    """The number of elements of ``shape``; None if a dimension is unknown (traced TF)."""
-    return None if any(d is None for d in shape) else math.prod(shape)
 
 
 def finite_logits(call: Call, x: Array) -> Array:

@@ -11,6 +11,7 @@ from .._core.validate import (
     check_unit_interval,
     fmt_shape,
     normalize_axis,
+    size_of,
 )
 from .classification import (
     EPSILON,
@@ -23,7 +24,6 @@ from .classification import (
     inside_clip,
     normalized_probabilities,
     pick,
-    size_of,
 )
 
 Array = Any

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import prepare
-from .._core.validate import check_positive, check_unit_interval, fmt_shape, normalize_axis
-from ..backends._base import LOG2
+from .._core.call import Call, prepare
+from .._core.validate import (
+    check_positive,
+    check_unit_interval,
+    fmt_shape,
+    normalize_axis,
+    size_of,
+)
 
 Array = Any
 _PT = ("predictions", "targets")
@@ -189,6 +194,47 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     return call.reduce(_huber(call, d, beta) * (1.0 / beta))
 
 
+#: beyond this |d|, log cosh(d) = |d| - log 2 to every digit (the rest, log1p(e^(-2|d|)), is
+#: below 1e-34): the formula is evaluated at the clamped |d| and the excess added
+_LOG_COSH_TAIL = 40.0
+
+
+def _log_cosh_terms(call: Call, d: Array) -> tuple[Array, Array]:
+    r"""log cosh(d) for the error ``d``, to 2 eps of float32/float64 and finite for finite d,
+    and :math:`m = \mathrm{expm1}(u)`, :math:`u = \min(|d|, 40)`, from which tanh follows.
+
+    :math:`\cosh u - 1 = (e^u - 1)^2 / (2 e^u) = m^2 / (2 + 2m)`, so
+    :math:`\log\cosh d = \mathrm{log1p}\big(m^2 / (2 + 2m)\big) + (|d| - u)`.  No term cancels
+    another near 0, nothing overflows for large :math:`|d|`, and there is no branch (a select
+    costs more than the whole formula on some eager backends).  Two transcendental functions,
+    as many as ``|d| + softplus(-2|d|) - log 2``, which cancels near 0.
+    """
+    xp, ad = call.xp, call.ad
+    a = ad.safe_abs(d)
+    u = ad.clip(a, 0.0, _LOG_COSH_TAIL)
+    m = xp.expm1(u)
+    return xp.log1p(m * m / (2.0 + 2.0 * m)) + (a - u), m
+
+
+def _log_cosh(call: Call, d: Array) -> Array:
+    return _log_cosh_terms(call, d)[0]
+
+
+def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
+                         **_: Any) -> tuple[Array, Array | None]:
+    """log cosh(p - t) and its derivative in p, tanh(p - t), for ``Call.chunked_sum``.
+
+    tanh u = (e^2u - 1) / (e^2u + 1) = m (m + 2) / ((1 + m)^2 + 1), from the value's ``m``:
+    a tanh would cost as much as the value's two transcendental functions together.
+    """
+    d = p - t
+    v, m = _log_cosh_terms(call, d)
+    if not grad:
+        return v, None
+    e = 1.0 + m
+    return v, call.xp.copysign(m * (m + 2.0) / (e * e + 1.0), d)
+
+
 def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
              weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Log-cosh loss.
@@ -197,10 +243,12 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     -----
     .. math:: \ell_i = \log\cosh(p_i - t_i)
 
-    Two branches, each accurate where it is used: for ``|d| < 1``,
-    ``log1p(2 sinh(d/2)^2)`` (the usual ``|d| + softplus(-2|d|) - log 2`` loses all relative
-    accuracy for small errors through cancellation); otherwise
-    ``|d| + softplus(-2|d|) - log 2``, which never overflows.
+    Computed as :math:`\mathrm{log1p}\big(m^2 / (2 + 2m)\big) + (|d| - u)` with
+    :math:`d = p - t`, :math:`u = \min(|d|, 40)` and :math:`m = \mathrm{expm1}(u)`: to 2 eps
+    everywhere (the usual ``|d| + softplus(-2|d|) - log 2`` loses all relative accuracy for
+    small errors through cancellation), and it never overflows.  The derivative is
+    :math:`\tanh(d)`; where a backend can (torch eager on large inputs, compiled torch, JAX),
+    it is computed in closed form alongside the value and backward keeps only it.
 
     Peers: ``keras.losses.LogCosh``, ``optax.log_cosh``.
 
@@ -212,16 +260,15 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    xp, ad = call.xp, call.ad
-    d = call.clean(p, 0.0) - call.clean(t, 0.0)
-    a = ad.safe_abs(d)
-    small = a < 1.0
-    ds = ad.where(small, d, 0.0)
-    s = xp.sinh(0.5 * ds)
-    near = xp.log1p(2.0 * s * s)
-    al = ad.where(small, 1.0, a)
-    far = al + ad.softplus(-2.0 * al) - LOG2
-    return call.reduce(ad.where(small, near, far))
+    n = size_of(call.loss_shape)
+    if call.reduction != "none" and n is not None:
+        total = call.chunked_sum(
+            lambda pb, tb: _log_cosh(call, pb - tb), p, t,
+            value_and_grad=lambda pb, tb, **kw: _log_cosh_value_grad(call, pb, tb, **kw),
+            scale=1.0 if call.reduction == "sum" else 1.0 / max(n, 1))
+        if total is not None:
+            return total
+    return call.reduce(_log_cosh(call, call.clean(p, 0.0) - call.clean(t, 0.0)))
 
 
 #: Keras's ``backend.epsilon()``, the floor of MSLE's and MAPE's divisors and logs

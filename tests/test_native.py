@@ -116,6 +116,16 @@ def test_regression_kernels_match_the_composition(used, name, kw, reduction, dty
     _compare(used, name, getattr(unilosses, name), p, t, reduction=reduction, n=1000, **kw)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_rmse_takes_the_mse_kernel(used, dtype):  # type: ignore[no-untyped-def]
+    p, t = _regression_inputs(dtype, 1000)
+    p[3:5] = 1e10
+    _compare(used, "mse", lambda a, b, reduction: unilosses.rmse(a, b), p, t, n=1000)
+    x = t.clone().requires_grad_(True)  # zero error: the safe sqrt's gradient is 0, not NaN
+    (g,) = torch.autograd.grad(unilosses.rmse(x, t), x)
+    assert used.calls["mse"] == 2 and torch.equal(g, torch.zeros_like(t))
+
+
 def test_the_gradient_at_a_tie_is_zero_on_the_kernel_path(used):  # type: ignore[no-untyped-def]
     p = torch.zeros(3, requires_grad=True)
     for name in ("mae", "huber", "smooth_l1"):
@@ -624,6 +634,65 @@ def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, 
     _close(torch.from_numpy(np.asarray(v1)), torch.from_numpy(np.asarray(v2)), tdtype, x.size)
     _close(torch.from_numpy(np.asarray(g1)), torch.from_numpy(np.asarray(g2)), tdtype)
     assert np.isfinite(np.asarray(g1)).all()
+
+
+def _tf_closed_form_cases(dtype):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(12)
+    x = (3 * rng.standard_normal((60, 9))).astype(dtype)
+    x[0, :5] = [1e4, -1e4, 0.0, 60.0, -45.0]
+    t = rng.random((60, 9)).astype(dtype)
+    t[1] = (t[1] > 0.5)  # a hard row
+    p = (0.5 + 0.5 * np.tanh(x / 2)).astype(dtype)  # the sigmoid, without overflow
+    p[2, :3] = [0.0, 1.0, 0.5]  # exact 0/1 probabilities (clipped)
+    xa = (3 * rng.standard_normal((3, 20, 5))).astype(dtype)
+    ya = np.eye(5, dtype=dtype)[rng.integers(0, 5, (3, 20))]
+    state = rng.choice([-1.0, 0.0, 1.0], size=(3, 20)).astype(dtype)
+    zero = x.copy()  # log_cosh at zero error in a row
+    zero[3] = t[3]
+    return [
+        ("log_cosh", unilosses.log_cosh, zero, t, {}),
+        ("focal_logits", unilosses.binary_focal_loss_with_logits, x, t, {}),
+        ("focal_probs", unilosses.binary_focal_loss, p, t, {"gamma": 1.5}),
+        ("anchor_logits", unilosses.anchor_focal_loss_with_logits, xa, ya, {"state": state}),
+        ("anchor_probs", unilosses.anchor_focal_loss, (0.5 + 0.5 * np.tanh(xa / 2)), ya,
+         {"state": state}),
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", range(5), ids=["log_cosh", "focal_logits", "focal_probs",
+                                                "anchor_logits", "anchor_probs"])
+def test_tensorflow_closed_form_under_jit_matches_the_composition(monkeypatch, dtype, case):  # type: ignore[no-untyped-def]
+    """Traced (tf.function(jit_compile=True)), the closed-form sums replace the composition:
+    value, and gradients in the predictions (the closed form) and the soft targets (the
+    composition's, inside the custom gradient), against the eager composition."""
+    tf = pytest.importorskip("tensorflow")
+    from unilosses.backends import tensorflow as tfb
+
+    name, f, a, t, kw = _tf_closed_form_cases(dtype)[case]
+    state = kw.pop("state", None)
+    extra = () if state is None else (tf.constant(state),)
+    used = _spy(monkeypatch, tfb, "_closed_form_sum", lambda out, args, kwa: True)
+
+    def value_and_grads(a, t, reduction):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as tape:
+            tape.watch([a, t])
+            out = f(a, t, *extra, **kw) if state is not None else f(a, t, reduction=reduction,
+                                                                       **kw)
+        return (out,) + tuple(tape.gradient(out, [a, t]))
+
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    for reduction in (("mean", "sum") if state is None else ("mean",)):
+        eager = value_and_grads(tf.constant(a), tf.constant(t), reduction)
+        assert used == []
+        jit = tf.function(value_and_grads, jit_compile=True)(tf.constant(a), tf.constant(t),
+                                                             reduction)
+        assert used == [True]
+        used.clear()
+        for e, c in zip(eager, jit):
+            assert np.isfinite(np.asarray(c)).all()
+            _close(torch.from_numpy(np.asarray(c)), torch.from_numpy(np.asarray(e)), tdtype,
+                   a.size)
 
 
 def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[no-untyped-def]

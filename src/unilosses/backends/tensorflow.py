@@ -110,6 +110,37 @@ def _needs_fold(x: Array) -> bool:
     return n is None or n > _FOLD_ABOVE
 
 
+def _closed_form_sum(xp: Any, elementwise: Any, value_and_grad: Any, scale: float,
+                     *arrays: Array) -> Array:
+    """scale * sum(v) with a ``tf.custom_gradient``: the closed form's value forward, its
+    derivative in the first array recomputed backward (XLA fuses each into one pass, where
+    the composition's gradient walks every intermediate).
+
+    Traced only: the other arrays' gradients (soft targets being differentiated, say) come
+    from the composition's own, which a graph prunes when nothing uses them; eagerly TF would
+    compute them all.
+    """
+
+    @tf.custom_gradient
+    def total(*a: Array) -> Any:
+        out = xp.sum(value_and_grad(*a, grad=False)[0]) * scale
+
+        def grad(upstream: Array) -> Any:
+            gx = upstream * scale * value_and_grad(*a)[1]
+            rest = [x for x in a[1:] if x.dtype.is_floating]
+            if not rest:
+                return (gx,) + (None,) * (len(a) - 1)
+            with tf.GradientTape() as tape:
+                tape.watch(rest)
+                composed = xp.sum(elementwise(*a)) * scale
+            grads = iter(tape.gradient(composed, rest, output_gradients=upstream))
+            return (gx,) + tuple(next(grads) if x.dtype.is_floating else None for x in a[1:])
+
+        return out, grad
+
+    return total(*arrays)
+
+
 class TensorflowNamespace:
     """The array-API functions unilosses uses, over ``tf`` (not a general namespace)."""
 
@@ -179,6 +210,12 @@ class TensorflowNamespace:
     sqrt = staticmethod(tf.math.sqrt)
     sinh = staticmethod(tf.math.sinh)
     tanh = staticmethod(tf.math.tanh)
+
+    @staticmethod
+    def copysign(x1: Array, x2: Array, /) -> Array:
+        # the sign bit of x2, -0.0 included (1 / -0.0 = -inf); NaN counts as positive
+        a = tf.math.abs(x1)
+        return tf.where(tf.math.reciprocal(x2) < 0, -a, a)
     atan = staticmethod(tf.math.atan)
     isfinite = staticmethod(tf.math.is_finite)
 
@@ -187,6 +224,12 @@ class TensorflowNamespace:
         if not hasattr(x1, "shape"):
             x1, x2 = x2, x1  # maximum is symmetric; put the array first
         return tf.math.maximum(x1, _scalar_like(x2, x1))
+
+    @staticmethod
+    def minimum(x1: Any, x2: Any, /) -> Array:
+        if not hasattr(x1, "shape"):
+            x1, x2 = x2, x1
+        return tf.math.minimum(x1, _scalar_like(x2, x1))
 
     @staticmethod
     def where(cond: Array, x1: Any, x2: Any, /) -> Array:
@@ -258,6 +301,14 @@ class TensorflowAdapter(Adapter):
 
     def is_tracing(self, x: Array) -> bool:
         return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
+
+    def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
+                    scale: float = 1.0, columns: int = 1) -> Array | None:
+        # traced (tf.function, jit_compile): the closed form, as JAX's custom_jvp; eagerly the
+        # composition (see _closed_form_sum)
+        if value_and_grad is None or tf.executing_eagerly():
+            return None
+        return _closed_form_sum(self.xp, elementwise, value_and_grad, scale, *arrays)
 
     def shape(self, x: Array) -> tuple[Any, ...]:
         return _static_shape(x)

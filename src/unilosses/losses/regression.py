@@ -79,8 +79,11 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction="mean", weights=weights,
                            where=where)
-    d = call.clean(p, 0.0) - call.clean(t, 0.0)
-    return call.ad.safe_sqrt(call.reduce(d * d, axis=axis))
+    ms = call.native("mse", p, t) if axis is None else None
+    if ms is None:
+        d = call.clean(p, 0.0) - call.clean(t, 0.0)
+        ms = call.reduce(d * d, axis=axis)
+    return call.ad.safe_sqrt(ms)
 
 
 def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",

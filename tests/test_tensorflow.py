@@ -710,3 +710,20 @@ def test_large_float32_reductions_are_accurate(mode, what):
     # rounding of the mean adds half an eps
     eps = np.finfo(np.float32).eps
     assert abs(out - sums[what]) / sums[what] <= eps * (np.log2(p.shape[0]) + 0.5)
+
+
+def test_namespace_extras_for_the_closed_forms():
+    """expm1, tanh, minimum and copysign (the sign bit of the second argument, -0.0 too) on
+    TensorFlow, against NumPy."""
+    xp = TF.xp
+    a = np.array([1.5, -2.0, 0.0, 3.0, -0.5], np.float32)
+    s = np.array([-1.0, 2.0, -0.0, 0.0, -np.inf], np.float32)
+    np.testing.assert_array_equal(np.asarray(xp.copysign(tf.constant(a), tf.constant(s))),
+                                  np.copysign(a, s))
+    assert np.signbit(np.asarray(xp.copysign(tf.constant(a), tf.constant(s)))[2])
+    np.testing.assert_allclose(np.asarray(xp.expm1(tf.constant(a))), np.expm1(a), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(xp.tanh(tf.constant(a))), np.tanh(a), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(xp.minimum(tf.constant(a), 0.5)),
+                                  np.minimum(a, 0.5))
+    np.testing.assert_array_equal(np.asarray(xp.minimum(0.5, tf.constant(a))),
+                                  np.minimum(a, 0.5))

@@ -210,14 +210,14 @@ class TensorflowNamespace:
     sqrt = staticmethod(tf.math.sqrt)
     sinh = staticmethod(tf.math.sinh)
     tanh = staticmethod(tf.math.tanh)
+    atan = staticmethod(tf.math.atan)
+    isfinite = staticmethod(tf.math.is_finite)
 
     @staticmethod
     def copysign(x1: Array, x2: Array, /) -> Array:
-        # the sign bit of x2, -0.0 included (1 / -0.0 = -inf); NaN counts as positive
+        # the sign bit of x2: x2 < 0, or -0.0 (1 / -0.0 = -inf); NaN counts as positive
         a = tf.math.abs(x1)
-        return tf.where(tf.math.reciprocal(x2) < 0, -a, a)
-    atan = staticmethod(tf.math.atan)
-    isfinite = staticmethod(tf.math.is_finite)
+        return tf.where((x2 < 0) | (tf.math.reciprocal(x2) < 0), -a, a)
 
     @staticmethod
     def maximum(x1: Any, x2: Any, /) -> Array:

@@ -28,6 +28,7 @@ from .validate import (
     check_reduction,
     check_same_shape,
     fmt_shape,
+    size_of,
 )
 
 Array = Any
@@ -93,6 +94,17 @@ class Call:
             return None
         return self.ad.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                    scale=scale, columns=columns)
+
+    def reduced_sum(self, elementwise: Callable[..., Array], *arrays: Array,
+                    value_and_grad: Callable[..., tuple[Array, Array]] | None = None
+                    ) -> Array | None:
+        """The loss reduced by this call's "mean" or "sum" through :meth:`chunked_sum`, or
+        None (reduction "none", a size unknown while tracing, or no gain on the backend)."""
+        n = size_of(self.loss_shape)
+        if self.reduction == "none" or n is None:
+            return None
+        return self.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
+                                scale=1.0 if self.reduction == "sum" else 1.0 / max(n, 1))
 
     def require(self, ok: Array, message: Callable[[], str]) -> None:
         """Raise ``ValueError(message())`` unless every element of ``ok`` is True.

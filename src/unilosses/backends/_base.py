@@ -171,21 +171,24 @@ class Adapter:
     def log_sigmoid(self, x: Array) -> Array:
         return -self.softplus(-x)
 
-    def logsumexp(self, x: Array, axis: int, keepdims: bool = False) -> Array:
+    def _shift(self, x: Array, axis: int) -> Array:
+        """The maximum along ``axis`` (kept), 0 where it is not finite: an all -inf (or inf)
+        row would give inf - inf = nan, and shifting by 0 there is exact."""
         xp = self.xp
         m = xp.max(x, axis=axis, keepdims=True)
-        # an all -inf (or inf) row would give inf - inf = nan; shifting by 0 there is exact
-        m = self.where(xp.isfinite(m), m, 0.0)
+        return self.where(xp.isfinite(m), m, 0.0)
+
+    def logsumexp(self, x: Array, axis: int, keepdims: bool = False) -> Array:
+        xp = self.xp
+        m = self._shift(x, axis)
         out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
         return out if keepdims else xp.squeeze(out, axis=axis)
 
     def log_softmax(self, x: Array, axis: int) -> Array:
         # (x - m) - log s, not x - (m + log s): adding the maximum first rounds log s to the
         # maximum's ulp (float32: 1e4 - (1e4 + 0.3133) = -0.3135)
-        xp = self.xp
-        m = xp.max(x, axis=axis, keepdims=True)
-        z = x - self.stop_gradient(self.where(xp.isfinite(m), m, 0.0))
-        return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+        z = x - self.stop_gradient(self._shift(x, axis))
+        return z - self.xp.log(self.xp.sum(self.xp.exp(z), axis=axis, keepdims=True))
 
 
 LOG2 = math.log(2.0)

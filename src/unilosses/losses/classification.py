@@ -32,10 +32,11 @@ EPSILON = 1e-7
 _INSIDE_MIN = 1 << 16
 
 
-def inside_clip(call: Call, p: Array, n: int | None, name: str = "predictions") -> bool:
-    """The range check of probabilities ``p`` (``n`` elements), and whether every one lies
-    inside the clip [eps, 1 - eps], so that the clip can be dropped.  With checks off, the
-    values are read for that only from :data:`_INSIDE_MIN` elements on."""
+def inside_clip(call: Call, p: Array, name: str = "predictions") -> bool:
+    """The range check of probabilities ``p``, and whether every one lies inside the clip
+    [eps, 1 - eps], so that the clip can be dropped.  With checks off, the values are read for
+    that only from :data:`_INSIDE_MIN` elements on."""
+    n = size_of(call.ad.shape(p))
     return call.require_probabilities(p, name, inside=(EPSILON, 1.0 - EPSILON),
                                       read=n is not None and n >= _INSIDE_MIN)
 
@@ -131,7 +132,7 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     xp = call.xp
     p = call.clean(p, 0.5)
     # probabilities already inside the clip (read with the range check) skip it
-    if not inside_clip(call, p, size_of(call.loss_shape)):
+    if not inside_clip(call, p):
         p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
     t = _smooth_binary(call.clean(t, 0.0), ls)
     fused = call.native("binary_cross_entropy", p, t)

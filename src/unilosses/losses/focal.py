@@ -11,7 +11,6 @@ from .._core.validate import (
     check_unit_interval,
     fmt_shape,
     normalize_axis,
-    size_of,
 )
 from .classification import (
     EPSILON,
@@ -303,14 +302,12 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
                         same_shape=("targets",))
     a = _broadcast_alpha(call, out, 2, a, "predictions")
     p, t = call.clean(out[0], 0.5), call.clean(out[1], 0.0)
-    n = size_of(call.loss_shape)
-    inside = inside_clip(call, p, n)
-    if call.reduction != "none" and not hasattr(a, "shape") and n is not None:
-        total = call.chunked_sum(
+    inside = inside_clip(call, p)
+    if not hasattr(a, "shape"):
+        total = call.reduced_sum(
             lambda pb, tb: _focal_from_probabilities(call, pb, tb, a, gamma), p, t,
             value_and_grad=lambda pb, tb, **kw: _focal_probabilities_value_grad(
-                call, pb, tb, a, gamma, inside=inside, **kw),
-            scale=1.0 if call.reduction == "sum" else 1.0 / max(n, 1))
+                call, pb, tb, a, gamma, inside=inside, **kw))
         if total is not None:
             return total
     return call.reduce(_focal_from_probabilities(call, p, t, a, gamma))
@@ -355,14 +352,12 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     a = _broadcast_alpha(call, out, 2, a, "logits")
-    n = size_of(call.loss_shape)
-    if call.reduction != "none" and not hasattr(a, "shape") and n is not None:
-        total = call.chunked_sum(
+    if not hasattr(a, "shape"):
+        total = call.reduced_sum(
             lambda xb, tb: _focal_from_logits(call, finite_logits(call, xb), tb, a, gamma),
             out[0], out[1],
             value_and_grad=lambda xb, tb, **kw: _finite_focal_value_grad(
-                call, xb, tb, a, gamma, hard=call.ad.known_binary(tb), **kw),
-            scale=1.0 if call.reduction == "sum" else 1.0 / max(n, 1))
+                call, xb, tb, a, gamma, hard=call.ad.known_binary(tb), **kw))
         if total is not None:
             return total
     x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
@@ -440,7 +435,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     pos = xp.expand_dims(positive, axis=-1)
     inside = False
     if not logits:
-        inside = inside_clip(call, ad.where(keep, p, 0.5), size_of(ad.shape(p)), pname)
+        inside = inside_clip(call, ad.where(keep, p, 0.5), pname)
     total = None
     if normalize == "batch" and not hasattr(alpha, "shape"):
         total = call.chunked_sum(

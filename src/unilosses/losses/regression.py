@@ -10,7 +10,6 @@ from .._core.validate import (
     check_unit_interval,
     fmt_shape,
     normalize_axis,
-    size_of,
 )
 
 Array = Any
@@ -263,14 +262,11 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    n = size_of(call.loss_shape)
-    if call.reduction != "none" and n is not None:
-        total = call.chunked_sum(
-            lambda pb, tb: _log_cosh(call, pb - tb), p, t,
-            value_and_grad=lambda pb, tb, **kw: _log_cosh_value_grad(call, pb, tb, **kw),
-            scale=1.0 if call.reduction == "sum" else 1.0 / max(n, 1))
-        if total is not None:
-            return total
+    total = call.reduced_sum(
+        lambda pb, tb: _log_cosh(call, pb - tb), p, t,
+        value_and_grad=lambda pb, tb, **kw: _log_cosh_value_grad(call, pb, tb, **kw))
+    if total is not None:
+        return total
     return call.reduce(_log_cosh(call, call.clean(p, 0.0) - call.clean(t, 0.0)))
 
 

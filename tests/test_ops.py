@@ -96,3 +96,26 @@ def test_decorator_rejects_bad_definitions():
         @unilosses.loss
         def bad2(xp):
             return xp
+
+
+def test_jax_clip_is_arithmetic_with_the_clip_rule():
+    """JAX's clip is a max and a min (XLA's CPU fusion leaves a clamp or a select out of the
+    loop around it): the same values as jnp.clip on every edge, and the derivative 1 on the
+    closed interval and 0 outside, eagerly and under jit."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from unilosses.backends.jax import JaxAdapter
+
+    clip = JaxAdapter().clip
+    x = jnp.array([-np.inf, -2.0, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, np.inf, 1e30, -1e30])
+    inside = np.array([0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0], float)
+    for f in (clip, jax.jit(clip, static_argnums=(1, 2))):
+        np.testing.assert_array_equal(f(x, -1.0, 1.0), jnp.clip(x, -1.0, 1.0))
+        g = jax.grad(lambda a, f=f: jnp.sum(f(a, -1.0, 1.0) * 3.0))(x)
+        np.testing.assert_array_equal(g, 3.0 * inside)
+    assert np.isnan(clip(jnp.array([np.nan]), -1.0, 1.0)[0])
+    # one-sided bounds, as finite_logits and the probability clip use them
+    big = float(jnp.finfo(jnp.float32).max) / 4
+    y = jnp.array([-np.inf, -3e38, 0.0, 3e38, np.inf], jnp.float32)
+    np.testing.assert_array_equal(clip(y, -big, big), jnp.clip(y, -big, big))

@@ -112,6 +112,11 @@ class Adapter:
         """
         return None
 
+    #: whether a closed-form derivative should be recomputed from the inputs rather than
+    #: share the value's intermediates: True where a compiler fuses each of them into its own
+    #: pass, and an intermediate that both use is written to memory (XLA on the CPU)
+    recompute_derivative = False
+
     # -- selection ---------------------------------------------------------------------------
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         """``where`` that accepts a Python scalar for either branch, built in the other's dtype."""

@@ -727,3 +727,18 @@ def test_namespace_extras_for_the_closed_forms():
                                   np.minimum(a, 0.5))
     np.testing.assert_array_equal(np.asarray(xp.minimum(0.5, tf.constant(a))),
                                   np.minimum(a, 0.5))
+
+
+@pytest.mark.parametrize("n", [(1 << 15) + 1, 1_000_003, 1 << 20])
+@pytest.mark.parametrize("known", [True, False])
+def test_folded_sum_under_jit(n, known):
+    """The traced float32 sum (folded in half 8 times, then reduced): every element counted
+    once, whether the size is a multiple of 256 or not, known or not, to a few eps."""
+    from unilosses.backends.tensorflow import _folded_sum
+
+    x = np.random.default_rng(n).uniform(0.5, 1.5, n).astype(np.float32)
+    spec = [tf.TensorSpec([n if known else None], tf.float32)]
+    f = tf.function(_folded_sum, jit_compile=known, input_signature=spec)
+    got = float(f(tf.constant(x)))
+    exact = float(np.sum(x.astype(np.float64)))
+    assert abs(got - exact) <= 8 * np.finfo(np.float32).eps * exact

@@ -95,12 +95,17 @@ def _scalar_like(value: Any, other: Any) -> Any:
 def _folded_sum(x: Array) -> Array:
     flat = tf.reshape(x, [-1])
     k = 1 << _FOLDS
-    flat = tf.pad(flat, [[0, (-tf.size(flat)) % k]])
-    t = tf.reshape(flat, [k, -1])
+    n = flat.shape[0]
+    if n is None:  # unknown size: pad to a multiple of k (a copy)
+        t, rest = tf.reshape(tf.pad(flat, [[0, (-tf.size(flat)) % k]]), [k, -1]), None
+    else:  # known: fold the largest multiple of k, add the rest; slices fuse, a pad is a copy
+        m = n - n % k
+        t, rest = tf.reshape(flat[:m], [k, -1]), (flat[m:] if m < n else None)
     for _ in range(_FOLDS):
         top, bottom = tf.split(t, 2)
         t = top + bottom
-    return tf.reduce_sum(t)
+    s = tf.reduce_sum(t)
+    return s if rest is None else s + tf.reduce_sum(rest)
 
 
 def _needs_fold(x: Array) -> bool:

@@ -98,10 +98,9 @@ def test_decorator_rejects_bad_definitions():
             return xp
 
 
-def test_jax_clip_is_arithmetic_with_the_clip_rule():
-    """JAX's clip is a max and a min (XLA's CPU fusion leaves a clamp or a select out of the
-    loop around it): the same values as jnp.clip on every edge, and the derivative 1 on the
-    closed interval and 0 outside, eagerly and under jit."""
+def test_jax_clip_rule_under_jit():
+    """JAX's clip: the same values as jnp.clip on every edge, and the derivative 1 on the
+    closed interval and 0 outside (jnp.clip splits ties), eagerly and under jit."""
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp
 

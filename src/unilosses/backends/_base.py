@@ -113,8 +113,9 @@ class Adapter:
         return None
 
     #: whether a closed-form derivative should be recomputed from the inputs rather than
-    #: share the value's intermediates: True where a compiler fuses each of them into its own
-    #: pass, and an intermediate that both use is written to memory (XLA on the CPU)
+    #: share the value's intermediates: True where a compiler fuses value and derivative into
+    #: passes of their own, and an intermediate that both use is written to memory between
+    #: them (XLA); eager backends share
     recompute_derivative = False
 
     # -- selection ---------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import jax
@@ -70,25 +69,6 @@ def _sharded_along(x: Array, axis: int) -> bool:
     return axis < len(spec) and spec[axis] is not None
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _clip(x: Array, lo: float, hi: float) -> Array:
-    # min(max(x, lo), hi) with the min as -max(-., -hi) (exact): XLA rewrites a max inside a
-    # min to a clamp, which its CPU fusion leaves out
-    return -jnp.maximum(-jnp.maximum(x, lo), -hi)
-
-
-@_clip.defjvp
-def _clip_jvp(lo: float, hi: float, primals: Any, tangents: Any) -> Any:
-    # unilosses's clip rule: the derivative is 1 on the closed [lo, hi] and 0 outside (max/min
-    # would split ties).  The mask 1 - sign|x - c| is 1 exactly where x == c; it is arithmetic,
-    # as the value is, because XLA's CPU fusion (YNNPACK) takes max, min and sign into one
-    # loop but puts a compare, a select or a clamp in a pass of its own, writing a full-size
-    # array.
-    (x,), (dx,) = primals, tangents
-    c = _clip(x, lo, hi)
-    return c, dx * (1 - jnp.sign(jnp.abs(x - c)))
-
-
 class JaxAdapter(Adapter):
     name = "jax"
 
@@ -122,6 +102,8 @@ class JaxAdapter(Adapter):
             return None
         return _closed_form_sum(elementwise, value_and_grad, scale, *arrays)
 
+    # measured under jit on the CPU: log_cosh's tanh(d) in the gradient's own pass beats
+    # sharing the value's expm1 (0.76 against 1.02 of optax's time, forward+backward)
     recompute_derivative = True
 
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
@@ -160,9 +142,6 @@ class JaxAdapter(Adapter):
 
     def safe_abs(self, x: Array) -> Array:
         return _safe_abs(x)
-
-    def clip(self, x: Array, lo: float, hi: float) -> Array:
-        return _clip(x, lo, hi)
 
     def sigmoid(self, x: Array) -> Array:
         return jax.nn.sigmoid(x)

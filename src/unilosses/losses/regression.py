@@ -114,21 +114,14 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
 
 
 def _huber(call: Any, d: Array, delta: float) -> Array:
-    # with q = min(|d|, delta): q^2 / 2 + delta (|d| - q), no select.  Nothing squares a huge
-    # error, and the derivative q q' + delta (sign d - q') is d inside, delta sign(d) outside
-    # and delta sign(d) at |d| = delta however a framework splits the tie (q = delta there)
-    a = call.ad.safe_abs(d)
-    q = call.ad.clip(a, 0.0, delta)
-    return 0.5 * (q * q) + delta * (a - q)
-
-
-def _huber_value_grad(call: Call, p: Array, t: Array, delta: float, *, grad: bool = True,
-                      **_: Any) -> tuple[Array, Array | None]:
-    """Huber's value and its derivative in p, ``clip(d, -delta, delta)``, for
-    ``Call.reduced_sum``: the derivative reads only the inputs, so a compiler fuses it into
-    one pass of its own instead of keeping the value's intermediates for backward."""
-    d = p - t
-    return _huber(call, d, delta), (call.ad.clip(d, -delta, delta) if grad else None)
+    ad = call.ad
+    a = ad.safe_abs(d)
+    small = a <= delta
+    # each branch sees only inputs it is selected for: no inf from squaring a huge error,
+    # no kink of |d| at zero in the linear branch
+    dq = ad.where(small, d, 0.0)
+    al = ad.where(small, delta, a)
+    return ad.where(small, 0.5 * dq * dq, delta * (al - 0.5 * delta))
 
 
 def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reduction: str = "mean",
@@ -142,10 +135,8 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
                  \delta (|d_i| - \tfrac12 \delta) & \text{otherwise} \end{cases},
         \quad d_i = p_i - t_i
 
-    Computed as :math:`\tfrac12 q^2 + \delta (|d| - q)` with :math:`q = \min(|d|, \delta)`:
-    no branch, nothing squares a large error (errors of 1e30 in float32 give a finite value
-    and gradient ``delta * sign(d)``), and the gradient at :math:`|d| = \delta` is
-    :math:`\delta\,\mathrm{sign}(d)` on every framework.
+    The branches are selected with ``where`` on cleaned inputs, so errors of 1e30 in float32
+    give a finite value and gradient ``delta * sign(d)``.
 
     Peers: ``torch.nn.functional.huber_loss`` (same ``delta=1.0``), ``keras.losses.Huber``,
     ``optax.huber_loss`` (unreduced).
@@ -167,19 +158,8 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     fused = call.native("huber", p, t, delta)
     if fused is not None:
         return fused
-    total = call.reduced_sum(
-        lambda pb, tb: _huber(call, pb - tb, delta), p, t,
-        value_and_grad=lambda pb, tb, **kw: _huber_value_grad(call, pb, tb, delta, **kw))
-    if total is not None:
-        return total
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
     return call.reduce(_huber(call, d, delta))
-
-
-def _smooth_l1_value_grad(call: Call, p: Array, t: Array, beta: float, *, grad: bool = True,
-                          **_: Any) -> tuple[Array, Array | None]:
-    v, g = _huber_value_grad(call, p, t, beta, grad=grad)
-    return v * (1.0 / beta), (None if g is None else g * (1.0 / beta))
 
 
 def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
@@ -212,11 +192,6 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     fused = call.native("smooth_l1", p, t, beta)
     if fused is not None:
         return fused
-    total = call.reduced_sum(
-        lambda pb, tb: _huber(call, pb - tb, beta) * (1.0 / beta), p, t,
-        value_and_grad=lambda pb, tb, **kw: _smooth_l1_value_grad(call, pb, tb, beta, **kw))
-    if total is not None:
-        return total
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
     return call.reduce(_huber(call, d, beta) * (1.0 / beta))
 

@@ -20,6 +20,12 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
+try:  # which tensors a GradientTape watches: private, so read defensively
+    from tensorflow.python.eager import record as _record
+    _record.should_record_backprop  # noqa: B018
+except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
+    _record = None
+
 from . import _tf_kernels
 from ._base import Adapter, Array
 
@@ -144,6 +150,32 @@ def _closed_form_sum(xp: Any, elementwise: Any, value_and_grad: Any, scale: floa
         return out, grad
 
     return total(*arrays)
+
+
+def _eager_closed_form_sum(xp: Any, value_and_grad: Any, scale: float,
+                           *arrays: Array) -> Array | None:
+    """:func:`_closed_form_sum` eagerly, where no tape watches the other arrays (None where
+    one does, or where that cannot be read): the closed form's value forward and, under a
+    tape, its derivative recomputed backward, in place of the composition's recorded ops."""
+    x, rest = arrays[0], arrays[1:]
+    others = [a for a in rest if a.dtype.is_floating]
+    if _record is None or (others and _record.should_record_backprop(others)):
+        return None
+    if not _record.should_record_backprop([x]):
+        return xp.sum(value_and_grad(*arrays, grad=False)[0]) * scale
+
+    @tf.custom_gradient
+    def total(a: Array) -> Any:
+        out = xp.sum(value_and_grad(a, *rest, grad=False)[0]) * scale
+
+        def grad(upstream: Array) -> Array:
+            # recomputed from the inputs (not kept from forward): a tape around this one
+            # differentiates it again
+            return upstream * scale * value_and_grad(a, *rest)[1]
+
+        return out, grad
+
+    return total(x)
 
 
 class TensorflowNamespace:
@@ -309,10 +341,12 @@ class TensorflowAdapter(Adapter):
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1) -> Array | None:
-        # traced (tf.function, jit_compile): the closed form, as JAX's custom_jvp; eagerly the
-        # composition (see _closed_form_sum)
-        if value_and_grad is None or tf.executing_eagerly():
+        # traced (tf.function, jit_compile): the closed form, as JAX's custom_jvp; eagerly too
+        # unless a tape watches the targets (see _eager_closed_form_sum)
+        if value_and_grad is None:
             return None
+        if tf.executing_eagerly():
+            return _eager_closed_form_sum(self.xp, value_and_grad, scale, *arrays)
         return _closed_form_sum(self.xp, elementwise, value_and_grad, scale, *arrays)
 
     def shape(self, x: Array) -> tuple[Any, ...]:

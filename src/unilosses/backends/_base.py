@@ -169,6 +169,24 @@ class Adapter:
         e = xp.exp(-xp.abs(x))
         return self.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
+    def sigmoid_logs(self, x: Array) -> tuple[Array, Array, Array, Array]:
+        """``(p, q, log p, log q)`` for ``p = sigmoid(x)``, ``q = 1 - p`` and finite ``x``, each
+        to full relative precision, with one ``log1p``: ``log max(p, q)`` is
+        ``log1p(-min(p, q))``, and ``log p = min(x, 0) + log max(p, q)``,
+        ``log q = (min(x, 0) - x) + log max(p, q)``.
+
+        For closed-form derivatives that a framework may differentiate again (JAX's
+        custom_jvp, TensorFlow's custom gradient): the two kinks at ``x = 0`` cancel only if
+        both pieces take the same side there, so the smaller sigmoid is selected with
+        ``x > 0`` (the clip's derivative is 1 at its bound): a ``min`` would split the tie
+        differently per framework and give a wrong second derivative at 0.
+        """
+        xp = self.xp
+        p, q = self.sigmoid(x), self.sigmoid(-x)
+        r = self.clip(x, -float(xp.finfo(x.dtype).max), 0.0)
+        lm = xp.log1p(-self.where(x > 0, q, p))
+        return p, q, r + lm, (r - x) + lm
+
     def softplus(self, x: Array) -> Array:
         """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
         xp = self.xp

@@ -113,13 +113,9 @@ def _focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float | None
     (``Call.chunked_sum``); it needs no branch on the label kind for the usual gamma 0, 1, 2.
     """
     xp, ad = call.xp, call.ad
-    big = float(xp.finfo(call.dtype).max)
     # sigmoid, as _focal_from_logits has it: near y == p the factor's derivative hangs on
     # the last bit of y - p
-    p, q = ad.sigmoid(x), ad.sigmoid(-x)
-    lm = _log_max_sigmoid(xp, p, q)
-    log_p = ad.clip(x, -big, 0.0) + lm
-    log_q = lm - ad.clip(x, 0.0, big)
+    p, q, log_p, log_q = ad.sigmoid_logs(x)
     ny = 1.0 - y
     w1 = y if alpha is None else alpha * y
     w0 = ny if alpha is None else (1.0 - alpha) * ny

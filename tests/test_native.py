@@ -708,6 +708,7 @@ def test_tensorflow_eager_closed_form_where_the_targets_are_not_watched(dtype, c
     name, f, a, t, kw = _tf_closed_form_cases(dtype)[case]
     state = kw.pop("state", None)
     extra = () if state is None else (tf.constant(state),)
+    w = tf.constant(np.random.default_rng(5).uniform(0.5, 1.5, np.shape(a)).astype(dtype))
     a, t = tf.constant(a), tf.constant(t)
     tdtype = torch.float64 if dtype == "float64" else torch.float32
     calls = []
@@ -725,8 +726,8 @@ def test_tensorflow_eager_closed_form_where_the_targets_are_not_watched(dtype, c
                 inner.watch([a, t] if watch_targets else a)
                 out = f(a, t, *extra, **kw)
             g = inner.gradient(out, a)
-            s = tf.reduce_sum(g * g)
-        h = outer.gradient(s, a)  # a second derivative, through the recomputed derivative
+            s = tf.reduce_sum(g * w)  # w: the diagonal of the second derivative, weighted
+        h = outer.gradient(s, a)  # through the recomputed derivative
         with tf.autodiff.ForwardAccumulator(a, tf.ones_like(a)) as acc:
             jvp_out = f(a, t, *extra, **kw)
         return out, g, h, acc.jvp(jvp_out)
@@ -844,9 +845,11 @@ def test_jax_focal_closed_form_matches_the_composition(monkeypatch, name, gamma)
                x.size)
     assert np.isfinite(np.asarray(fast[1])).all()
     if gamma == 2.0:  # a second derivative through the custom JVP, logit 0 included
+        w = jnp.asarray(rng.uniform(0.5, 1.5, x.shape))
+
         def curvature(p):  # type: ignore[no-untyped-def]
             g = jax.grad(lambda q: f(q, args[1], *args[2:], gamma=gamma))(p)
-            return jnp.sum(g * g)
+            return jnp.sum(g * w)  # the diagonal of the second derivative, weighted
 
         slow_h = jax.grad(curvature)(args[0])
         monkeypatch.undo()

@@ -856,3 +856,44 @@ def test_jax_focal_closed_form_matches_the_composition(monkeypatch, name, gamma)
         fast_h = jax.grad(curvature)(args[0])
         _close(torch.from_numpy(np.asarray(fast_h)), torch.from_numpy(np.asarray(slow_h)),
                torch.float64, x.size)
+
+
+def test_log_cosh_curvature_at_zero_on_every_path():  # type: ignore[no-untyped-def]
+    """log cosh''(d) = 1 - tanh(d)^2, 1 at an error of exactly 0, through the composition and
+    every closed form that a framework differentiates twice."""
+    d0 = np.array([0.0, 0.5, -2.0, 41.0])
+    want = 1.0 - np.tanh(d0) ** 2
+
+    def check(h):  # type: ignore[no-untyped-def]
+        np.testing.assert_allclose(np.asarray(h)[:4], want, rtol=1e-12, atol=1e-12)
+
+    # small: the composition; large: blocks, which take the composition under create_graph
+    for n in (4, 1 << 18):
+        x = torch.zeros(n, dtype=torch.float64)
+        x[:4] = torch.from_numpy(d0)
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(unilosses.log_cosh(x, torch.zeros_like(x), reduction="sum"),
+                                   x, create_graph=True)
+        check(torch.autograd.grad(g.sum(), x)[0])
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    y, t = jnp.asarray(d0), jnp.zeros(4)
+    for where in (None, jnp.ones(4, bool)):  # the closed form (custom_jvp), the composition
+        def slope(p, where=where):  # type: ignore[no-untyped-def]
+            return jax.grad(lambda q: unilosses.log_cosh(q, t, reduction="sum", where=where))(p)
+        check(jax.grad(lambda p: jnp.sum(slope(p)))(y))
+    tf = pytest.importorskip("tensorflow")
+    a, b = tf.constant(d0), tf.constant(np.zeros(4))
+
+    def curvature(watch_targets):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as outer:
+            outer.watch(a)
+            with tf.GradientTape() as inner:
+                inner.watch([a, b] if watch_targets else a)
+                out = unilosses.log_cosh(a, b, reduction="sum")
+            s = tf.reduce_sum(inner.gradient(out, a))
+        return outer.gradient(s, a)
+
+    check(curvature(False))  # the eager closed form
+    check(curvature(True))  # the composition
+    check(tf.function(lambda: curvature(False))())  # traced: the closed form

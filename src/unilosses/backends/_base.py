@@ -115,7 +115,8 @@ class Adapter:
     #: whether a closed-form derivative should be recomputed from the inputs rather than
     #: share the value's intermediates: True where a compiler fuses value and derivative into
     #: passes of their own, and an intermediate that both use is written to memory between
-    #: them (XLA); eager backends share
+    #: them (XLA), or where the derivative is computed apart from the value anyway
+    #: (TensorFlow's custom gradient); torch eager shares
     recompute_derivative = False
 
     # -- selection ---------------------------------------------------------------------------

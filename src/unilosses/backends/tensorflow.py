@@ -349,6 +349,9 @@ class TensorflowAdapter(Adapter):
             return _eager_closed_form_sum(self.xp, value_and_grad, scale, *arrays)
         return _closed_form_sum(self.xp, elementwise, value_and_grad, scale, *arrays)
 
+    # the closed forms' derivative is computed in backward, apart from the value
+    recompute_derivative = True
+
     def shape(self, x: Array) -> tuple[Any, ...]:
         return _static_shape(x)
 

@@ -201,7 +201,7 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
 _LOG_COSH_TAIL = 40.0
 
 
-def _log_cosh_terms(call: Call, d: Array) -> tuple[Array, Array]:
+def _log_cosh_terms(call: Call, d: Array, curvature: bool = False) -> tuple[Array, Array]:
     r"""log cosh(d) for the error ``d``, to 2 eps of float32/float64 and finite for finite d,
     and :math:`m = \mathrm{expm1}(u)`, :math:`u = \min(|d|, 40)`, from which tanh follows.
 
@@ -210,16 +210,21 @@ def _log_cosh_terms(call: Call, d: Array) -> tuple[Array, Array]:
     another near 0, nothing overflows for large :math:`|d|`, and there is no branch (a select
     costs more than the whole formula on some eager backends).  Two transcendental functions,
     as many as ``|d| + softplus(-2|d|) - log 2``, which cancels near 0.
+
+    ``curvature``: the result will be differentiated twice by autodiff (the composition), so
+    ``|d|`` takes the derivative 1 at 0, not ``safe_abs``'s 0: log cosh is even with a zero
+    slope at 0, so the first derivative is 0 either way, and the second, log cosh''(0) = 1,
+    comes out only then.
     """
     xp, ad = call.xp, call.ad
-    a = ad.safe_abs(d)
+    a = ad.where(d >= 0, d, -d) if curvature else ad.safe_abs(d)
     u = ad.clip(a, 0.0, _LOG_COSH_TAIL)
     m = xp.expm1(u)
     return xp.log1p(m * m / (2.0 + 2.0 * m)) + (a - u), m
 
 
 def _log_cosh(call: Call, d: Array) -> Array:
-    return _log_cosh_terms(call, d)[0]
+    return _log_cosh_terms(call, d, curvature=True)[0]
 
 
 def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
@@ -228,8 +233,9 @@ def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
 
     tanh u = (e^2u - 1) / (e^2u + 1) = m (m + 2) / ((1 + m)^2 + 1), from the value's ``m``:
     a tanh would cost as much as the value's two transcendental functions together (torch
-    eager).  Where the backend recomputes derivatives (XLA), ``tanh(d)`` itself: sharing
-    ``m`` would write it and ``|d|`` to memory between the value's pass and the gradient's.
+    eager, which never differentiates this derivative again).  Where the backend recomputes
+    derivatives (XLA, TensorFlow), ``tanh(d)`` itself, which a framework may differentiate
+    again (its curvature at 0 is 1; the m-form's, through ``|d|``, would be 0).
     """
     d = p - t
     v, m = _log_cosh_terms(call, d)

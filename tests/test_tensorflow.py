@@ -729,7 +729,7 @@ def test_namespace_extras_for_the_closed_forms():
                                   np.minimum(a, 0.5))
 
 
-@pytest.mark.parametrize("n", [(1 << 15) + 1, 1_000_003, 1 << 20])
+@pytest.mark.parametrize("n", [(1 << 15) + 1, 1_000_003, 1 << 20, 1_000_000])
 @pytest.mark.parametrize("known", [True, False])
 def test_folded_sum_under_jit(n, known):
     """The traced float32 sum (folded in half 8 times, then reduced): every element counted

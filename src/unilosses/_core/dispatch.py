@@ -18,15 +18,12 @@ def resolve(names: tuple[str, ...], values: tuple[Any, ...]) -> Adapter:
     Python scalars, lists and None carry no framework; if no value is an array the call runs
     on NumPy.
     """
-    # the common case first: every argument of one array type already seen
+    # the common case first: every argument of one array type already seen.  (No for/else:
+    # AutoGraph, converting this inside a user's tf.function, warns that it cannot.)
     first = type(values[0])
     adapter = _BY_TYPE.get(first)
-    if adapter is not None:
-        for value in values:
-            if type(value) is not first and value is not None:
-                break
-        else:
-            return adapter
+    if adapter is not None and all(type(v) is first or v is None for v in values):
+        return adapter
     found: Adapter | None = None
     found_name = ""
     found_value: Any = None

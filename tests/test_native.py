@@ -500,9 +500,12 @@ def test_the_hard_label_form_is_taken_for_0_1_labels_only(monkeypatch, soft):  #
 
 @pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5])
 @pytest.mark.parametrize("soft", [False, True], ids=["one-hot", "soft"])
-def test_blockwise_anchor_focal_with_finite_logits(used, monkeypatch, gamma, soft):  # type: ignore[no-untyped-def]
-    # finite logits: ignored anchors are cleaned by a product with the mask; targets hold
-    # NaN at anchors that are not positive (their values must not matter)
+@pytest.mark.parametrize("alpha", [0.25, None])
+def test_blockwise_anchor_focal_with_finite_logits(used, monkeypatch, gamma, soft, alpha):  # type: ignore[no-untyped-def]
+    # finite logits: ignored anchors are cleaned by a product with the mask (0/1 labels:
+    # weighted by it in the closed form); targets at anchors that are not positive must not
+    # matter (NaN, or with 0/1 labels random ones)
+    from unilosses.losses import focal
     anchors, classes = (N_BLOCKWISE // 20) + 1, 20
     x = _logits(torch.float64, (2, anchors // 2 + 1, classes), seed=11).clamp(-1e4, 1e4)
     g = torch.Generator().manual_seed(12)
@@ -511,21 +514,31 @@ def test_blockwise_anchor_focal_with_finite_logits(used, monkeypatch, gamma, sof
                                     classes).to(x.dtype)
     if soft:
         y = y * 0.9 + 0.005
-    y[state != 1] = math.nan
+        y[state != 1] = math.nan
+    else:  # 0/1 labels (the hard form reads them whole): ones where background is scored 0
+        y[state != 1] = (torch.rand(y[state != 1].shape, generator=g, dtype=y.dtype) > 0.5
+                         ).to(y.dtype)
     calls = _blockwise_calls(monkeypatch)
+    weighted = _spy(monkeypatch, focal, "_hard_focal_logits_value_grad",
+                    lambda out, a, kw: kw.get("weight") is not None)
     f = unilosses.anchor_focal_loss_with_logits
 
     def run(x):  # type: ignore[no-untyped-def]
         x = x.detach().clone().requires_grad_(True)
-        out = f(x, y, state, gamma=gamma)
+        out = f(x, y, state, alpha=alpha, gamma=gamma)
         return out, torch.autograd.grad(out, x)[0]
 
     v1, g1 = run(x)
+    blocks = len(weighted)
     v2, g2 = used.generic(run, x)
     assert bool(torch.isfinite(v1)) and bool(torch.isfinite(g1).all())
     _close(v1, v2, torch.float64, x.numel())
     _close(g1, g2, torch.float64)
-    assert calls == [True]
+    _close(f(x, y, state, alpha=alpha, gamma=gamma), v2, torch.float64, x.numel())  # value only
+    assert calls == [True, True]
+    # one-hot labels: every block took the hard form, weighted by the anchors kept
+    assert blocks == (0 if soft else math.ceil(x.numel() / kernels._BLOCK))
+    assert all(weighted)
 
 
 @pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5, 3.0])

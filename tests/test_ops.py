@@ -35,6 +35,18 @@ def test_stable_extras(xp):
     assert_close(xp, ops.safe_pow(ops.safe_abs(x), 0.5), np.abs(X) ** 0.5, "float64")
 
 
+def test_fused_arithmetic(xp):
+    # the adapters' a + k b c and a + b y (torch: one kernel each, addcmul and rsub)
+    rng = np.random.default_rng(5)
+    a, b, c = rng.normal(size=(3, 2, 7))
+    ad = unilosses.backends.adapter_for(xp.asarray(a))
+    assert_close(xp, ad.add_product(xp.asarray(a), xp.asarray(b), xp.asarray(c), -2.0),
+                 a - 2.0 * b * c, "float64")
+    assert_close(xp, ad.add_product(xp.asarray(a), xp.asarray(b), xp.asarray(c)), a + b * c,
+                 "float64")
+    assert_close(xp, ad.affine(xp.asarray(a), 0.75, -0.5), 0.75 - 0.5 * a, "float64")
+
+
 def test_safe_gradients_at_zero(ad_backend):
     b = ad_backend
     z = b.asarray(np.zeros(3))

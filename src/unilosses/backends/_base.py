@@ -134,6 +134,15 @@ class Adapter:
         backend may multiply by the mask instead, where a select costs more than a product."""
         return self.where(mask, x, 0.0)
 
+    # -- fused arithmetic (one kernel eagerly where a backend has one; compilers fuse anyway) --
+    def add_product(self, a: Array, b: Array, c: Array, k: float = 1.0) -> Array:
+        """``a + k * (b * c)`` (torch's ``addcmul``)."""
+        return a + k * (b * c)
+
+    def affine(self, y: Array, a: float, b: float) -> Array:
+        """``a + b * y`` for Python numbers ``a`` and ``b``."""
+        return a + b * y
+
     def clip(self, x: Array, lo: float, hi: float) -> Array:
         # Two selects rather than min/max: the gradient is exactly 1 inside [lo, hi] and 0
         # outside on every framework (clamp/maximum split or drop ties differently).

@@ -79,7 +79,7 @@ class TorchAdapter(Adapter):
         # |y| < 1e-19 underflows, and the forms differ there by O(y)
         if not y.is_cpu or not y.is_floating_point() or self.is_tracing(y):
             return False
-        u = (y - y * y).reshape(-1)
+        u = torch.addcmul(y, y, y, value=-1.0).reshape(-1)  # y - y^2 in one kernel
         return bool(torch.dot(u, u) == 0)
 
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
@@ -137,6 +137,14 @@ class TorchAdapter(Adapter):
         # on CPU torch.where costs several times a product (measured 1.8 against 0.3 ns per
         # element with a broadcast mask)
         return x * mask.to(x.dtype)
+
+    def add_product(self, a: Array, b: Array, c: Array, k: float = 1.0) -> Array:
+        return torch.addcmul(a, b, c, value=k)
+
+    def affine(self, y: Array, a: float, b: float) -> Array:
+        # rsub(y, a, alpha) = a - alpha y: one kernel, where `a + b * y` is two and the
+        # Python number on the left is first copied into a tensor
+        return torch.rsub(y, a, alpha=-b)
 
     def clip(self, x: Array, lo: float, hi: float) -> Array:
         # torch.clamp's backward passes the gradient on the closed interval [lo, hi] and zero

@@ -143,7 +143,8 @@ def _focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float | None
 
 
 def _hard_focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float | None,
-                                  gamma: float, grad: bool = True) -> tuple[Array, Array | None]:
+                                  gamma: float, grad: bool = True,
+                                  weight: Array | None = None) -> tuple[Array, Array | None]:
     r""":func:`_focal_logits_value_grad` for labels known to be 0 or 1, in fewer operations.
 
     With the label's sign :math:`s = 1 - 2y` and :math:`z = s x` (minus the margin),
@@ -152,16 +153,21 @@ def _hard_focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float |
     :math:`w = \alpha_t = (1-\alpha) + (2\alpha - 1) y`, and
     :math:`FL' = w s\,\sigma(z)^\gamma (\gamma\, p_t \mathrm{softplus}(z) + \sigma(z))`.
     Every factor is a sigmoid or a softplus of the logit, so value and derivative keep the
-    general form's accuracy; for 0/1 labels they are its values.
+    general form's accuracy; for 0/1 labels they are its values.  ``weight`` (0/1 or any
+    factor broadcast against ``x``) multiplies value and derivative.
     """
     xp, ad = call.xp, call.ad
     big = float(xp.finfo(call.dtype).max)
-    s = 1.0 - 2.0 * y
-    z = s * x
+    # fused where a backend has the kernels (this form runs where passes are paid one by
+    # one, eagerly): z = x - 2yx is s x exactly, w is affine in y, and for 0/1 labels
+    # u - 2yu is s u exactly
+    z = ad.add_product(x, y, x, -2.0)
     q, pt = ad.sigmoid(z), ad.sigmoid(-z)
     lm = _log_max_sigmoid(xp, q, pt)
     ce = ad.clip(z, 0.0, big) - lm
-    w = None if alpha is None else (1.0 - alpha) + (2.0 * alpha - 1.0) * y
+    w = None if alpha is None else ad.affine(y, 1.0 - alpha, 2.0 * alpha - 1.0)
+    if weight is not None:
+        w = weight if w is None else w * weight
     if gamma == 0.0:
         f = None
     elif gamma == 1.0:
@@ -174,12 +180,9 @@ def _hard_focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float |
     v = ce if wf is None else wf * ce
     if not grad:
         return v, None
-    if gamma == 0.0:
-        bracket = q
-    else:
-        pce = pt * ce
-        bracket = (pce if gamma == 1.0 else gamma * pce) + q
-    return v, (s if wf is None else wf * s) * bracket
+    bracket = q if gamma == 0.0 else ad.add_product(q, pt, ce, gamma)
+    u = bracket if wf is None else wf * bracket
+    return v, ad.add_product(u, u, y, -2.0)
 
 
 def _finite_focal_value_grad(call: Call, x: Array, y: Array, alpha: float | None,
@@ -386,6 +389,11 @@ def _anchor_value_grad(call: Call, x: Array, t: Array, keep: Array, pos: Array,
     # by a product with the mask
     hard = ad.known_binary(t)
     t = ad.select_finite(pos, t) if hard else ad.where(pos, t, 0.0)
+    if logits and hard and bounded:
+        # every input finite: ignored anchors weigh 0 in the closed form, instead of their
+        # logits being cleaned and their value and derivative zeroed (three passes for one)
+        return _hard_focal_logits_value_grad(call, x, t, alpha, gamma, grad,
+                                             weight=ad.astype(keep, call.dtype))
     if logits:
         x = ad.select_finite(keep, x) if bounded else ad.where(keep, x, 0.0)
         v, g = _finite_focal_value_grad(call, x, t, alpha, gamma, grad, bounded, hard)

@@ -575,8 +575,15 @@ def test_blockwise_focal_second_derivatives_and_repeated_backward(used):  # type
     xr = x.detach().clone().requires_grad_(True)
     out = f(xr, t) * 3.0  # a cotangent other than 1
     (g1,) = torch.autograd.grad(out, xr, retain_graph=True)
+    kept = g1.clone()
     (g2,) = torch.autograd.grad(out, xr)
-    assert torch.equal(g1, g2)
+    # the first backward handed its buffer on, scaled in place; the second recomputed it
+    assert torch.equal(g1, g2) and torch.equal(g1, kept)
+    loss = f(xr, t)
+    (one,) = torch.autograd.grad(loss, xr, retain_graph=True)
+    loss.backward(retain_graph=True)
+    loss.backward()
+    assert torch.equal(xr.grad, 2 * one) and torch.equal(one * 3.0, g1)
     def grad(x):  # type: ignore[no-untyped-def]
         x = x.detach().clone().requires_grad_(True)
         return torch.autograd.grad(f(x, t) * 3.0, x)[0]

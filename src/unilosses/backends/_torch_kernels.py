@@ -220,32 +220,29 @@ class _BlockwiseSum(torch.autograd.Function):
     def forward(ctx: Any, f: Callable[..., Array],  # type: ignore[override]
                 value_and_grad: Callable[..., tuple[Array, Array]] | None, rows: int,
                 scale: float, x: Array, *rest: Array) -> Array:
-        ctx.f, ctx.rows, ctx.scale, ctx.stored = f, rows, scale, False
+        ctx.f, ctx.rows, ctx.scale = f, rows, scale
+        ctx.value_and_grad, ctx.grad = None, None
         blocks = range(0, x.shape[0], rows)
         bounded = value_and_grad is not None and _bounded(x)
         if value_and_grad is not None and ctx.needs_input_grad[4]:
             grad = torch.empty_like(x)
-            parts = []
-            for s in blocks:
-                v, g = value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest),
-                                      bounded=bounded)
-                parts.append(v.sum())
-                torch.mul(g, scale, out=grad[s:s + rows])
-            ctx.stored = True
-            ctx.save_for_backward(grad, x, *rest)
+            parts = [_block_value_grad(value_and_grad, bounded, scale, grad, x, rest, s, rows)
+                     for s in blocks]
+            # on the context, not saved: backward hands this buffer on, scaled in place
+            # (saved tensors are version-checked), and recomputes it if asked again
+            ctx.value_and_grad, ctx.bounded, ctx.grad = value_and_grad, bounded, grad
         elif value_and_grad is not None:  # no gradient wanted: the closed form's value alone
             parts = [value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest),
                                     grad=False, bounded=bounded)[0].sum()
                      for s in blocks]
-            ctx.save_for_backward(None, x, *rest)
         else:
             parts = [f(x[s:s + rows], *(a[s:s + rows] for a in rest)).sum() for s in blocks]
-            ctx.save_for_backward(None, x, *rest)
+        ctx.save_for_backward(x, *rest)
         return torch.stack(parts).sum() * scale
 
     @staticmethod
     def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
-        stored, x, *rest = ctx.saved_tensors
+        x, *rest = ctx.saved_tensors
         f, rows, scale = ctx.f, ctx.rows, ctx.scale
         none = (None,) * 4
         tail = (None,) * len(rest)
@@ -254,9 +251,17 @@ class _BlockwiseSum(torch.autograd.Function):
             # composition, with its graph, instead
             full = torch.autograd.grad(f(x, *rest).sum() * scale, x, g, create_graph=True)[0]
             return none + (full,) + tail
-        if ctx.stored:
-            # loss.backward() passes 1: hand the gradient on without another full-size copy
-            return none + ((stored if bool(g == 1) else stored * g),) + tail
+        if ctx.value_and_grad is not None:
+            grad, ctx.grad = ctx.grad, None
+            if grad is None:  # handed on by an earlier backward (retain_graph): again
+                grad = torch.empty_like(x)
+                for s in range(0, x.shape[0], rows):
+                    _block_value_grad(ctx.value_and_grad, ctx.bounded, scale, grad, x, rest,
+                                      s, rows)
+            # handed on, and scaled in place where the cotangent is not 1 (a loss divided by
+            # its normaliser, or weighted): no full-size copy, and nothing here keeps it
+            # (autograd may then take it as .grad as it is)
+            return none + (grad if bool(g == 1) else grad.mul_(g),) + tail
         grad = torch.empty_like(x)
         for s in range(0, x.shape[0], rows):
             with torch.enable_grad():
@@ -265,6 +270,16 @@ class _BlockwiseSum(torch.autograd.Function):
                 (gb,) = torch.autograd.grad(vb, xb, g)
             grad[s:s + rows] = gb  # our own buffer, in eager mode only
         return none + (grad,) + tail
+
+
+def _block_value_grad(value_and_grad: Callable[..., tuple[Array, Array]], bounded: bool,
+                      scale: float, grad: Array, x: Array, rest: tuple[Array, ...], s: int,
+                      rows: int) -> Array:
+    """The closed form on rows ``s:s + rows``: its derivative times ``scale`` written into
+    ``grad``, the sum of its value returned."""
+    v, g = value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest), bounded=bounded)
+    torch.mul(g, scale, out=grad[s:s + rows])
+    return v.sum()
 
 
 class _ClosedFormSum(torch.autograd.Function):

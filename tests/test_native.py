@@ -816,6 +816,24 @@ def test_compiled_focal_uses_the_closed_form(used, monkeypatch, name):  # type: 
         torch.autograd.grad(g.sum(), xg)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_compiled_sigmoid_logs_match_the_eager_ones(dtype):  # type: ignore[no-untyped-def]
+    # compiled, one exp (selects fuse); eagerly, two sigmoids: the same four values, each to
+    # a few eps of itself (the smaller sigmoid and both logs to full relative precision)
+    ad = unilosses.backends.adapter_named("torch")
+    big = torch.finfo(dtype).max / 4
+    x = torch.cat([torch.tensor([0.0, -0.0, 1e-30, -1e-30, 20.0, -20.0, 80.0, -80.0, 700.0,
+                                 -700.0, 1e4, -1e4, big, -big], dtype=dtype),
+                   _logits(dtype, (4000,), scale=8.0, seed=21)])
+    torch._dynamo.reset()
+    compiled = torch.compile(ad.sigmoid_logs, backend="aot_eager", fullgraph=True)
+    eps = torch.finfo(dtype).eps
+    for c, e in zip(compiled(x), ad.sigmoid_logs(x)):
+        assert bool(torch.isfinite(c).all())
+        err = (c - e).abs() / e.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert bool((err <= 4 * eps).all()), float(err.max() / eps)
+
+
 # -- JAX: the focal closed form as a custom JVP ------------------------------------------------
 
 @pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",

@@ -768,6 +768,23 @@ def test_tensorflow_eager_closed_form_where_the_targets_are_not_watched(dtype, c
                int(np.size(a)))
 
 
+def test_tensorflow_log_cosh_backward_computes_the_derivative_alone(monkeypatch):  # type: ignore[no-untyped-def]
+    # the closed form's backward asks for the derivative only (value=False): tanh(d), not the
+    # value's expm1 and log1p again
+    tf = pytest.importorskip("tensorflow")
+    from unilosses.losses import regression
+    calls = _spy(monkeypatch, regression, "_log_cosh_terms", lambda out, a, kw: True)
+    rng = np.random.default_rng(9)
+    p, t = tf.constant(rng.normal(size=300)), tf.constant(rng.normal(size=300))
+    with tf.GradientTape() as tape:
+        tape.watch(p)
+        out = unilosses.log_cosh(p, t)
+    assert len(calls) == 1
+    g = tape.gradient(out, p)
+    assert len(calls) == 1
+    np.testing.assert_allclose(g.numpy(), np.tanh(p.numpy() - t.numpy()) / 300, rtol=1e-13)
+
+
 def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[no-untyped-def]
     tf = pytest.importorskip("tensorflow")
     x = tf.constant(np.zeros((3, 4), np.float32))

@@ -108,7 +108,9 @@ class Adapter:
 
         The arrays share their leading axis; ``elementwise`` maps blocks of them to a block of
         the elementwise loss, ``value_and_grad`` (optional) to that block and its derivative in
-        the first array.  Only frameworks that evaluate eagerly gain from it.
+        the first array (called with ``grad=False`` for the value alone, and with
+        ``value=False`` where only the derivative is used: it may then give None for the
+        value).  Only frameworks that evaluate eagerly gain from it.
         """
         return None
 

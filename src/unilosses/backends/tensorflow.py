@@ -137,7 +137,7 @@ def _closed_form_sum(xp: Any, elementwise: Any, value_and_grad: Any, scale: floa
         out = xp.sum(value_and_grad(*a, grad=False)[0]) * scale
 
         def grad(upstream: Array) -> Any:
-            gx = upstream * scale * value_and_grad(*a)[1]
+            gx = upstream * scale * value_and_grad(*a, value=False)[1]
             rest = [x for x in a[1:] if x.dtype.is_floating]
             if not rest:
                 return (gx,) + (None,) * (len(a) - 1)
@@ -171,7 +171,7 @@ def _eager_closed_form_sum(xp: Any, value_and_grad: Any, scale: float,
         def grad(upstream: Array) -> Array:
             # recomputed from the inputs (not kept from forward): a tape around this one
             # differentiates it again
-            return upstream * scale * value_and_grad(a, *rest)[1]
+            return upstream * scale * value_and_grad(a, *rest, value=False)[1]
 
         return out, grad
 

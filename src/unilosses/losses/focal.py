@@ -187,7 +187,7 @@ def _hard_focal_logits_value_grad(call: Call, x: Array, y: Array, alpha: float |
 
 def _finite_focal_value_grad(call: Call, x: Array, y: Array, alpha: float | None,
                              gamma: float, grad: bool = True, bounded: bool = False,
-                             hard: bool = False) -> tuple[Array, Array | None]:
+                             hard: bool = False, **_: Any) -> tuple[Array, Array | None]:
     """The closed form on logits clamped as the composition clamps them (with clamp's zero
     derivative outside); ``bounded``: the caller knows the clamp is the identity; ``hard``:
     the caller knows every label is 0 or 1."""
@@ -213,7 +213,7 @@ def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | Non
 
 def _focal_probabilities_value_grad(call: Call, p: Array, y: Array, alpha: float | None,
                                     gamma: float, grad: bool = True, bounded: bool = False,
-                                    inside: bool = False) -> tuple[Array, Array | None]:
+                                    inside: bool = False, **_: Any) -> tuple[Array, Array | None]:
     r""":func:`_focal_from_probabilities` and its derivative in ``p``, in closed form.
 
     With :math:`m = y - p`, :math:`\tilde p` = p clipped to :math:`[\epsilon, 1-\epsilon]`:
@@ -382,7 +382,8 @@ def _anchor_terms(call: Call, p: Array, t: Array, keep: Array, pos: Array, alpha
 
 def _anchor_value_grad(call: Call, x: Array, t: Array, keep: Array, pos: Array,
                        alpha: float | None, gamma: float, logits: bool, grad: bool = True,
-                       bounded: bool = False, inside: bool = False) -> tuple[Array, Array | None]:
+                       bounded: bool = False, inside: bool = False,
+                       **_: Any) -> tuple[Array, Array | None]:
     ad = call.ad
     # value and derivative are finite at ignored anchors (their inputs are cleaned), and so
     # are inputs known to be finite (0/1 labels, bounded logits): select_finite may zero them

@@ -228,16 +228,19 @@ def _log_cosh(call: Call, d: Array) -> Array:
 
 
 def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
-                         **_: Any) -> tuple[Array, Array | None]:
+                         value: bool = True, **_: Any) -> tuple[Array | None, Array | None]:
     """log cosh(p - t) and its derivative in p, tanh(p - t), for ``Call.chunked_sum``.
 
     tanh u = (e^2u - 1) / (e^2u + 1) = m (m + 2) / ((1 + m)^2 + 1), from the value's ``m``:
     a tanh would cost as much as the value's two transcendental functions together (torch
     eager, which never differentiates this derivative again).  Where the backend recomputes
     derivatives (XLA, TensorFlow), ``tanh(d)`` itself, which a framework may differentiate
-    again (its curvature at 0 is 1; the m-form's, through ``|d|``, would be 0).
+    again (its curvature at 0 is 1; the m-form's, through ``|d|``, would be 0); asked for the
+    derivative alone (``value=False``), only that.
     """
     d = p - t
+    if grad and not value and call.ad.recompute_derivative:
+        return None, call.xp.tanh(d)
     v, m = _log_cosh_terms(call, d)
     if not grad:
         return v, None

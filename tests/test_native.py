@@ -61,6 +61,8 @@ class Used:
         kernels.KERNELS.clear()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(kernels, "_CHUNK_MIN", 1 << 62)
+            mp.setattr(kernels, "_CLOSED_MIN", 1 << 62)
+            mp.setattr(kernels, "_CLOSED_GRAD_MIN", 1 << 62)
             try:
                 return fn(*args, **kw)
             finally:
@@ -589,6 +591,48 @@ def test_blockwise_focal_second_derivatives_and_repeated_backward(used):  # type
         return torch.autograd.grad(f(x, t) * 3.0, x)[0]
 
     _close(g1, used.generic(grad, x), torch.float64)
+
+
+@pytest.mark.parametrize("n", [1, 16, 1000])
+@pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
+                                  "anchor_focal_loss_with_logits", "log_cosh"])
+def test_small_inputs_take_the_closed_form_when_a_gradient_is_wanted(used, monkeypatch, name,
+                                                                     n):  # type: ignore[no-untyped-def]
+    calls = _blockwise_calls(monkeypatch)
+    g = torch.Generator().manual_seed(n)
+    x = 4.0 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    x[0, 0] = 0.0
+    t = (torch.rand(n, 3, generator=g, dtype=torch.float64) < 0.3).to(x.dtype)
+    args: tuple = (x, t)  # type: ignore[type-arg]
+    if name == "binary_focal_loss":
+        args = (torch.sigmoid(x), t)
+    elif name == "log_cosh":
+        args = (x, torch.randn(n, 3, generator=g, dtype=torch.float64))
+    elif name.startswith("anchor"):
+        args = (x, t, torch.randint(-1, 2, (n,), generator=g))
+    f = getattr(unilosses, name)
+
+    def run(x0):  # type: ignore[no-untyped-def]
+        xg = x0.detach().clone().requires_grad_(True)
+        out = f(xg, *args[1:])
+        return out, torch.autograd.grad(out, xg)[0]
+
+    v1, g1 = run(args[0])
+    v2, g2 = used.generic(run, args[0])
+    _close(v1, v2, torch.float64, args[0].numel())
+    _close(g1, g2, torch.float64)
+    assert calls == [True]
+    _close(f(*args), v2, torch.float64, args[0].numel())  # the value alone: below
+    closed = [True] * (1 + (args[0].numel() >= kernels._CLOSED_MIN))  # _CLOSED_MIN composed
+    assert calls == closed
+    # forward mode has no rule through the Function: the composition, whose JVP agrees
+    from torch.autograd import forward_ad
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(args[0].detach().clone().requires_grad_(True),
+                                    torch.ones_like(args[0]))
+        jvp = forward_ad.unpack_dual(f(dual, *args[1:])).tangent
+    _close(jvp, g1.sum(), torch.float64)
+    assert calls == closed
 
 
 def test_blockwise_sum_is_not_used_under_compile_or_when_targets_need_grad(used, monkeypatch):  # type: ignore[no-untyped-def]

@@ -635,6 +635,43 @@ def test_small_inputs_take_the_closed_form_when_a_gradient_is_wanted(used, monke
     assert calls == closed
 
 
+@pytest.mark.parametrize("rows", [kernels._CHUNK_MIN // 100 + 7])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_blockwise_categorical_on_probabilities(used, monkeypatch, rows, smoothing, dtype):  # type: ignore[no-untyped-def]
+    # by rows in closed form (renormalised and clipped probabilities): zeros and a row that
+    # holds nearly all its mass in one class put entries outside the clip on both sides
+    calls = _blockwise_calls(monkeypatch)
+    g = torch.Generator().manual_seed(rows)
+    p = torch.softmax(3.0 * torch.randn(rows, 100, generator=g, dtype=dtype), -1) * 2.5
+    p[0, :7] = 0.0
+    p[-1] = 1e-9
+    p[-1, 3] = 1.0
+    t = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1)
+    t[0] = torch.nn.functional.one_hot(torch.tensor(2), 100).to(dtype)
+    f = unilosses.categorical_cross_entropy
+
+    def run(x):  # type: ignore[no-untyped-def]
+        xg = x.detach().clone().requires_grad_(True)
+        out = f(xg, t, label_smoothing=smoothing)
+        return out, torch.autograd.grad(out * 3.0, xg)[0]
+
+    v1, g1 = run(p)
+    v2, g2 = used.generic(run, p)
+    _close(v1, v2, dtype, p.numel())
+    _close(g1, g2, dtype)
+    assert calls == [True]
+    # the value alone, small inputs, a class axis other than the last, and weights keep the
+    # composition
+    _close(f(p, t, label_smoothing=smoothing, reduction="sum"),
+           used.generic(f, p, t, label_smoothing=smoothing, reduction="sum"), dtype, p.numel())
+    small = p[:40].detach().clone().requires_grad_(True)
+    torch.autograd.grad(f(small, t[:40]), small)
+    f(p.T.contiguous(), t.T.contiguous(), axis=0)
+    f(p, t, weights=torch.ones(rows, dtype=dtype))
+    assert calls == [True]
+
+
 def test_blockwise_sum_is_not_used_under_compile_or_when_targets_need_grad(used, monkeypatch):  # type: ignore[no-untyped-def]
     calls = _blockwise_calls(monkeypatch)
     x, t = _focal_inputs(torch.float32, soft=False)

@@ -102,7 +102,8 @@ class Adapter:
     kernels: dict[str, Any] = {}
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
-                    scale: float = 1.0, columns: int = 1) -> Array | None:
+                    scale: float = 1.0, columns: int = 1,
+                    blocks_only: bool = False) -> Array | None:
         """``scale * sum(elementwise(*arrays))`` over blocks of rows, or None (then the caller
         composes it whole).
 
@@ -110,7 +111,9 @@ class Adapter:
         the elementwise loss, ``value_and_grad`` (optional) to that block and its derivative in
         the first array (called with ``grad=False`` for the value alone, and with
         ``value=False`` where only the derivative is used: it may then give None for the
-        value).  Only frameworks that evaluate eagerly gain from it.
+        value).  Only frameworks that evaluate eagerly gain from it.  ``blocks_only``: only
+        where the blocks are evaluated one by one (a compiler fusing the composition gains
+        nothing from that closed form).
         """
         return None
 

@@ -330,12 +330,17 @@ def _forward_ad() -> bool:
 
 def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
                 value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
-                scale: float = 1.0, columns: int = 1) -> Array | None:
+                scale: float = 1.0, columns: int = 1, blocks_only: bool = False) -> Array | None:
     n = x.numel()
+    wanted = x.requires_grad and torch.is_grad_enabled()
     if value_and_grad is None:
         least = _CHUNK_MIN
+    elif blocks_only:
+        # a closed form that pays only in blocks, and only for its backward (the value alone
+        # is as fast composed, and small inputs lose to the Function's own overhead)
+        least = _CHUNK_MIN if wanted else n + 1
     else:
-        least = _CLOSED_GRAD_MIN if x.requires_grad and torch.is_grad_enabled() else _CLOSED_MIN
+        least = _CLOSED_GRAD_MIN if wanted else _CLOSED_MIN
     if (n < max(least, 1) or torch.compiler.is_compiling() or x.is_meta or _forward_ad()
             or any(a.requires_grad for a in rest)):
         # (the Function has no forward-mode rule, and a meta tensor no values to test)

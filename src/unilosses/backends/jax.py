@@ -96,9 +96,10 @@ class JaxAdapter(Adapter):
         return isinstance(x, jax.core.Tracer)
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
-                    scale: float = 1.0, columns: int = 1) -> Array | None:
+                    scale: float = 1.0, columns: int = 1,
+                    blocks_only: bool = False) -> Array | None:
         # no blocks (XLA fuses the whole composition), but the closed-form derivative
-        if value_and_grad is None:
+        if value_and_grad is None or blocks_only:
             return None
         return _closed_form_sum(elementwise, value_and_grad, scale, *arrays)
 

@@ -229,9 +229,30 @@ def nonnegative_probabilities(call: Call, p: Array, axis: int) -> Array:
 
 def normalized_probabilities(call: Call, p: Array, axis: int) -> Array:
     """Probabilities renormalised along ``axis`` and clipped to [eps, 1 - eps], as Keras does."""
-    p = nonnegative_probabilities(call, p, axis)
+    return _renormalized(call, nonnegative_probabilities(call, p, axis), axis)
+
+
+def _renormalized(call: Call, p: Array, axis: int) -> Array:
     p = p / call.xp.sum(p, axis=axis, keepdims=True)
     return call.ad.clip(p, EPSILON, 1.0 - EPSILON)
+
+
+def _categorical_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
+                            **_: Any) -> tuple[Array, Array | None]:
+    r"""Per row (the class axis last), :math:`-\sum_c t_c \log \hat r_c` with
+    :math:`\hat r = \mathrm{clip}(r)`, :math:`r = p / S`, :math:`S = \sum_c p_c`, and its
+    derivative in ``p``, in closed form: with :math:`a_c = -t_c / \hat r_c` where the clip
+    passes (0 outside), :math:`\partial / \partial p_j = (a_j - \sum_c a_c r_c) / S`.
+    Backward then walks neither the clip nor the renormalisation (torch eager, in blocks)."""
+    xp, ad = call.xp, call.ad
+    s = xp.sum(p, axis=-1, keepdims=True)
+    r = p / s
+    rc = ad.clip(r, EPSILON, 1.0 - EPSILON)
+    v = -xp.sum(t * xp.log(rc), axis=-1)
+    if not grad:
+        return v, None
+    a = ad.select_finite(rc == r, -(t / rc))
+    return v, (a - xp.sum(a * r, axis=-1, keepdims=True)) / s
 
 
 def _log_probabilities(call: Call, p: Array, axis: int) -> Array:
@@ -278,7 +299,17 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     if logits:
         logp = call.ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
     else:
-        logp = _log_probabilities(call, p, ax)
+        q = nonnegative_probabilities(call, p, ax)
+        if cw is None and ax == ndim - 1:
+            # by rows, in closed form, where blocks are evaluated one by one (torch eager)
+            classes = call.ad.shape(p)[ax]
+            total = call.reduced_sum(
+                lambda pb, tb: -xp.sum(tb * xp.log(_renormalized(call, pb, -1)), axis=-1),
+                q, _smooth(call, t, ls, classes), columns=classes, blocks_only=True,
+                value_and_grad=lambda pb, tb, **kw: _categorical_value_grad(call, pb, tb, **kw))
+            if total is not None:
+                return total
+        logp = call.xp.log(_renormalized(call, q, ax))
     t = call.clean(t, 0.0, axis=ax)
     ts = _smooth(call, t, ls, call.ad.shape(p)[ax])
     if cw is None:

@@ -672,6 +672,24 @@ def test_blockwise_categorical_on_probabilities(used, monkeypatch, rows, smoothi
     assert calls == [True]
 
 
+def test_the_bound_read_is_made_only_for_a_closed_form_that_uses_it(monkeypatch):  # type: ignore[no-untyped-def]
+    # one read of the logits (and a host sync) tells the logit forms that the clamp is a
+    # no-op; log_cosh and the forms on probabilities take no such flag
+    reads = _spy(monkeypatch, kernels, "_bounded", lambda out, a, kw: True)
+    x = torch.randn(64, 3, dtype=torch.float64, requires_grad=True)
+    t = (torch.rand(64, 3, dtype=torch.float64) > 0.5).to(x.dtype)
+    state = torch.randint(-1, 2, (64,))
+    for f, args in ((unilosses.log_cosh, (t,)), (unilosses.binary_focal_loss, (t,)),
+                    (unilosses.anchor_focal_loss, (t, state))):
+        xs = torch.sigmoid(x.detach()).requires_grad_(True)
+        torch.autograd.grad(f(xs, *args), xs)
+    assert reads == []
+    for f, args in ((unilosses.binary_focal_loss_with_logits, (t,)),
+                    (unilosses.anchor_focal_loss_with_logits, (t, state))):
+        torch.autograd.grad(f(x, *args), x)
+    assert reads == [True, True]
+
+
 def test_blockwise_sum_is_not_used_under_compile_or_when_targets_need_grad(used, monkeypatch):  # type: ignore[no-untyped-def]
     calls = _blockwise_calls(monkeypatch)
     x, t = _focal_inputs(torch.float32, soft=False)

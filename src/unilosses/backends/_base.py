@@ -102,8 +102,8 @@ class Adapter:
     kernels: dict[str, Any] = {}
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
-                    scale: float = 1.0, columns: int = 1,
-                    blocks_only: bool = False) -> Array | None:
+                    scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
+                    bounds: bool = False) -> Array | None:
         """``scale * sum(elementwise(*arrays))`` over blocks of rows, or None (then the caller
         composes it whole).
 
@@ -113,7 +113,8 @@ class Adapter:
         ``value=False`` where only the derivative is used: it may then give None for the
         value).  Only frameworks that evaluate eagerly gain from it.  ``blocks_only``: only
         where the blocks are evaluated one by one (a compiler fusing the composition gains
-        nothing from that closed form).
+        nothing from that closed form).  ``bounds``: ``value_and_grad`` uses ``bounded=``
+        (every |x| <= max/4 of the first array), which a backend may then read once.
         """
         return None
 

@@ -226,12 +226,13 @@ class _BlockwiseSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, f: Callable[..., Array],  # type: ignore[override]
                 value_and_grad: Callable[..., tuple[Array, Array]] | None, rows: int,
-                scale: float, x: Array, *rest: Array) -> Array:
+                scale: float, bounds: bool, x: Array, *rest: Array) -> Array:
         ctx.f, ctx.rows, ctx.scale = f, rows, scale
         ctx.value_and_grad, ctx.grad = None, None
         blocks = range(0, x.shape[0], rows)
-        bounded = value_and_grad is not None and _bounded(x)
-        if value_and_grad is not None and ctx.needs_input_grad[4]:
+        # one read of x (and a host sync), only for a closed form that uses it
+        bounded = value_and_grad is not None and bounds and _bounded(x)
+        if value_and_grad is not None and ctx.needs_input_grad[5]:
             grad = torch.empty_like(x)
             parts = [_block_value_grad(value_and_grad, bounded, scale, grad, x, rest, s, rows)
                      for s in blocks]
@@ -251,7 +252,7 @@ class _BlockwiseSum(torch.autograd.Function):
     def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
         x, *rest = ctx.saved_tensors
         f, rows, scale = ctx.f, ctx.rows, ctx.scale
-        none = (None,) * 4
+        none = (None,) * 5
         tail = (None,) * len(rest)
         if torch.is_grad_enabled():
             # a gradient of the gradient (create_graph=True): differentiate the whole
@@ -330,7 +331,8 @@ def _forward_ad() -> bool:
 
 def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
                 value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
-                scale: float = 1.0, columns: int = 1, blocks_only: bool = False) -> Array | None:
+                scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
+                bounds: bool = False) -> Array | None:
     n = x.numel()
     wanted = x.requires_grad and torch.is_grad_enabled()
     if value_and_grad is None:
@@ -349,7 +351,7 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
     # reshape keeps views of contiguous inputs; the gradient flows back through it
     x, rest = x.reshape(n, -1), tuple(a.reshape(n, -1) for a in rest)
     block = max(1, _BLOCK // columns)
-    return _BlockwiseSum.apply(f, value_and_grad, block, scale, x, *rest)
+    return _BlockwiseSum.apply(f, value_and_grad, block, scale, bounds, x, *rest)
 
 
 __all__ = ["KERNELS", "chunked_sum", "closed_form_sum"]

@@ -96,8 +96,8 @@ class JaxAdapter(Adapter):
         return isinstance(x, jax.core.Tracer)
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
-                    scale: float = 1.0, columns: int = 1,
-                    blocks_only: bool = False) -> Array | None:
+                    scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
+                    bounds: bool = False) -> Array | None:
         # no blocks (XLA fuses the whole composition), but the closed-form derivative
         if value_and_grad is None or blocks_only:
             return None

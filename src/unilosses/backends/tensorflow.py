@@ -340,8 +340,8 @@ class TensorflowAdapter(Adapter):
         return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
-                    scale: float = 1.0, columns: int = 1,
-                    blocks_only: bool = False) -> Array | None:
+                    scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
+                    bounds: bool = False) -> Array | None:
         # traced (tf.function, jit_compile): the closed form, as JAX's custom_jvp; eagerly too
         # unless a tape watches the targets (see _eager_closed_form_sum)
         if value_and_grad is None or blocks_only:

@@ -116,8 +116,8 @@ class TorchAdapter(Adapter):
     kernels = _torch_kernels.KERNELS
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
-                    scale: float = 1.0, columns: int = 1,
-                    blocks_only: bool = False) -> Array | None:
+                    scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
+                    bounds: bool = False) -> Array | None:
         if torch.compiler.is_compiling():
             # compiled: no blocks (the compiler fuses), but the closed-form derivative still
             # spares backward the composition's intermediates
@@ -128,7 +128,7 @@ class TorchAdapter(Adapter):
             return None
         return _torch_kernels.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                           scale=scale, columns=columns,
-                                          blocks_only=blocks_only)
+                                          blocks_only=blocks_only, bounds=bounds)
 
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         return torch.where(cond, x, y)

@@ -354,7 +354,7 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     if not hasattr(a, "shape"):
         total = call.reduced_sum(
             lambda xb, tb: _focal_from_logits(call, finite_logits(call, xb), tb, a, gamma),
-            out[0], out[1],
+            out[0], out[1], bounds=True,
             value_and_grad=lambda xb, tb, **kw: _finite_focal_value_grad(
                 call, xb, tb, a, gamma, hard=call.ad.known_binary(tb), **kw))
         if total is not None:
@@ -445,7 +445,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     if normalize == "batch" and not hasattr(alpha, "shape"):
         total = call.chunked_sum(
             lambda pb, tb, kb, sb: _anchor_terms(call, pb, tb, kb, sb, alpha, gamma, logits),
-            p, t, keep, pos, columns=ad.shape(p)[-1],
+            p, t, keep, pos, columns=ad.shape(p)[-1], bounds=logits,
             value_and_grad=lambda pb, tb, kb, sb, **kw: _anchor_value_grad(
                 call, pb, tb, kb, sb, alpha, gamma, logits, inside=inside, **kw))
     if total is None:

@@ -729,6 +729,49 @@ def test_namespace_extras_for_the_closed_forms():
                                   np.minimum(a, 0.5))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adapter_log1p_under_xla_is_compensated_to_log1ps_precision(dtype):
+    """Under XLA the adapter's log1p is log(u) - ((u - 1) - x) / u with u = 1 + x (faster
+    there than XLA's log1p); on the callers' range (-1, 1e30] its value keeps log1p's
+    precision, and its first and second derivatives are log1p's, 1/(1+x) and -1/(1+x)^2.
+    Eagerly and in a plain graph it is tf.math.log1p."""
+    ad = TF.ad
+    eps = np.finfo(dtype).eps
+    tiny = -30 if dtype == np.float32 else -300
+    x = np.concatenate([-np.logspace(tiny, 0, 4001)[:-1], np.logspace(tiny, 30, 4001),
+                        np.random.default_rng(0).uniform(-1, 1, 4000),
+                        -1 + eps * np.arange(1, 50), [0.0, -0.5, 1.0, 2.0]]).astype(dtype)
+    x = x[x > -1]
+
+    def run(a):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as outer:
+            outer.watch(a)
+            with tf.GradientTape() as inner:
+                inner.watch(a)
+                y = ad.log1p(a)
+            d1 = inner.gradient(y, a)
+        return y, d1, outer.gradient(d1, a)
+
+    xt = tf.constant(x)
+    y, d1, d2 = (np.asarray(v, np.longdouble) for v in tf.function(run, jit_compile=True)(xt))
+    exact = np.longdouble(x)
+    ref = np.log1p(exact)
+    assert np.all(np.abs(y - ref) <= 1.5 * eps * np.abs(ref))
+    r1 = 1 / (1 + exact)
+    assert np.all(np.abs(d1 - r1) <= eps * r1)
+    r2 = -r1 * r1
+    normal = np.abs(r2) >= np.finfo(dtype).tiny  # (below, it underflows: 0 is exact enough)
+    assert np.all(np.abs(d2 - r2)[normal] <= 2 * eps * np.abs(r2)[normal])
+
+    def ops(jit):  # type: ignore[no-untyped-def]
+        graph = tf.function(ad.log1p, jit_compile=jit).get_concrete_function(xt).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "Log1p" not in ops(True) and "Log" in ops(True)
+    assert "Log1p" in ops(False)
+    np.testing.assert_array_equal(np.asarray(ad.log1p(xt)), np.asarray(tf.math.log1p(xt)))
+
+
 @pytest.mark.parametrize("n", [(1 << 15) + 1, 1_000_003, 1 << 20, 1_000_000])
 @pytest.mark.parametrize("known", [True, False])
 def test_folded_sum_under_jit(n, known):

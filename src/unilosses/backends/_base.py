@@ -200,13 +200,18 @@ class Adapter:
         xp = self.xp
         p, q = self.sigmoid(x), self.sigmoid(-x)
         r = self.clip(x, -float(xp.finfo(x.dtype).max), 0.0)
-        lm = xp.log1p(-self.where(x > 0, q, p))
+        lm = self.log1p(-self.where(x > 0, q, p))
         return p, q, r + lm, (r - x) + lm
+
+    def log1p(self, x: Array) -> Array:
+        """``log(1 + x)`` for ``x`` in ``(-1, max]`` (or NaN), where the caller knows the range:
+        ``xp.log1p``, or what a backend computes faster to the same precision there."""
+        return self.xp.log1p(x)
 
     def softplus(self, x: Array) -> Array:
         """log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|))."""
         xp = self.xp
-        return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+        return xp.maximum(x, xp.zeros_like(x)) + self.log1p(xp.exp(-xp.abs(x)))
 
     def log_sigmoid(self, x: Array) -> Array:
         return -self.softplus(-x)

@@ -138,7 +138,7 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     fused = call.native("binary_cross_entropy", p, t)
     if fused is not None:
         return fused
-    return call.reduce(-(t * xp.log(p) + (1.0 - t) * xp.log1p(-p)))
+    return call.reduce(-(t * xp.log(p) + (1.0 - t) * call.ad.log1p(-p)))
 
 
 def binary_cross_entropy_with_logits(
@@ -205,7 +205,7 @@ def binary_cross_entropy_with_logits(
     # the true sigmoid(0) - t on every backend; no term cancels another (soft labels included)
     big = float(call.xp.finfo(call.dtype).max)
     r = ad.clip(x, 0.0, big)
-    sp = call.xp.log1p(call.xp.exp(x - 2.0 * r))
+    sp = ad.log1p(call.xp.exp(x - 2.0 * r))
     w1 = t if pos_weight is None else t * pw
     nt = 1.0 - t
     loss = nt * r + w1 * (r - x)

@@ -203,7 +203,7 @@ def _focal_from_probabilities(call: Call, p: Array, y: Array, alpha: float | Non
                               gamma: float) -> Array:
     xp, ad = call.xp, call.ad
     pc = ad.clip(p, EPSILON, 1.0 - EPSILON)
-    log_p, log_q = xp.log(pc), xp.log1p(-pc)
+    log_p, log_q = xp.log(pc), ad.log1p(-pc)
     if alpha is None:
         ce = -(y * log_p + (1.0 - y) * log_q)
     else:
@@ -225,7 +225,7 @@ def _focal_probabilities_value_grad(call: Call, p: Array, y: Array, alpha: float
     """
     xp, ad = call.xp, call.ad
     pc = p if inside else ad.clip(p, EPSILON, 1.0 - EPSILON)
-    log_p, log_q = xp.log(pc), xp.log1p(-pc)
+    log_p, log_q = xp.log(pc), ad.log1p(-pc)
     ny = 1.0 - y
     w1 = y if alpha is None else alpha * y
     w0 = ny if alpha is None else (1.0 - alpha) * ny

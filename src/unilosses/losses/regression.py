@@ -220,7 +220,7 @@ def _log_cosh_terms(call: Call, d: Array, curvature: bool = False) -> tuple[Arra
     a = ad.where(d >= 0, d, -d) if curvature else ad.safe_abs(d)
     u = ad.clip(a, 0.0, _LOG_COSH_TAIL)
     m = xp.expm1(u)
-    return xp.log1p(m * m / (2.0 + 2.0 * m)) + (a - u), m
+    return ad.log1p(m * m / (2.0 + 2.0 * m)) + (a - u), m
 
 
 def _log_cosh(call: Call, d: Array) -> Array:

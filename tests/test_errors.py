@@ -64,6 +64,10 @@ def test_k(xp):
         unilosses.in_top_k(xp.asarray(P), y, k=0)
     with pytest.raises(TypeError, match="`k` must be an integer"):
         unilosses.in_top_k(xp.asarray(P), y, k=1.5)
+    # ranks are counted in the predictions' dtype, exactly up to 2^24 in float32
+    with pytest.raises(ValueError, match="`k`=16777217 is above 16777216.*float64"):
+        unilosses.in_top_k(xp.asarray(P, "float32"), y, k=2**24 + 1)
+    assert xp.to_numpy(unilosses.in_top_k(xp.asarray(P, "float32"), y, k=2**24)).all()
 
 
 def test_labels_must_be_integer(xp):

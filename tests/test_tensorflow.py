@@ -251,19 +251,45 @@ def test_tf_nn_peers(dtype):
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x).numpy(), dtype)
 
 
+@pytest.mark.parametrize("path", ["kernel", "composition", "xla"])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_in_top_k_matches_tf_math_in_top_k_with_ties(k):
+def test_in_top_k_matches_tf_math_in_top_k_with_ties(monkeypatch, k, path):
+    """Eagerly on float32 unilosses calls tf.math.in_top_k itself; the composition (float64,
+    or traced for XLA, where its one fused reduction is faster) must give the same answers."""
+    from unilosses.backends import _tf_kernels
+
     p = np.array([[0.5, 0.5, 0.5, 0.1],      # a three-way tie at the top
                   [0.2, 0.9, 0.2, 0.2],      # ties below the leader
                   [0.3, 0.7, 0.7, 0.1],
                   [1.0, 1.0, 1.0, 1.0],      # all equal
-                  [0.0, np.inf, 0.0, 1.0]],  # non-finite row: False everywhere
+                  [0.0, np.inf, 0.0, 1.0],   # non-finite rows: False everywhere
+                  [0.0, 0.2, np.nan, 1.0],
+                  [0.4, 0.3, 0.2, 0.1]],     # with a label out of range: False
                  np.float32)
-    for labels in ([0, 0, 1, 3, 0], [3, 2, 0, 1, 1], [2, 1, 2, 0, 3]):
-        y = np.array(labels, np.int64)
-        ours = unilosses.in_top_k(tf.constant(p), tf.constant(y), k=k)
+    used = []
+    real = _tf_kernels.in_top_k
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        out = real(*a)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setitem(_tf_kernels.KERNELS, "in_top_k", spy)
+    if path == "composition":
+        monkeypatch.delitem(_tf_kernels.KERNELS, "in_top_k")
+    ours = functools.partial(unilosses.in_top_k, k=k)
+    if path == "xla":
+        ours = tf.function(ours, jit_compile=True)
+    for labels, dtype in (([0, 0, 1, 3, 0, 3, 4], np.int64), ([3, 2, 0, 1, 1, 0, -1], np.int32),
+                          ([2, 1, 2, 0, 3, 1, 0], np.int64)):
+        y = np.array(labels, dtype)
+        got = ours(tf.constant(p), tf.constant(y))
         theirs = tf.math.in_top_k(tf.constant(y), tf.constant(p), k)
-        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+        np.testing.assert_array_equal(got.numpy(), theirs.numpy())
+    if path == "xla":  # (traced once per label dtype)
+        assert used and not any(used)
+    else:
+        assert used == ([True] * 3 if path == "kernel" else [])
 
 
 def _keras():  # type: ignore[no-untyped-def]

@@ -755,6 +755,65 @@ def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, 
     assert np.isfinite(np.asarray(g1)).all()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["sparse", "categorical", "bce_logits", "focal_logits"])
+def test_tensorflow_eager_logits_skip_the_clamp_where_a_read_bounds_them(monkeypatch, name,
+                                                                         dtype):  # type: ignore[no-untyped-def]
+    """Eagerly, from 2^16 elements, logits whose Euclidean norm is finite are not clipped
+    (``TensorflowAdapter.bounded``: the clip and its gradient are six eager ops); with an
+    inf or a logit beyond max/4 among them they are.  Value and gradient equal the clipped
+    path's (the bound switched off) either way."""
+    tf = pytest.importorskip("tensorflow")
+    from unilosses.backends import tensorflow as tfb
+
+    rng = np.random.default_rng(21)
+    shape = (13108, 5)  # 65540 elements
+    f, target = {
+        "sparse": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                   rng.integers(0, 5, shape[0])),
+        "categorical": (unilosses.categorical_cross_entropy_with_logits,
+                        np.eye(5, dtype=dtype)[rng.integers(0, 5, shape[0])]),
+        "bce_logits": (unilosses.binary_cross_entropy_with_logits,
+                       rng.random(shape).astype(dtype)),
+        "focal_logits": (unilosses.binary_focal_loss_with_logits,
+                         (rng.random(shape) < 0.3).astype(dtype)),
+    }[name]
+    finite = (3 * rng.standard_normal(shape)).astype(dtype)
+    finite[0, :2] = [1e4, -1e4]
+    wild = finite.copy()
+    wild[1, :3] = [np.inf, -np.inf, np.finfo(dtype).max / 2]
+    clips = []
+    real_clip = tfb.TensorflowAdapter.clip
+
+    def clip(self, x, lo, hi):  # type: ignore[no-untyped-def]
+        if lo == -hi:  # the logits' clamp (not a relu, a clip at 0)
+            clips.append(x.shape.num_elements())
+        return real_clip(self, x, lo, hi)
+
+    monkeypatch.setattr(tfb.TensorflowAdapter, "clip", clip)
+
+    def run(x):  # type: ignore[no-untyped-def]
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = f(x, tf.constant(target))
+        return out, tape.gradient(out, x)
+
+    tdtype = torch.float64 if dtype == "float64" else torch.float32
+    for x, bounded in ((finite, True), (wild, False)):
+        clips.clear()
+        v1, g1 = run(x)
+        full = [n for n in clips if n == x.size]
+        assert (not full) if bounded else full
+        with monkeypatch.context() as mp:
+            mp.setattr(tfb.TensorflowAdapter, "bounded", lambda self, a: False)
+            v2, g2 = run(x)
+        v1, g1, v2, g2 = (torch.from_numpy(np.array(a)) for a in (v1, g1, v2, g2))
+        _close(v1, v2, tdtype, x.size)
+        _close(g1, g2, tdtype)
+        assert bool(torch.isfinite(v1)) and bool(torch.isfinite(g1).all())
+
+
 def _tf_closed_form_cases(dtype):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(12)
     x = (3 * rng.standard_normal((60, 9))).astype(dtype)

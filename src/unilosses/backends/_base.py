@@ -59,6 +59,13 @@ class Adapter:
         called while tracing."""
         return None
 
+    def bounded(self, x: Array) -> bool:
+        """True only if every ``|x_i|`` is known to be at most a quarter of its floating dtype's
+        maximum (then clamping logits there, as the losses do, changes nothing), where one
+        read shows it more cheaply than the clamp costs: eagerly, on large host arrays.  False
+        when unknown; never read while tracing."""
+        return False
+
     def known_binary(self, y: Array) -> bool:
         """True only if every value of ``y`` is known to be 0 or 1 (a value within 1e-19 of 0
         may count as 0), where reading that is cheap; False when unknown.  A loss may then take

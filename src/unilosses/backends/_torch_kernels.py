@@ -68,7 +68,7 @@ def _finite(call: Any, x: Array) -> Array:
     """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy).
 
     Traced (compiled, torch.func), no value can be read back; the clamp then fuses anyway."""
-    if x.numel() >= _CHECK_MIN and not call.ad.is_tracing(x) and _bounded(x):
+    if call.ad.bounded(x):
         return x
     bound = _BOUNDS.get(x.dtype)
     if bound is None:

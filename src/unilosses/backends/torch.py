@@ -73,6 +73,11 @@ class TorchAdapter(Adapter):
         lo, hi = torch.stack((lo, hi)).tolist()  # one device-to-host transfer
         return lo, hi
 
+    def bounded(self, x: Array) -> bool:
+        # (below _CHECK_MIN elements the clamp is one small op, cheaper than a read and a sync)
+        return (x.numel() >= _torch_kernels._CHECK_MIN and not self.is_tracing(x)
+                and _torch_kernels._bounded(x))
+
     def known_binary(self, y: Array) -> bool:
         # eager CPU only: elsewhere the answer would stall the device or cannot be read.
         # (y - y^2)^2 sums to 0 exactly when every y is 0 or 1 (NaN and inf give NaN); only

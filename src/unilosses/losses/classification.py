@@ -47,8 +47,14 @@ def finite_logits(call: Call, x: Array) -> Array:
     An infinite logit is meaningful (certainty), but ``0 * inf`` in the loss formulas would
     make it NaN; a quarter of the dtype's maximum behaves the same in every log-sigmoid and
     log-softmax (no overflow when two are added) while staying finite.  The gradient there is
-    0, the limit of the true gradient for a correct certain prediction.
+    0, the limit of the true gradient for a correct certain prediction.  Where one read shows
+    the clamp changes nothing (``Adapter.bounded``: eagerly, on large inputs), it is skipped.
     """
+    return x if call.ad.bounded(x) else clamped_logits(call, x)
+
+
+def clamped_logits(call: Call, x: Array) -> Array:
+    """:func:`finite_logits` without the bound's read: ``x`` clamped to +-max/4."""
     bound = float(call.xp.finfo(call.dtype).max) / 4
     return call.ad.clip(x, -bound, bound)
 

@@ -19,6 +19,7 @@ from .classification import (
     check_class_vector,
     check_ignore_index,
     checked_labels,
+    clamped_logits,
     finite_logits,
     inside_clip,
     normalized_probabilities,
@@ -192,9 +193,9 @@ def _finite_focal_value_grad(call: Call, x: Array, y: Array, alpha: float | None
     derivative outside); ``bounded``: the caller knows the clamp is the identity; ``hard``:
     the caller knows every label is 0 or 1."""
     form = _hard_focal_logits_value_grad if hard else _focal_logits_value_grad
-    if bounded:
+    if bounded or call.ad.bounded(x):
         return form(call, x, y, alpha, gamma, grad)
-    xc = finite_logits(call, x)
+    xc = clamped_logits(call, x)
     v, g = form(call, xc, y, alpha, gamma, grad)
     return v, None if g is None else call.ad.where(xc == x, g, 0.0)
 

@@ -834,16 +834,19 @@ def _tf_closed_form_cases(dtype):  # type: ignore[no-untyped-def]
         ("anchor_logits", unilosses.anchor_focal_loss_with_logits, xa, ya, {"state": state}),
         ("anchor_probs", unilosses.anchor_focal_loss, (0.5 + 0.5 * np.tanh(xa / 2)), ya,
          {"state": state}),
+        ("bce_logits", unilosses.binary_cross_entropy_with_logits, x, t,
+         {"label_smoothing": 0.1}),
     ]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("case", range(5), ids=["log_cosh", "focal_logits", "focal_probs",
-                                                "anchor_logits", "anchor_probs"])
+@pytest.mark.parametrize("case", range(6), ids=["log_cosh", "focal_logits", "focal_probs",
+                                                "anchor_logits", "anchor_probs", "bce_logits"])
 def test_tensorflow_closed_form_under_jit_matches_the_composition(monkeypatch, dtype, case):  # type: ignore[no-untyped-def]
     """Traced (tf.function(jit_compile=True)), the closed-form sums replace the composition:
     value, and gradients in the predictions (the closed form) and the soft targets (the
-    composition's, inside the custom gradient), against the eager composition."""
+    composition's, inside the custom gradient), against the eager composition.  BCE with
+    logits, whose composed derivative is light, stays composed there."""
     tf = pytest.importorskip("tensorflow")
     from unilosses.backends import tensorflow as tfb
 
@@ -865,7 +868,7 @@ def test_tensorflow_closed_form_under_jit_matches_the_composition(monkeypatch, d
         assert used == []
         jit = tf.function(value_and_grads, jit_compile=True)(tf.constant(a), tf.constant(t),
                                                              reduction)
-        assert used == [True]
+        assert used == ([] if name == "bce_logits" else [True])
         used.clear()
         for e, c in zip(eager, jit):
             assert np.isfinite(np.asarray(c)).all()
@@ -874,8 +877,8 @@ def test_tensorflow_closed_form_under_jit_matches_the_composition(monkeypatch, d
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("case", range(5), ids=["log_cosh", "focal_logits", "focal_probs",
-                                                "anchor_logits", "anchor_probs"])
+@pytest.mark.parametrize("case", range(6), ids=["log_cosh", "focal_logits", "focal_probs",
+                                                "anchor_logits", "anchor_probs", "bce_logits"])
 def test_tensorflow_eager_closed_form_where_the_targets_are_not_watched(dtype, case):  # type: ignore[no-untyped-def]
     """Eagerly, a tape that watches the predictions only gets the closed form (value forward,
     derivative recomputed backward); one that also watches the targets gets the composition.
@@ -1069,6 +1072,48 @@ def test_jax_focal_closed_form_matches_the_composition(monkeypatch, name, gamma)
         fast_h = jax.grad(curvature)(args[0])
         _close(torch.from_numpy(np.asarray(fast_h)), torch.from_numpy(np.asarray(slow_h)),
                torch.float64, x.size)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_jax_bce_with_logits_closed_form_matches_the_composition(monkeypatch, label_smoothing):  # type: ignore[no-untyped-def]
+    """BCE with logits through the custom JVP (derivative sigmoid(x) - t, 0 where the clamp
+    acts) against the composition: value, gradients in the logits and the soft targets,
+    jitted and eagerly, at +-1e4, 0 and +-inf, and a second derivative."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from unilosses.backends import jax as jax_backend
+
+    rng = np.random.default_rng(11)
+    x = 4.0 * rng.standard_normal((40, 6))
+    x[0, :5] = [1e4, -1e4, 0.0, np.inf, -np.inf]
+    t = (rng.random((40, 6)) < 0.3).astype(np.float64)
+    t[1] = rng.random(6)  # a soft row
+    x, t = jnp.asarray(x), jnp.asarray(t)
+    calls = _spy(monkeypatch, jax_backend, "_closed_form_sum", lambda out, a, kw: True)
+
+    def loss(p, q):  # type: ignore[no-untyped-def]
+        return unilosses.binary_cross_entropy_with_logits(p, q, label_smoothing=label_smoothing)
+
+    def everything(p, q):  # type: ignore[no-untyped-def]
+        value, grads = jax.value_and_grad(loss, argnums=(0, 1))(p, q)
+        return (value,) + grads
+
+    w = jnp.asarray(rng.uniform(0.5, 1.5, x.shape))
+
+    def curvature(p):  # type: ignore[no-untyped-def]
+        return jnp.sum(jax.grad(loss)(p, t) * w)  # the diagonal of the second derivative
+
+    fast = jax.jit(everything)(x, t) + (jax.grad(curvature)(x),)
+    eager = everything(x, t)
+    assert calls
+    with monkeypatch.context() as mp:
+        mp.setattr(jax_backend.JaxAdapter, "chunked_sum", lambda self, *a, **k: None)
+        slow = everything(x, t) + (jax.grad(curvature)(x),)
+    for a, b in zip(fast + eager, slow + slow[:3]):
+        assert np.isfinite(np.asarray(a)).all()
+        _close(torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b)), torch.float64,
+               x.size)
+    assert float(fast[1][0, 3]) == 0.0 and float(fast[1][0, 4]) == 0.0  # the clamp's zero
 
 
 def test_log_cosh_curvature_at_zero_on_every_path():  # type: ignore[no-untyped-def]

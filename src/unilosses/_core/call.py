@@ -79,7 +79,7 @@ class Call:
     def chunked_sum(self, elementwise: Callable[..., Array], *arrays: Array,
                     value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
-                    bounds: bool = False) -> Array | None:
+                    bounds: bool = False, light: bool = False) -> Array | None:
         """``scale * sum(elementwise(*arrays))`` block by block, or None where not worth it.
 
         The blocks are of rows of each array laid out as ``(rows, -1)``, with ``rows`` the
@@ -90,19 +90,20 @@ class Call:
         only the inputs for backward, recomputing each block's gradient there, instead of
         keeping every full-size intermediate; ``value_and_grad``, a closed-form derivative in
         the first array, spares the recomputation (``blocks_only``: only there, not where a
-        compiler fuses the composition; ``bounds``: it takes ``bounded=``, see
-        ``Adapter.chunked_sum``).  Unmasked, unweighted calls only.
+        compiler fuses the composition; ``bounds``: it takes ``bounded=``; ``light``: the
+        composition's derivative is short, see ``Adapter.chunked_sum``).  Unmasked,
+        unweighted calls only.
         """
         if self.mask is not None or self.weights is not None:
             return None
         return self.ad.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                    scale=scale, columns=columns, blocks_only=blocks_only,
-                                   bounds=bounds)
+                                   bounds=bounds, light=light)
 
     def reduced_sum(self, elementwise: Callable[..., Array], *arrays: Array,
                     value_and_grad: Callable[..., tuple[Array, Array]] | None = None,
                     columns: int = 1, blocks_only: bool = False,
-                    bounds: bool = False) -> Array | None:
+                    bounds: bool = False, light: bool = False) -> Array | None:
         """The loss reduced by this call's "mean" or "sum" through :meth:`chunked_sum`, or
         None (reduction "none", a size unknown while tracing, or no gain on the backend)."""
         n = size_of(self.loss_shape)
@@ -110,7 +111,8 @@ class Call:
             return None
         return self.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                 scale=1.0 if self.reduction == "sum" else 1.0 / max(n, 1),
-                                columns=columns, blocks_only=blocks_only, bounds=bounds)
+                                columns=columns, blocks_only=blocks_only, bounds=bounds,
+                                light=light)
 
     def require(self, ok: Array, message: Callable[[], str]) -> None:
         """Raise ``ValueError(message())`` unless every element of ``ok`` is True.

@@ -110,7 +110,7 @@ class Adapter:
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
-                    bounds: bool = False) -> Array | None:
+                    bounds: bool = False, light: bool = False) -> Array | None:
         """``scale * sum(elementwise(*arrays))`` over blocks of rows, or None (then the caller
         composes it whole).
 
@@ -122,6 +122,10 @@ class Adapter:
         where the blocks are evaluated one by one (a compiler fusing the composition gains
         nothing from that closed form).  ``bounds``: ``value_and_grad`` uses ``bounded=``
         (every |x| <= max/4 of the first array), which a backend may then read once.
+        ``light``: the composition's own derivative is a few operations, which a compiler
+        fuses with the value's pass; the closed form then pays only where its derivative comes
+        in that pass too (JAX's custom_jvp) or replaces recorded eager operations, not as a
+        traced pass of its own (TensorFlow's custom gradient under tf.function).
         """
         return None
 

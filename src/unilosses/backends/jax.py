@@ -97,8 +97,9 @@ class JaxAdapter(Adapter):
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
-                    bounds: bool = False) -> Array | None:
-        # no blocks (XLA fuses the whole composition), but the closed-form derivative
+                    bounds: bool = False, light: bool = False) -> Array | None:
+        # no blocks (XLA fuses the whole composition), but the closed-form derivative, which
+        # custom_jvp computes in the value's pass (so even a light one pays)
         if value_and_grad is None or blocks_only:
             return None
         return _closed_form_sum(elementwise, value_and_grad, scale, *arrays)

@@ -122,11 +122,11 @@ class TorchAdapter(Adapter):
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
-                    bounds: bool = False) -> Array | None:
+                    bounds: bool = False, light: bool = False) -> Array | None:
         if torch.compiler.is_compiling():
             # compiled: no blocks (the compiler fuses), but the closed-form derivative still
-            # spares backward the composition's intermediates
-            if blocks_only:
+            # spares backward the composition's intermediates, unless they are few
+            if blocks_only or light:
                 return None
             return _torch_kernels.closed_form_sum(value_and_grad, *arrays, scale=scale)
         if _functorch_wrapped(arrays[0]):

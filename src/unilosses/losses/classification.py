@@ -203,8 +203,21 @@ def binary_cross_entropy_with_logits(
                         pw)
     if fused is not None:
         return fused
+    if pos_weight is None:
+        total = call.reduced_sum(
+            lambda xb, tb: _bce_logits(call, finite_logits(call, xb), _smooth_binary(tb, ls)),
+            out[0], out[1],
+            value_and_grad=lambda xb, tb, **kw: _bce_logits_value_grad(
+                call, xb, _smooth_binary(tb, ls), **kw), light=True)
+        if total is not None:
+            return total
     x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
-    t = _smooth_binary(t, ls)
+    return call.reduce(_bce_logits(call, x, _smooth_binary(t, ls), pw))
+
+
+def _bce_logits(call: Call, x: Array, t: Array, pw: Any = None) -> Array:
+    """The elementwise loss of :func:`binary_cross_entropy_with_logits` on finite logits."""
+    ad = call.ad
     # t softplus(-x) + (1 - t) softplus(x) with one exp and one log1p instead of two of each:
     # softplus(+-x) = relu(+-x) + log1p(exp(-|x|)).  relu(x) is a clip, relu(-x) = relu(x) - x
     # exactly, and -|x| = x - 2 relu(x) takes the clip's side at 0, so the gradient at 0 is
@@ -212,10 +225,24 @@ def binary_cross_entropy_with_logits(
     big = float(call.xp.finfo(call.dtype).max)
     r = ad.clip(x, 0.0, big)
     sp = ad.log1p(call.xp.exp(x - 2.0 * r))
-    w1 = t if pos_weight is None else t * pw
+    w1 = t if pw is None else t * pw
     nt = 1.0 - t
     loss = nt * r + w1 * (r - x)
-    return call.reduce(loss + sp if pos_weight is None else loss + (w1 + nt) * sp)
+    return loss + sp if pw is None else loss + (w1 + nt) * sp
+
+
+def _bce_logits_value_grad(call: Call, x: Array, t: Array, grad: bool = True,
+                           value: bool = True, bounded: bool = False,
+                           **_: Any) -> tuple[Array | None, Array | None]:
+    """:func:`_bce_logits` of the clamped logits (``bounded``: known unclamped) and its
+    derivative in ``x``, ``sigmoid(x) - t``, 0 where the clamp acts (as the clamp's)."""
+    ad = call.ad
+    xc = x if bounded or ad.bounded(x) else clamped_logits(call, x)
+    v = _bce_logits(call, xc, t) if value else None
+    if not grad:
+        return v, None
+    g = ad.sigmoid(xc) - t
+    return v, g if xc is x else ad.where(xc == x, g, 0.0)
 
 
 def _smooth(call: Call, t: Array, label_smoothing: float, classes: int) -> Array:

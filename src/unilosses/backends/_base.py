@@ -123,9 +123,9 @@ class Adapter:
         nothing from that closed form).  ``bounds``: ``value_and_grad`` uses ``bounded=``
         (every |x| <= max/4 of the first array), which a backend may then read once.
         ``light``: the composition's own derivative is a few operations, which a compiler
-        fuses with the value's pass; the closed form then pays only where its derivative comes
-        in that pass too (JAX's custom_jvp) or replaces recorded eager operations, not as a
-        traced pass of its own (TensorFlow's custom gradient under tf.function).
+        fuses with the value's pass; the closed form then pays only where it replaces
+        recorded eager operations (TensorFlow eagerly), not where a compiler would run it
+        (JAX's custom_jvp, TensorFlow's custom gradient under tf.function, torch.compile).
         """
         return None
 

@@ -98,9 +98,10 @@ class JaxAdapter(Adapter):
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
                     bounds: bool = False, light: bool = False) -> Array | None:
-        # no blocks (XLA fuses the whole composition), but the closed-form derivative, which
-        # custom_jvp computes in the value's pass (so even a light one pays)
-        if value_and_grad is None or blocks_only:
+        # no blocks (XLA fuses the whole composition), but the closed-form derivative, unless
+        # the composition's own is light (BCE with logits under jit, fwd+bwd: best of 300
+        # 2.22-2.36 ms closed, 1.86-2.19 composed)
+        if value_and_grad is None or blocks_only or light:
             return None
         return _closed_form_sum(elementwise, value_and_grad, scale, *arrays)
 

@@ -20,8 +20,9 @@ def _check_2d(predictions: Any) -> None:
 
 
 def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
-    exact = round(2.0 / float(call.xp.finfo(call.dtype).eps))  # 2^24 (float32), 2^53
-    if k > exact:
+    # (the dtype is read only for a k that float32, the narrowest computation dtype, cannot
+    # count exactly: a namespace look-up per call otherwise)
+    if k > 1 << 24 and k > (exact := round(2.0 / float(call.xp.finfo(call.dtype).eps))):
         raise ValueError(
             f"`k`={k} is above {exact}, the largest count that {call.dtype} predictions rank "
             f"exactly; pass float64 predictions."

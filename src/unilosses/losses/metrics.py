@@ -22,11 +22,13 @@ def _check_2d(predictions: Any) -> None:
 def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
     # (the dtype is read only for a k that float32, the narrowest computation dtype, cannot
     # count exactly: a namespace look-up per call otherwise)
-    if k > 1 << 24 and k > (exact := round(2.0 / float(call.xp.finfo(call.dtype).eps))):
-        raise ValueError(
-            f"`k`={k} is above {exact}, the largest count that {call.dtype} predictions rank "
-            f"exactly; pass float64 predictions."
-        )
+    if k > 1 << 24:
+        exact = round(2.0 / float(call.xp.finfo(call.dtype).eps))  # 2^24 (float32), 2^53
+        if k > exact:
+            raise ValueError(
+                f"`k`={k} is above {exact}, the largest count that {call.dtype} predictions "
+                f"rank exactly; pass float64 predictions."
+            )
     fused = call.native("in_top_k", scores, labels, k)
     if fused is not None:
         return fused

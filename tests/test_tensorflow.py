@@ -794,15 +794,22 @@ def test_adapter_log1p_under_xla_is_compensated_to_log1ps_precision(dtype):
     np.testing.assert_array_equal(np.asarray(ad.log1p(xt)), np.asarray(tf.math.log1p(xt)))
 
 
-@pytest.mark.parametrize("n", [(1 << 15) + 1, 1_000_003, 1 << 20, 1_000_000])
+@pytest.mark.parametrize("shape, folds", [
+    (((1 << 15) + 1,), 0), ((1_000_003,), 0), ((1 << 20,), 8), ((1_000_000,), 6),
+    ((1000, 1000), 6), ((1, 50_000, 20), 4)])
 @pytest.mark.parametrize("known", [True, False])
-def test_folded_sum_under_jit(n, known):
-    """The traced float32 sum (folded in half 8 times, then reduced): every element counted
-    once, whether the size is a multiple of 256 or not, known or not, to a few eps."""
-    from unilosses.backends.tensorflow import _folded_sum
+def test_folded_sum_under_jit(shape, folds, known):
+    """The traced float32 sum (folded in half up to 8 times, the rest reduced): every element
+    counted once, to a few eps, whether the size is a multiple of 256 (8 folds), halves
+    fewer times (no remainder; from three axes on by whole rows of the last), or neither
+    (8 folds of the largest multiple of 256, the remainder summed apart); known or not."""
+    from unilosses.backends.tensorflow import _folded_sum, _folds
 
-    x = np.random.default_rng(n).uniform(0.5, 1.5, n).astype(np.float32)
-    spec = [tf.TensorSpec([n if known else None], tf.float32)]
+    n = int(np.prod(shape))
+    row = shape[-1] if len(shape) >= 3 else 1
+    assert (8 if n % 256 == 0 else _folds(n // row, row)) == folds
+    x = np.random.default_rng(n).uniform(0.5, 1.5, shape).astype(np.float32)
+    spec = [tf.TensorSpec(shape if known else [None] * len(shape), tf.float32)]
     f = tf.function(_folded_sum, jit_compile=known, input_signature=spec)
     got = float(f(tf.constant(x)))
     exact = float(np.sum(x.astype(np.float64)))

@@ -106,16 +106,40 @@ def _scalar_like(value: Any, other: Any) -> Any:
     return value if hasattr(value, "shape") else tf.constant(value, dtype=other.dtype)
 
 
+def _folds(rows: int, row: int) -> int:
+    """How many times ``rows`` rows of ``row`` elements fold in half without a remainder,
+    at most _FOLDS, or 0 where the rows left would be long (over 2**17 elements: the fold
+    by 2**_FOLDS with a remainder then leaves the serial sums shorter)."""
+    folds = 0
+    while folds < _FOLDS and rows % 2 == 0:
+        rows //= 2
+        folds += 1
+    return folds if folds == _FOLDS or rows * row <= 1 << 17 else 0
+
+
 def _folded_sum(x: Array) -> Array:
-    flat = tf.reshape(x, [-1])
+    n = x.shape.num_elements()
+    row = x.shape[-1] if (x.shape.rank or 0) >= 3 else 1
     k = 1 << _FOLDS
-    n = flat.shape[0]
+    folds, rest = _FOLDS, None
     if n is None:  # unknown size: pad to a multiple of k (a copy)
-        t, rest = tf.reshape(tf.pad(flat, [[0, (-tf.size(flat)) % k]]), [k, -1]), None
-    else:  # known: fold the largest multiple of k, add the rest; slices fuse, a pad is a copy
+        flat = tf.reshape(x, [-1])
+        t = tf.reshape(tf.pad(flat, [[0, (-tf.size(flat)) % k]]), [k, -1])
+    elif n % k == 0 or _folds(n // row, row) == 0:
+        # fold the largest multiple of k, sum the rest apart (slices fuse, a pad is a copy)
+        flat = tf.reshape(x, [-1])
         m = n - n % k
         t, rest = tf.reshape(flat[:m], [k, -1]), (flat[m:] if m < n else None)
-    for _ in range(_FOLDS):
+    else:
+        # folded as often as the size halves, with no remainder, whose second reader makes
+        # XLA write the summed expression out (BCE at 1000 x 1000: 1.37 of Keras's time,
+        # against 1.01 at 1024 x 1024; focal losses and BCE at 1e6 elements take 0.45-0.75 of
+        # the remainder's time forward).  From three axes on the last is kept whole: the
+        # anchor focal loss's per-anchor operands, broadcast along it, cost twice as much
+        # cut across (and two-axis inputs were slower kept whole: 1.13-1.19)
+        folds = _folds(n // row, row)
+        t = tf.reshape(x, [1 << folds, -1] + ([row] if row > 1 else []))
+    for _ in range(folds):
         top, bottom = tf.split(t, 2)
         t = top + bottom
     s = tf.reduce_sum(t)

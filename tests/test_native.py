@@ -711,8 +711,10 @@ def test_kernels_are_torch_only():  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "categorical"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "jit_compile"])
-def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, compiled):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("mode", ["eager", "graph", "jit_compile"])
+def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, mode):  # type: ignore[no-untyped-def]
+    """The fused ops against the composition, eagerly and in a graph; under XLA the sparse
+    op declines (XLA's lowering of it is slower than the composition's)."""
     tf = pytest.importorskip("tensorflow")
     from unilosses.backends import _tf_kernels
 
@@ -742,13 +744,16 @@ def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, 
                                   / tf.cast(tf.size(out), out.dtype))
         return out, tape.gradient(total, x)
 
-    run = tf.function(value_and_grad, jit_compile=True) if compiled else value_and_grad
+    def compile():  # type: ignore[no-untyped-def]
+        if mode == "eager":
+            return value_and_grad
+        return tf.function(value_and_grad, jit_compile=mode == "jit_compile")
+
     monkeypatch.setitem(_tf_kernels.KERNELS, "cross_entropy_with_logits", spy)
-    v1, g1 = run(tf.constant(x))
+    v1, g1 = compile()(tf.constant(x))
     monkeypatch.delitem(_tf_kernels.KERNELS, "cross_entropy_with_logits")
-    run = tf.function(value_and_grad, jit_compile=True) if compiled else value_and_grad
-    v2, g2 = run(tf.constant(x))
-    assert used == [True]
+    v2, g2 = compile()(tf.constant(x))
+    assert used == [not (sparse and mode == "jit_compile")]
     tdtype = torch.float64 if dtype == "float64" else torch.float32
     _close(torch.from_numpy(np.asarray(v1)), torch.from_numpy(np.asarray(v2)), tdtype, x.size)
     _close(torch.from_numpy(np.asarray(g1)), torch.from_numpy(np.asarray(g2)), tdtype)

@@ -26,13 +26,9 @@ try:  # which tensors a GradientTape watches: private, so read defensively
 except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
     _record = None
 
-try:  # whether a graph is being traced for XLA (tf.function(jit_compile=True)): as Keras asks
-    from tensorflow.python.ops import control_flow_util as _control_flow
-except ImportError:  # pragma: no cover - another TensorFlow
-    _control_flow = None
-
 from . import _tf_kernels
 from ._base import Adapter, Array
+from ._tf_kernels import in_xla as _in_xla
 
 # A full float32 reduction of an input under XLA (tf.function(jit_compile=True), CPU) is
 # accumulated almost serially: the sum of 1.6e7 uniform numbers is off by ~40 eps (5e-6
@@ -144,11 +140,6 @@ def _folded_sum(x: Array) -> Array:
         t = top + bottom
     s = tf.reduce_sum(t)
     return s if rest is None else s + tf.reduce_sum(rest)
-
-
-def _in_xla() -> bool:
-    return (_control_flow is not None and not tf.executing_eagerly()
-            and _control_flow.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 @tf.custom_gradient

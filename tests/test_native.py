@@ -962,6 +962,28 @@ def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[n
     assert abs(float(out) - math.log(4.0)) < 1e-6
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "categorical"])
+def test_compiled_cross_entropy_is_the_composition_on_the_cpu(used, sparse):  # type: ignore[no-untyped-def]
+    """Under torch.compile on the CPU the cross-entropies are the composition (inductor fuses
+    it better than F.cross_entropy of the clamped logits), equal to the eager kernel, values
+    and gradients, ±1e4 and ±inf logits included."""
+    x = _logits(torch.float32, (64, 7))
+    x[0, :4] = torch.tensor([1e4, -1e4, math.inf, -math.inf])
+    y = _labels((64,), 7)
+    target = y if sparse else torch.softmax(_logits(torch.float32, (64, 7)), dim=-1)
+    f = (unilosses.sparse_categorical_cross_entropy_with_logits if sparse
+         else unilosses.categorical_cross_entropy_with_logits)
+    v2, g2 = _value_and_grad(f, x, target)  # eagerly: the kernel
+    before = used.calls.get("cross_entropy_with_logits", 0)
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    v1, g1 = _value_and_grad(compiled, x, target)
+    assert used.calls.get("cross_entropy_with_logits", 0) == before
+    _close(v1, v2, torch.float32, x.numel())
+    _close(g1, g2, torch.float32)
+    assert bool(torch.isfinite(g1).all())
+
+
 @pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
                                   "anchor_focal_loss_with_logits"])
 def test_compiled_focal_uses_the_closed_form(used, monkeypatch, name):  # type: ignore[no-untyped-def]

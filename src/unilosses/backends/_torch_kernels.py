@@ -37,7 +37,8 @@ _NO_INDEX = -(2**63)
 _ENUM = {"none": 0, "mean": 1, "sum": 2}
 #: the kernels behind ``F.*``.  Eagerly they are called directly: F's Python wrappers
 #: (a broadcast, a size warning, the reduction's lookup) cost more than the kernel itself on
-#: small inputs, and the shapes are already checked equal.  Compiled, F's are traced as usual.
+#: small inputs, and the shapes are already checked equal.  Compiled, F's are traced as usual
+#: (but cross_entropy on the CPU, where the composition compiles better).
 _nn: Any = torch._C._nn  # (its stubs type `reduction` as str; it takes the int code)
 
 

@@ -820,6 +820,20 @@ def test_folded_sum_under_jit(shape, folds, known):
     assert abs(got - exact) <= 8 * np.finfo(np.float32).eps * exact
 
 
+@pytest.mark.parametrize("jit", [True, False])
+def test_large_sums_are_folded_only_under_xla(jit):
+    """XLA sums float32 almost serially, so its large sums are folded; TensorFlow's own kernels
+    (eagerly, or in a plain tf.function) sum pairwise, and there each fold would be an op
+    writing its half out."""
+    x = tf.constant(np.random.default_rng(0).uniform(0.5, 1.5, 1 << 16).astype(np.float32))
+    f = tf.function(lambda a: unilosses.mse(a, tf.zeros_like(a), reduction="sum"),
+                    jit_compile=jit)
+    ops = [op.type for op in f.get_concrete_function(x).graph.get_operations()]
+    assert ("Split" in ops) == jit
+    exact = float(np.sum(np.asarray(x, np.float64) ** 2))
+    assert abs(float(f(x)) - exact) <= 4 * np.finfo(np.float32).eps * exact
+
+
 def test_autograph_converts_every_function_without_falling_back():
     """Inside a user's tf.function AutoGraph converts what it calls, unilosses included; a
     construct it cannot convert (for/else, say) makes it warn on every trace and run the

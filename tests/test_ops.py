@@ -29,6 +29,8 @@ def test_stable_extras(xp):
     assert_close(xp, ops.take_along_axis(xp.asarray(m), xp.asarray(idx), axis=1),
                  np.take_along_axis(m, idx, axis=1), "float64")
     assert_close(xp, ops.clip(x, -1.0, 1.0), np.clip(X, -1, 1), "float64")
+    ad = unilosses.backends.adapter_for(x)
+    assert_close(xp, ad.relu(x), np.maximum(X, 0.0), "float64")
     assert_close(xp, ops.where(x > 0, x, 0.0), np.where(X > 0, X, 0), "float64")
     assert_close(xp, ops.safe_abs(x), np.abs(X), "float64")
     assert_close(xp, ops.safe_sqrt(ops.safe_abs(x)), np.sqrt(np.abs(X)), "float64")
@@ -59,6 +61,11 @@ def test_safe_gradients_at_zero(ad_backend):
     _, g = b.value_and_grad(lambda a: b.xp.sum(ops.clip(a, 0.0, 1.0)),
                             b.asarray([0.0, 1.0, 2.0]))
     np.testing.assert_array_equal(g, [1.0, 1.0, 0.0])
+    # the adapters' relu (each framework's own): derivative 0 at 0 everywhere
+    ad = unilosses.backends.adapter_for(z)
+    v, g = b.value_and_grad(lambda a: b.xp.sum(ad.relu(a)), b.asarray([-1.0, 0.0, 2.0]))
+    assert float(v) == 2.0
+    np.testing.assert_array_equal(g, [0.0, 0.0, 1.0])
 
 
 @unilosses.loss

@@ -166,6 +166,10 @@ class Adapter:
         x = self.where(x < lo, lo, x)
         return self.where(x > hi, hi, x)
 
+    def relu(self, x: Array) -> Array:
+        """``max(x, 0)`` with derivative 0 at 0 (each framework's own relu where it has one)."""
+        return self.where(x > 0, x, 0.0)
+
     def safe_abs(self, x: Array) -> Array:
         """|x| with gradient exactly 0 at 0 on every framework (JAX's abs takes 1 there)."""
         return x * self.xp.sign(x)

@@ -144,6 +144,9 @@ class JaxAdapter(Adapter):
     def stop_gradient(self, x: Array) -> Array:
         return jax.lax.stop_gradient(x)
 
+    def relu(self, x: Array) -> Array:
+        return jax.nn.relu(x)
+
     def safe_abs(self, x: Array) -> Array:
         return _safe_abs(x)
 

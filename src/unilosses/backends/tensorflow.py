@@ -453,6 +453,9 @@ class TensorflowAdapter(Adapter):
         # tf.abs's gradient is sign(x): 0 at 0 already, in one op instead of two
         return tf.abs(x)
 
+    def relu(self, x: Array) -> Array:
+        return tf.nn.relu(x)
+
     def clip(self, x: Array, lo: float, hi: float) -> Array:
         # clip_by_value's gradient passes on the closed interval [lo, hi], zero outside: the
         # rule of the generic double select, in one op

@@ -155,6 +155,9 @@ class TorchAdapter(Adapter):
         # Python number on the left is first copied into a tensor
         return torch.rsub(y, a, alpha=-b)
 
+    def relu(self, x: Array) -> Array:
+        return torch.relu(x)
+
     def clip(self, x: Array, lo: float, hi: float) -> Array:
         # torch.clamp's backward passes the gradient on the closed interval [lo, hi] and zero
         # outside, the same rule as the generic double select, in one fused kernel.

@@ -219,11 +219,10 @@ def _bce_logits(call: Call, x: Array, t: Array, pw: Any = None) -> Array:
     """The elementwise loss of :func:`binary_cross_entropy_with_logits` on finite logits."""
     ad = call.ad
     # t softplus(-x) + (1 - t) softplus(x) with one exp and one log1p instead of two of each:
-    # softplus(+-x) = relu(+-x) + log1p(exp(-|x|)).  relu(x) is a clip, relu(-x) = relu(x) - x
-    # exactly, and -|x| = x - 2 relu(x) takes the clip's side at 0, so the gradient at 0 is
-    # the true sigmoid(0) - t on every backend; no term cancels another (soft labels included)
-    big = float(call.xp.finfo(call.dtype).max)
-    r = ad.clip(x, 0.0, big)
+    # softplus(+-x) = relu(+-x) + log1p(exp(-|x|)).  relu(-x) = relu(x) - x exactly, and
+    # -|x| = x - 2 relu(x) takes relu's side at 0, so the gradient at 0 is the true
+    # sigmoid(0) - t on every backend; no term cancels another (soft labels included)
+    r = ad.relu(x)
     sp = ad.log1p(call.xp.exp(x - 2.0 * r))
     w1 = t if pw is None else t * pw
     nt = 1.0 - t

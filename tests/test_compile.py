@@ -9,6 +9,7 @@ falling back to Python between graphs would pass a plain ``torch.compile``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -422,6 +423,43 @@ def test_torch_compile_where_and_weights(name):
     if c.grad and mask is not None:
         _, (g,) = _torch_run(call(compiled), args, True)
         assert np.all(np.isfinite(g)) and np.all(g[~_full_mask(mask, g.shape)] == 0)
+
+
+def _float_options(name: str) -> list[str]:
+    """The keyword-only options of ``name`` whose default is a Python float."""
+    params = inspect.signature(getattr(unilosses, name)).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY
+            and isinstance(p.default, float)]
+
+
+VARIED = [n for n in NAMES if _float_options(n)]
+
+
+@needs_torch
+@pytest.mark.usefixtures("fresh_dynamo")
+@pytest.mark.parametrize("name", VARIED)
+def test_torch_compile_varying_float_options(name):
+    """Float options passed into the compiled function, changed from call to call (a label
+    smoothing or focal gamma on a schedule): after the first change dynamo traces them as
+    symbolic floats, which the options' checks must take without breaking the graph."""
+    dtype = "float32"
+    c, fn = case(name), getattr(unilosses, name)
+    names = _float_options(name)
+    base = {k: c.kw.get(k, getattr(inspect.signature(fn).parameters[k], "default"))
+            for k in names}
+
+    def eager(*a, **options):  # type: ignore[no-untyped-def]
+        return (fn(*a, **{**c.kw, **options}),)
+
+    compiled = torch.compile(eager, backend="aot_eager", fullgraph=True)
+    args = _torch_args(c, dtype)
+    for step in (0, 1, 2):  # within each option's range: probabilities stay below 1
+        options = {k: v * (1 + 0.1 * step) + 0.05 * step for k, v in base.items()
+                   if isinstance(v, float)}
+
+        def call(f, options=options):  # type: ignore[no-untyped-def]
+            return lambda *a: f(*a, **options)
+        _compare_torch(call(compiled), call(eager), args, c, dtype)
 
 
 INDUCTOR = {

@@ -24,7 +24,9 @@ def _number(name: str, value: Any) -> float:
             raise TypeError(
                 f"`{name}` must be a Python number, got {type(value).__name__}."
             ) from None
-    if not math.isfinite(value):
+    # comparisons, not math.isfinite: torch.compile traces a float option that changed
+    # between calls as a symbolic float, which comparisons take and math.isfinite does not
+    if not -math.inf < value < math.inf:
         raise ValueError(f"`{name}` must be finite, got {value!r}.")
     return float(value)
 

@@ -38,6 +38,13 @@ def _alpha(alpha: Any) -> tuple[float | None, Any]:
     return None, alpha
 
 
+def _scalar(a: Any) -> bool:
+    """Whether ``a`` is None or a Python number, not an array.  (Not ``hasattr(a, "shape")``:
+    torch.compile cannot ask that of a float option it traces symbolically, as it does one
+    that changed between calls.)"""
+    return a is None or isinstance(a, (int, float))
+
+
 def _with_alpha(names: tuple[str, ...], arrays: tuple[Any, ...],
                 alpha_array: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     if alpha_array is None:
@@ -303,7 +310,7 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     a = _broadcast_alpha(call, out, 2, a, "predictions")
     p, t = call.clean(out[0], 0.5), call.clean(out[1], 0.0)
     inside = inside_clip(call, p)
-    if not hasattr(a, "shape"):
+    if _scalar(a):
         total = call.reduced_sum(
             lambda pb, tb: _focal_from_probabilities(call, pb, tb, a, gamma), p, t,
             value_and_grad=lambda pb, tb, **kw: _focal_probabilities_value_grad(
@@ -352,7 +359,7 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     a = _broadcast_alpha(call, out, 2, a, "logits")
-    if not hasattr(a, "shape"):
+    if _scalar(a):
         total = call.reduced_sum(
             lambda xb, tb: _focal_from_logits(call, finite_logits(call, xb), tb, a, gamma),
             out[0], out[1], bounds=True,
@@ -443,7 +450,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     if not logits:
         inside = inside_clip(call, ad.where(keep, p, 0.5), pname)
     total = None
-    if normalize == "batch" and not hasattr(alpha, "shape"):
+    if normalize == "batch" and _scalar(alpha):
         total = call.chunked_sum(
             lambda pb, tb, kb, sb: _anchor_terms(call, pb, tb, kb, sb, alpha, gamma, logits),
             p, t, keep, pos, columns=ad.shape(p)[-1], bounds=logits,
@@ -467,7 +474,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     if normalizer is None:
         count = xp.sum(ad.astype(positive, call.dtype))
         return total / ad.where(count > 1.0, count, 1.0)
-    if hasattr(normalizer, "shape"):
+    if not _scalar(normalizer):
         normalizer = ad.astype(normalizer, call.dtype)
     return total / normalizer
 

@@ -79,20 +79,29 @@ BEYOND = np.array([[np.inf, 0.0, -np.inf, 1.0],
                    [1e4, 9999.0, 0.0, -1e4]], np.float32)  # log s is kept apart from the max
 
 
-@pytest.mark.parametrize("ls", [0.0, 0.1])
-@pytest.mark.parametrize("labels", [[0, 1, 2, 3, 1], [2, 3, 0, 1, 0]], ids=["a", "b"])
-def test_sparse_logits_beyond_the_clamp(ad_backend, ls, labels):
-    """The composition (a mask of all True keeps torch off its kernel) against the float64
-    loss of the clamped logits: the row maximum is clamped after it is taken, the elements
-    inside the exp's pass, the label's logit after the pick."""
-    b = ad_backend
-    y = np.array(labels)
+def _beyond_reference(ls, y):  # type: ignore[no-untyped-def]
+    """The float64 loss per row of BEYOND clamped to +-max/4, and the gradient of its sum."""
     c = np.clip(BEYOND.astype(np.float64), -_B32, _B32)
     lsm = c - c.max(-1, keepdims=True)
     lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
     want = -((1 - ls) * lsm[np.arange(5), y] + ls * lsm.mean(-1))
     soft = (1 - ls) * np.eye(4)[y] + ls / 4
-    grad = (np.exp(lsm) - soft) * (np.abs(BEYOND) <= _B32)
+    return want, (np.exp(lsm) - soft) * (np.abs(BEYOND) <= _B32)
+
+
+LABEL_SETS = {"a": [0, 1, 2, 3, 1], "b": [2, 3, 0, 1, 0]}
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+@pytest.mark.parametrize("labels", LABEL_SETS.values(), ids=LABEL_SETS.keys())
+def test_sparse_logits_beyond_the_clamp(ad_backend, ls, labels):
+    """The composition (a mask of all True keeps torch off its kernel) against the float64
+    loss of the clamped logits: the row maximum is clamped after it is taken, the elements
+    inside the exp's pass (as min(x - m, 0), the row all below -max/4 apart), the label's
+    logit after the pick."""
+    b = ad_backend
+    y = np.array(labels)
+    want, grad = _beyond_reference(ls, y)
     def loss(x, t, reduction="sum"):  # type: ignore[no-untyped-def]
         return U.sparse_categorical_cross_entropy_with_logits(
             x, t, label_smoothing=ls, reduction=reduction, where=b.asarray(np.ones(5, bool)))
@@ -103,6 +112,45 @@ def test_sparse_logits_beyond_the_clamp(ad_backend, ls, labels):
     assert np.isfinite(v) and np.all(np.isfinite(g))
     np.testing.assert_allclose(rows, want, rtol=tol["rtol"], atol=tol["rtol"])
     np.testing.assert_allclose(g, grad, atol=tol["rtol"])
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+@pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch"])
+def test_sparse_logits_beyond_the_clamp_traced(backend, ls):
+    """The same composition traced: jax.jit, tf.function(jit_compile=True) and
+    torch.compile on the CPU all take it (no kernel); values per row and the gradient."""
+    y = np.array(LABEL_SETS["b"])
+    want, grad = _beyond_reference(ls, y)
+    f = U.sparse_categorical_cross_entropy_with_logits
+    if backend == "jax":
+        jax = pytest.importorskip("jax")
+        rows = jax.jit(lambda a, t: f(a, t, label_smoothing=ls, reduction="none"))(BEYOND, y)
+        g = jax.jit(jax.grad(lambda a, t: f(a, t, label_smoothing=ls, reduction="sum")))(
+            BEYOND, y)
+    elif backend == "tensorflow":
+        tf = pytest.importorskip("tensorflow")
+
+        @tf.function(jit_compile=True)
+        def value_grad(a, t):  # type: ignore[no-untyped-def]
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                r = f(a, t, label_smoothing=ls, reduction="none")
+                total = tf.reduce_sum(r)
+            return r, tape.gradient(total, a)
+
+        rows, g = value_grad(tf.constant(BEYOND), tf.constant(y))
+    else:
+        torch = pytest.importorskip("torch")
+        U.backends.preload()
+        c = torch.compile(lambda a, t: f(a, t, label_smoothing=ls, reduction="none"),
+                          backend="aot_eager", fullgraph=True)
+        a = torch.tensor(BEYOND, requires_grad=True)
+        r = c(a, torch.tensor(y))
+        r.sum().backward()
+        rows, g = r.detach(), a.grad
+    tol = tolerance("float32")
+    np.testing.assert_allclose(np.asarray(rows), want, rtol=tol["rtol"], atol=tol["rtol"])
+    np.testing.assert_allclose(np.asarray(g), grad, atol=tol["rtol"])
 
 
 def test_log_softmax_keeps_log_s_apart_from_the_max(xp):

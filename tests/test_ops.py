@@ -61,6 +61,15 @@ def test_safe_gradients_at_zero(ad_backend):
     _, g = b.value_and_grad(lambda a: b.xp.sum(ops.clip(a, 0.0, 1.0)),
                             b.asarray([0.0, 1.0, 2.0]))
     np.testing.assert_array_equal(g, [1.0, 1.0, 0.0])
+    # one-sided clips (None: no bound): the same rule, a tie passes the gradient
+    ad = unilosses.backends.adapter_for(z)
+    x3 = b.asarray([-np.inf, -1.0, 0.0, 1.0, np.inf])
+    for lo, hi, inside in ((None, 0.0, [1, 1, 1, 0, 0]), (0.0, None, [0, 0, 1, 1, 1])):
+        v, g = b.value_and_grad(lambda a, lo=lo, hi=hi: b.xp.sum(ad.clip(a, lo, hi) * 3.0),
+                                x3)
+        np.testing.assert_array_equal(g, 3.0 * np.array(inside, float))
+        np.testing.assert_array_equal(b.to_numpy(ad.clip(x3, lo, hi)),
+                                      np.clip([-np.inf, -1.0, 0.0, 1.0, np.inf], lo, hi))
     # the adapters' relu (each framework's own): derivative 0 at 0 everywhere
     ad = unilosses.backends.adapter_for(z)
     v, g = b.value_and_grad(lambda a: b.xp.sum(ad.relu(a)), b.asarray([-1.0, 0.0, 2.0]))

@@ -160,11 +160,13 @@ class Adapter:
         """``a + b * y`` for Python numbers ``a`` and ``b``."""
         return a + b * y
 
-    def clip(self, x: Array, lo: float, hi: float) -> Array:
-        # Two selects rather than min/max: the gradient is exactly 1 inside [lo, hi] and 0
-        # outside on every framework (clamp/maximum split or drop ties differently).
-        x = self.where(x < lo, lo, x)
-        return self.where(x > hi, hi, x)
+    def clip(self, x: Array, lo: float | None, hi: float | None) -> Array:
+        """``x`` clipped to [lo, hi] (None: no bound on that side), with gradient exactly 1 on
+        the closed interval and 0 outside on every framework."""
+        # selects rather than min/max: clamp/maximum split or drop ties differently
+        if lo is not None:
+            x = self.where(x < lo, lo, x)
+        return x if hi is None else self.where(x > hi, hi, x)
 
     def relu(self, x: Array) -> Array:
         """``max(x, 0)`` with derivative 0 at 0 (each framework's own relu where it has one)."""

@@ -456,9 +456,13 @@ class TensorflowAdapter(Adapter):
     def relu(self, x: Array) -> Array:
         return tf.nn.relu(x)
 
-    def clip(self, x: Array, lo: float, hi: float) -> Array:
-        # clip_by_value's gradient passes on the closed interval [lo, hi], zero outside: the
-        # rule of the generic double select, in one op
+    def clip(self, x: Array, lo: float | None, hi: float | None) -> Array:
+        # minimum's and maximum's gradients go to x on a tie, so clip_by_value (the two) passes
+        # it on the closed interval [lo, hi], zero outside: the generic double select's rule
+        if lo is None:
+            return tf.minimum(x, tf.constant(hi, x.dtype))
+        if hi is None:
+            return tf.maximum(x, tf.constant(lo, x.dtype))
         return tf.clip_by_value(x, tf.constant(lo, x.dtype), tf.constant(hi, x.dtype))
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:

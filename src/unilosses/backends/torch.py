@@ -158,7 +158,7 @@ class TorchAdapter(Adapter):
     def relu(self, x: Array) -> Array:
         return torch.relu(x)
 
-    def clip(self, x: Array, lo: float, hi: float) -> Array:
+    def clip(self, x: Array, lo: float | None, hi: float | None) -> Array:
         # torch.clamp's backward passes the gradient on the closed interval [lo, hi] and zero
         # outside, the same rule as the generic double select, in one fused kernel.
         return torch.clamp(x, lo, hi)

@@ -445,8 +445,8 @@ def test_torch_compile_varying_float_options(name):
     dtype = "float32"
     c, fn = case(name), getattr(unilosses, name)
     names = _float_options(name)
-    base = {k: c.kw.get(k, getattr(inspect.signature(fn).parameters[k], "default"))
-            for k in names}
+    params = inspect.signature(fn).parameters
+    base = {k: c.kw.get(k, params[k].default) for k in names}
 
     def eager(*a, **options):  # type: ignore[no-untyped-def]
         return (fn(*a, **{**c.kw, **options}),)

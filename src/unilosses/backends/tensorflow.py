@@ -121,6 +121,12 @@ def _folded_sum(x: Array) -> Array:
     if n is None:  # unknown size: pad to a multiple of k (a copy)
         flat = tf.reshape(x, [-1])
         t = tf.reshape(tf.pad(flat, [[0, (-tf.size(flat)) % k]]), [k, -1])
+    elif n % k and not _folds(n // row, row) and n // row >= k and 1 < row <= 1 << 14:
+        # rows that do not halve (1000 x 1000, 52631 x 19): each row summed first, which
+        # reads the summed expression once, then the row sums folded (a remainder's second
+        # reader is then of that small array).  In one process, forward: anchor focal on
+        # logits at (1, 52631, 19) 0.53, BCE at 1000 x 1000 0.74-0.77 of the remainder's time
+        return _folded_sum(tf.reduce_sum(tf.reshape(x, [-1, row]), axis=-1))
     elif n % k == 0 or _folds(n // row, row) == 0:
         # fold the largest multiple of k, sum the rest apart (slices fuse, a pad is a copy)
         flat = tf.reshape(x, [-1])

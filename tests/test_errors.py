@@ -58,6 +58,15 @@ def test_bad_hyperparameters(xp, call, match):
         call(xp.asarray(P))
 
 
+def test_traced_hyperparameter_says_how_to_pass_it():
+    jax = pytest.importorskip("jax")
+    x = np.zeros(3)
+    f = jax.jit(lambda a, s: unilosses.binary_cross_entropy_with_logits(a, a,
+                                                                        label_smoothing=s))
+    with pytest.raises(TypeError, match="`label_smoothing` must be a Python number.*static"):
+        f(x, 0.1)
+
+
 def test_k(xp):
     y = xp.asarray(np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="`k` must be >= 1"):

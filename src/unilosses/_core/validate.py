@@ -21,8 +21,12 @@ def _number(name: str, value: Any) -> float:
         try:
             value = float(value)  # numpy scalars and 0-d host arrays
         except (TypeError, ValueError):
+            # (a traced value: jax.jit's tracer, a symbolic tf.Tensor)
+            hint = (" Options are fixed when a loss is traced: pass a Python number, closed "
+                    "over or static (jax.jit(f, static_argnames=...)), not a traced array."
+                    if hasattr(value, "shape") else "")
             raise TypeError(
-                f"`{name}` must be a Python number, got {type(value).__name__}."
+                f"`{name}` must be a Python number, got {type(value).__name__}.{hint}"
             ) from None
     # comparisons, not math.isfinite: torch.compile traces a float option that changed
     # between calls as a symbolic float, which comparisons take and math.isfinite does not

@@ -256,7 +256,9 @@ def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: s
     if dtype not in ad.plain_dtypes:
         return None
     shape = p.shape
-    loss_shape = shape if class_axis is None else shape[:class_axis] + shape[class_axis + 1:]
+    # sliced as a tuple: a torch.Size's slices and sum take a microsecond
+    dims = tuple(shape)
+    loss_shape = dims if class_axis is None else dims[:class_axis] + dims[class_axis + 1:]
     device = p.device
     for name, x in zip(names[1:], arrays[1:]):
         if type(x) is not first or x.device != device:
@@ -267,7 +269,7 @@ def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: s
         elif x.dtype != dtype or ((same_shape is None or name in same_shape)
                                   and x.shape != shape):
             return None
-    return Call(ad, dtype, tuple(loss_shape), None, None, reduction), list(arrays)
+    return Call(ad, dtype, loss_shape, None, None, reduction), list(arrays)
 
 
 def prepare(

@@ -17,7 +17,10 @@ def check_reduction(reduction: Any) -> None:
 
 
 def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    kind = type(value)
+    # exact types first: on a 16-element loss the isinstance tests cost a tenth of the call
+    if kind is not float and kind is not int and (
+            isinstance(value, bool) or not isinstance(value, (int, float))):
         try:
             value = float(value)  # numpy scalars and 0-d host arrays
         except (TypeError, ValueError):

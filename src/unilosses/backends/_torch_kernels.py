@@ -171,14 +171,15 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     if r is None or shape is None:
         return None
     sparse = labels is not None
-    if x.is_cpu and torch.compiler.is_compiling():
+    compiling = torch.compiler.is_compiling()
+    if x.is_cpu and compiling:
         # inductor on the CPU fuses the composition (the clamp inside its passes; for labels a
         # log-sum-exp and one gathered logit per row) better than F.cross_entropy of the
         # clamped logits: at 10000 x 100, in one process, against F.cross_entropy unclamped,
         # sparse 0.57-0.67 with backward (the kernel 0.91-1.10) and 1.13-1.15 forward (1.20-1.22),
         # soft targets 1.06 and 1.05 (1.15, 1.16)
         return None
-    if labels is not None and (not x.is_cpu or call.ad.is_tracing(x)):
+    if labels is not None and (compiling or not x.is_cpu or call.ad.is_tracing(x)):
         targets = labels()
     if x.ndim == 2 or axis == 1:  # already torch's layout
         x2, t2 = _finite(call, x), targets
@@ -188,7 +189,7 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     if sparse and t2.dtype != torch.int64:
         t2 = t2.long()
     try:
-        if torch.compiler.is_compiling():
+        if compiling:
             out = F.cross_entropy(x2, t2, reduction=r, label_smoothing=label_smoothing,
                                   ignore_index=_NO_INDEX)
         else:

@@ -118,16 +118,17 @@ def _folded_sum(x: Array) -> Array:
     row = x.shape[-1] if (x.shape.rank or 0) >= 2 else 1
     k = 1 << _FOLDS
     folds, rest = _FOLDS, None
+    whole = 0 if n is None or n % k == 0 else _folds(n // row, row)
     if n is None:  # unknown size: pad to a multiple of k (a copy)
         flat = tf.reshape(x, [-1])
         t = tf.reshape(tf.pad(flat, [[0, (-tf.size(flat)) % k]]), [k, -1])
-    elif n % k and not _folds(n // row, row) and n // row >= k and 1 < row <= 1 << 14:
+    elif n % k and not whole and n // row >= k and 1 < row <= 1 << 14:
         # rows that do not halve (1000 x 1000, 52631 x 19): each row summed first, which
         # reads the summed expression once, then the row sums folded (a remainder's second
         # reader is then of that small array).  In one process, forward: anchor focal on
         # logits at (1, 52631, 19) 0.53, BCE at 1000 x 1000 0.74-0.77 of the remainder's time
         return _folded_sum(tf.reduce_sum(tf.reshape(x, [-1, row]), axis=-1))
-    elif n % k == 0 or _folds(n // row, row) == 0:
+    elif not whole:
         # fold the largest multiple of k, sum the rest apart (slices fuse, a pad is a copy)
         flat = tf.reshape(x, [-1])
         m = n - n % k
@@ -140,7 +141,7 @@ def _folded_sum(x: Array) -> Array:
         # broadcast along them (the anchor focal loss at 50000 x 20 took twice as long); and
         # rows left long are slow to reduce (focal on logits at 1000 x 1000, folded 3 times
         # into rows of 125,000: 7x; at 62,500: 1.07-1.13; at 15,625: 0.73-0.82)
-        folds = _folds(n // row, row)
+        folds = whole
         t = tf.reshape(x, [1 << folds, -1])
     for _ in range(folds):
         top, bottom = tf.split(t, 2)

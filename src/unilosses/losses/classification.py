@@ -53,9 +53,14 @@ def finite_logits(call: Call, x: Array) -> Array:
     return x if call.ad.bounded(x) else clamped_logits(call, x)
 
 
+def logit_bound(call: Call) -> float:
+    """A quarter of the computation dtype's maximum: the logits' clamp."""
+    return float(call.xp.finfo(call.dtype).max) / 4
+
+
 def clamped_logits(call: Call, x: Array) -> Array:
     """:func:`finite_logits` without the bound's read: ``x`` clamped to +-max/4."""
-    bound = float(call.xp.finfo(call.dtype).max) / 4
+    bound = logit_bound(call)
     return call.ad.clip(x, -bound, bound)
 
 
@@ -88,9 +93,9 @@ def clamped_log_normalizer(call: Call, x: Array, axis: int) -> tuple[Array, Arra
     if classes is None:  # (unknown while tracing: both bounds)
         return m, xp.log(xp.sum(xp.exp(clamped_logits(call, x) - m), axis=axis))
     s = xp.sum(xp.exp(ad.clip(x - m, None, 0.0)), axis=axis)
-    bound = float(xp.finfo(call.dtype).max) / 4
     # (NaN rows keep their sum, NaN)
-    return m, xp.log(ad.where(xp.squeeze(m, axis=axis) <= -bound, float(classes), s))
+    low = xp.squeeze(m, axis=axis) <= -logit_bound(call)
+    return m, xp.log(ad.where(low, float(classes), s))
 
 
 def along_axis(call: Call, v: Array, axis: int, ndim: int) -> Array:

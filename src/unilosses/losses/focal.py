@@ -22,6 +22,7 @@ from .classification import (
     clamped_logits,
     finite_logits,
     inside_clip,
+    logit_bound,
     normalized_probabilities,
     pick,
 )
@@ -570,7 +571,7 @@ def log1m_softmax(call: Call, x: Array, logp: Array, axis: int) -> Array:
     xp, ad = call.xp, call.ad
     # the maximum is replaced by the lowest logit finite_logits lets through, not -inf:
     # a row of one class then gives a finite (hugely negative) log, not inf - inf
-    low = -float(xp.finfo(call.dtype).max) / 4
+    low = -logit_bound(call)
     top = x == xp.max(x, axis=axis, keepdims=True)
     rest = (ad.logsumexp(ad.where(top, low, x), axis, keepdims=True)
             - ad.logsumexp(x, axis, keepdims=True))

@@ -6,6 +6,10 @@ write-allocate read the hardware may add is not counted, so the figure is what a
 kernel sees), best of ``repeats``.  It is measured with one thread and with ``threads``
 threads each copying a slice (NumPy releases the GIL in the copy); the floor uses the larger.
 
+On a GPU (``--device cuda``) the bandwidth is that of a device-to-device copy of ``nbytes``
+(torch's ``copy_`` timed with CUDA events; with jax alone, a jitted ``x + 1``), again read +
+write, best of ``repeats``: the HBM floor.
+
 Floor of a pass: the bytes it cannot avoid (every input read once; the forward pass writes a
 scalar, forward + backward also writes the gradient, the size of the first input) divided by
 the bandwidth.  A time is reported as a multiple of it.  For working sets that fit in the
@@ -69,6 +73,48 @@ def measure_bandwidth(nbytes: int = DEFAULT_BYTES, threads: int = 1,
     return out
 
 
+def measure_device_bandwidth(nbytes: int, backends: list[str],
+                             repeats: int = 10) -> dict[str, Any]:
+    """The GPU's copy bandwidth (same keys as :func:`measure_bandwidth`, plus ``device``)."""
+    n = max(nbytes // 4, 1)
+    if "torch" in backends:
+        import torch
+
+        src = torch.ones(n, dtype=torch.float32, device="cuda")
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(repeats):
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        name, method = torch.cuda.get_device_name(), "torch copy_ on the GPU, CUDA events"
+        del src, dst
+        torch.cuda.empty_cache()  # the copies' memory back to the device, for the jobs
+    else:
+        import jax
+        import jax.numpy as jnp
+
+        gpu = jax.devices("gpu")[0]
+        x = jax.device_put(jnp.ones(n, jnp.float32), gpu)
+        add = jax.jit(lambda v: v + 1.0)
+        add(x).block_until_ready()
+        best = min(_timed_jax(add, x) for _ in range(repeats))
+        name, method = gpu.device_kind, "jax.jit(x + 1) on the GPU"
+    gbs = 2 * 4 * n / best / 1e9
+    return {"bytes": 4 * n, "method": method + ", read + write", "repeats": repeats,
+            "single_gbs": gbs, "threads": 1, "multi_gbs": None, "gbs": gbs, "device": name}
+
+
+def _timed_jax(fn: Any, x: Any) -> float:
+    t0 = time.perf_counter()
+    fn(x).block_until_ready()
+    return time.perf_counter() - t0
+
+
 def floor_bytes(input_bytes: list[int], pass_: str, output_bytes: int = 0) -> int:
     """Bytes a pass must move: the inputs once, plus the gradient of the first for fwd+bwd."""
     total = sum(input_bytes) + output_bytes
@@ -77,4 +123,4 @@ def floor_bytes(input_bytes: list[int], pass_: str, output_bytes: int = 0) -> in
     return total
 
 
-__all__ = ["DEFAULT_BYTES", "floor_bytes", "measure_bandwidth"]
+__all__ = ["DEFAULT_BYTES", "floor_bytes", "measure_bandwidth", "measure_device_bandwidth"]

@@ -6,6 +6,7 @@ Examples::
     python -m benchmarks --backends torch,jax --sizes 16,1e3,1e6 --modes eager
     python -m benchmarks --losses mse,binary_focal_loss_with_logits --sizes 1.6e7
     python -m benchmarks --focal-shape --losses binary_focal_loss_with_logits
+    python -m benchmarks --device cuda --backends torch,jax --torch-compile   # on a GPU
     python -m benchmarks --full --out results/              # every size, the focal shape and
                                                             # torch.compile: long
 """
@@ -15,8 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
-from .backends import BACKENDS, DEFAULT_BACKENDS, installed
+from .backends import BACKENDS, DEFAULT_BACKENDS, DEVICES, ON_DEVICE, installed
 from .cases import DEFAULT_SIZES, FOCAL_SHAPE, FULL_SIZES, LOSSES, focal_size, parse_size
 from .memory import MALLOC_SETTINGS
 from .run import MODES, PASSES, Config, run, worker
@@ -51,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true",
                    help="sizes " + ",".join(map(str, FULL_SIZES)) + ", the focal shape and "
                         "torch.compile (long)")
+    p.add_argument("--device", choices=DEVICES, default=Config.device,
+                   help="where the arrays live: cpu, or cuda (torch and jax on the GPU; the "
+                        "floor is then the GPU's copy bandwidth)")
     p.add_argument("--modes", type=_list, default=list(MODES), help="eager,compiled")
     p.add_argument("--passes", type=_list, default=list(PASSES), help="fwd,fwd+bwd")
     p.add_argument("--torch-compile", action="store_true",
@@ -76,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
                    help="smallest size whose peak memory is measured (default 1e5)")
     p.add_argument("--bandwidth-mb", type=float, default=Config.bandwidth_bytes / 1e6,
                    help="size of the arrays of the bandwidth copy (MB)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="start no new measurement after this long; report what finished")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmark-results",
                    help="directory for results.md and results.json")
@@ -85,10 +92,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    backends = args.backends or [b for b in DEFAULT_BACKENDS if installed(b)]
+    backends = args.backends or [b for b in DEFAULT_BACKENDS
+                                 if installed(b) and b in ON_DEVICE[args.device]]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise SystemExit(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+    off = [b for b in backends if b not in ON_DEVICE[args.device]]
+    if off:
+        raise SystemExit(f"backend(s) {off} do not run with --device {args.device}; choose "
+                         f"from {', '.join(ON_DEVICE[args.device])}")
     missing = [b for b in backends if not installed(b)]
     if missing:
         raise SystemExit(f"not installed: {', '.join(missing)}")
@@ -107,14 +119,16 @@ def config_from(args: argparse.Namespace) -> Config:
     for p_ in args.passes:
         if p_ not in PASSES:
             raise SystemExit(f"unknown pass {p_!r}; choose from {', '.join(PASSES)}")
-    config = Config(backends=backends, losses=losses, sizes=sizes, modes=list(args.modes),
+    config = Config(backends=backends, losses=losses, sizes=sizes, device=args.device,
+                    modes=list(args.modes),
                     passes=list(args.passes), repeats=args.repeats, warmup=args.warmup,
                     min_time=args.min_time, torch_compile=args.torch_compile or args.full,
                     isolate=args.isolate, isolate_min=args.isolate_min, malloc=args.malloc,
                     checks=not args.no_checks, memory=not args.no_memory,
                     memory_min=args.memory_min,
                     bandwidth_bytes=int(args.bandwidth_mb * 1e6), seed=args.seed,
-                    quiet=args.quiet)
+                    quiet=args.quiet,
+                    deadline=None if args.time_limit is None else time.time() + args.time_limit)
     if args.threads is not None:
         config.threads = args.threads
     return config

@@ -33,6 +33,11 @@ asynchronously: read at once, the baseline still holds them and the probe reads 
 reports the larger of two probes.  No ``gc.collect()`` first: garbage freed later cannot raise
 the peak, and a full collection with the frameworks loaded costs a tenth of a second per call.
 Linux only; elsewhere memory is reported as unavailable.
+
+On a GPU (``--device cuda``) torch's peak extra memory is read from its caching allocator
+(``max_memory_allocated`` after ``reset_peak_memory_stats``, minus what was allocated before
+the call): the same quantity, on the device.  jax on a GPU keeps no resettable peak, so
+none is reported there.
 """
 
 from __future__ import annotations
@@ -165,5 +170,21 @@ def peak_extra_bytes(step: Callable[[], Any]) -> int | None:
     return max(0, peak - base)
 
 
-__all__ = ["MALLOC_SETTINGS", "available", "configure_malloc", "malloc_env",
-           "peak_extra_bytes"]
+def device_peak_extra_bytes(backend: str, step: Callable[[], Any]) -> int | None:
+    """Device bytes ``step()`` allocates beyond what is allocated before it (torch on CUDA)."""
+    if backend != "torch":
+        return None
+    import torch
+
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del out
+    return max(0, peak - base)
+
+
+__all__ = ["MALLOC_SETTINGS", "available", "configure_malloc", "device_peak_extra_bytes",
+           "malloc_env", "peak_extra_bytes"]

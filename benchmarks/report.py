@@ -128,8 +128,22 @@ def _settings_by_backend(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def bandwidth_line(result: dict[str, Any]) -> str:
+    bw = result["bandwidth"]
+    if bw.get("device"):
+        return (f"- device: {result['config'].get('device')} ({bw['device']}); memory bandwidth "
+                f"(the floor's): {bw['gbs']:.0f} GB/s ({bw['method']} of "
+                f"{bw['bytes'] / 1e6:.0f} MB, best of {bw['repeats']}); a sample's calls run "
+                f"back to back with one synchronisation at its end")
+    multi = (f", {bw['threads']} threads {bw['multi_gbs']:.1f} GB/s" if bw.get("multi_gbs")
+             else "")
+    return (f"- memory bandwidth: {bw['gbs']:.1f} GB/s (np.copyto of {bw['bytes'] / 1e6:.0f} "
+            f"MB, read + write, best of {bw['repeats']}: 1 thread {bw['single_gbs']:.1f} "
+            f"GB/s{multi})")
+
+
 def header(result: dict[str, Any]) -> list[str]:
-    m, v, c, bw = result["machine"], result["versions"], result["config"], result["bandwidth"]
+    m, v, c = result["machine"], result["versions"], result["config"]
     mem = f", {m['memory_gib']:.0f} GiB RAM" if m.get("memory_gib") else ""
     vers = ", ".join(f"{k} {val}" for k, val in v.items())
     threads = []
@@ -142,8 +156,6 @@ def header(result: dict[str, Any]) -> list[str]:
     malloc_txt = malloc["setting"] + (" (" + ", ".join(f"{k}={val}" for k, val in malloc.items()
                                                     if k != "setting") + ")"
                                       if len(malloc) > 1 else "")
-    multi = (f", {bw['threads']} threads {bw['multi_gbs']:.1f} GB/s" if bw.get("multi_gbs")
-             else "")
     compilers = "; ".join(f"{b}: {txt}" for b, txt in result["compilers"].items())
     isolated = (f"sizes of {size_label(c['isolate_min'])} elements and more, and explicit "
                 f"shapes, run in a fresh process per backend and size" if c["isolate"]
@@ -163,8 +175,7 @@ def header(result: dict[str, Any]) -> list[str]:
         f"- threads: requested {c['threads']}; {'; '.join(threads) or '–'}; environment: "
         f"{env or '–'}",
         f"- malloc: {malloc_txt}; unilosses value checks: {'on' if c['checks'] else 'off'}",
-        f"- memory bandwidth: {bw['gbs']:.1f} GB/s (np.copyto of {bw['bytes'] / 1e6:.0f} MB, "
-        f"read + write, best of {bw['repeats']}: 1 thread {bw['single_gbs']:.1f} GB/s{multi})",
+        bandwidth_line(result),
         f"- timing: median of {c['repeats']} interleaved rounds after {c['warmup']} warm-up "
         f"calls (and the first, compiling, call); a sample is at least "
         f"{c['min_time'] * 1e3:g} ms of back-to-back calls; {isolated}",
@@ -202,6 +213,9 @@ def notes(result: dict[str, Any]) -> list[str]:
             for name, d in g.get("peer_details", {}).items():
                 details.setdefault(f"{g['backend']}: {name}", d)
     out += [f"- peer {k}: {d}" for k, d in sorted(details.items())]
+    if result.get("interrupted"):
+        out.insert(0, "- the run was cut short (--time-limit or an interrupt): the jobs after "
+                      "the last row did not run")
     return (["", "## Notes", ""] + out) if out else []
 
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from . import backends as B
-from .bandwidth import floor_bytes, measure_bandwidth
+from .bandwidth import floor_bytes, measure_bandwidth, measure_device_bandwidth
 from .cases import CASES, DEFAULT_SIZES, Case, Size, parse_size, size_label
 from .memory import available as memory_available
-from .memory import configure_malloc, malloc_env, peak_extra_bytes
+from .memory import configure_malloc, device_peak_extra_bytes, malloc_env, peak_extra_bytes
 from .timing import Timing, first_call, time_group
 
 MODES = ("eager", "compiled")
@@ -44,6 +44,8 @@ class Config:
     losses: list[str] = field(default_factory=lambda: list(CASES))
     sizes: list[Size] = field(default_factory=lambda: [parse_size(str(n))
                                                        for n in DEFAULT_SIZES])
+    #: "cpu", or "cuda" (torch and jax on the GPU)
+    device: str = "cpu"
     modes: list[str] = field(default_factory=lambda: list(MODES))
     passes: list[str] = field(default_factory=lambda: list(PASSES))
     repeats: int = 7
@@ -64,6 +66,12 @@ class Config:
     bandwidth_bytes: int = 256 * 10**6
     seed: int = 0
     quiet: bool = False
+    #: wall-clock time (time.time()) after which no new measurement starts; the run reports
+    #: what it finished (``--time-limit``: a lent machine's session is short)
+    deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.time() > self.deadline
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -140,7 +148,7 @@ def measure(config: Config, backend: str, mode: str, pass_: str, case: Case, siz
         t = Timing()
         step: Callable[[], Any] | None
         try:
-            step = B.make_step(backend, mode, pass_, fn, arrays)
+            step = B.make_step(backend, mode, pass_, fn, arrays, config.device)
             first, t.first_call_s = first_call(step)
         except Exception as exc:  # noqa: BLE001 - recorded in the row
             step, first = None, None
@@ -159,12 +167,15 @@ def measure(config: Config, backend: str, mode: str, pass_: str, case: Case, siz
     time_group(steps, repeats=config.repeats, warmup=config.warmup,
                min_time=config.min_time, timings=timings)
     peak: list[int | None] = [None] * len(steps)
-    if config.memory and case_elements(case, size) >= config.memory_min and memory_available():
+    on_gpu = config.device != "cpu"
+    if (config.memory and case_elements(case, size) >= config.memory_min
+            and (on_gpu or memory_available())):
         for i, step in enumerate(steps):
             if step is not None and timings[i].error is None:
                 # the larger of two probes: a buffer of an earlier call that the runtime
                 # frees during a probe lowers that probe's reading
-                probes = [peak_extra_bytes(step) for _ in range(2)]
+                probes = [device_peak_extra_bytes(backend, step) if on_gpu
+                          else peak_extra_bytes(step) for _ in range(2)]
                 known = [v for v in probes if v is not None]
                 peak[i] = max(known) if known else None
     input_bytes = [B.nbytes(backend, a) for a in arrays]
@@ -207,7 +218,12 @@ def run_job(config: Config, backend: str, size: Size, bandwidth_gbs: float) -> d
         case = CASES[name]
         if case.shape(size) is None:
             continue
-        arrays = tuple(B.to_backend(backend, a) for a in case.make(size, config.seed))
+        if config.past_deadline():
+            job["skipped"].append(f"{name} and the losses after it at {size.label}: "
+                                  f"past --time-limit")
+            break
+        arrays = tuple(B.to_backend(backend, a, config.device)
+                       for a in case.make(size, config.seed))
         for mode in config.modes:
             if mode == "compiled" and backend == "numpy":
                 continue
@@ -283,23 +299,37 @@ def run(config: Config, argv: list[str] | None = None) -> dict[str, Any]:
                     f"the threads wait for each other; --threads 1 avoids that)")
     main_malloc = configure_malloc(config.malloc)
     log(config, f"measuring memory bandwidth ({config.bandwidth_bytes / 1e6:.0f} MB copies)")
-    bw = measure_bandwidth(config.bandwidth_bytes, threads=config.threads)
+    if config.device == "cpu":
+        bw = measure_bandwidth(config.bandwidth_bytes, threads=config.threads)
+    else:
+        bw = measure_device_bandwidth(config.bandwidth_bytes, config.backends)
+        machine_info["device"] = bw["device"]
     log(config, f"  {bw['gbs']:.1f} GB/s")
-    jobs = []
-    for backend in config.backends:
-        for size in config.sizes:
-            if not any(CASES[n].shape(size) is not None for n in config.losses):
-                continue
-            isolated = config.isolated(size)
-            log(config, f"{backend} {size.label}{' (fresh process)' if isolated else ''}")
-            if isolated:
-                job = run_isolated(config, backend, size, bw["gbs"])
-            else:
-                job = run_job(config, backend, size, bw["gbs"])
-                job["isolated"] = False
-            if job.get("error"):
-                log(config, f"  error: {job['error']}")
-            jobs.append(job)
+    jobs: list[dict[str, Any]] = []
+    interrupted = False
+    try:
+        for backend in config.backends:
+            for size in config.sizes:
+                if not any(CASES[n].shape(size) is not None for n in config.losses):
+                    continue
+                if config.past_deadline():
+                    interrupted = True
+                    log(config, "past --time-limit: reporting the jobs that finished")
+                    break
+                isolated = config.isolated(size)
+                log(config, f"{backend} {size.label}{' (fresh process)' if isolated else ''}")
+                if isolated:
+                    job = run_isolated(config, backend, size, bw["gbs"])
+                else:
+                    job = run_job(config, backend, size, bw["gbs"])
+                    job["isolated"] = False
+                if job.get("error"):
+                    log(config, f"  error: {job['error']}")
+                jobs.append(job)
+    except KeyboardInterrupt:
+        # (a time limit's SIGINT, on a lent machine say): the jobs done so far are reported
+        interrupted = True
+        log(config, "interrupted: reporting the jobs that finished")
     machine_info["loadavg_end"] = _loadavg()
     return {
         "argv": argv if argv is not None else sys.argv[1:],
@@ -310,12 +340,13 @@ def run(config: Config, argv: list[str] | None = None) -> dict[str, Any]:
         "versions": B.versions(),
         "environment": {k: os.environ.get(k) for k in ENV_RECORDED if k in os.environ},
         "malloc_main": main_malloc,
-        "memory_measured": config.memory and memory_available(),
+        "memory_measured": config.memory and (config.device != "cpu" or memory_available()),
         "bandwidth": bw,
         "compilers": {b: c for b, c in B.COMPILERS.items()
                       if b in config.backends and "compiled" in config.modes
                       and (b != "torch" or config.torch_compile)},
         "jobs": jobs,
+        "interrupted": interrupted,
     }
 
 

@@ -5,7 +5,9 @@ process, on the same arrays, in rounds: each round times every implementation on
 from a different one each round, so that drift on a busy machine (other jobs, frequency
 changes) falls on all of them alike.  A sample is the mean of ``number`` back-to-back calls,
 ``number`` chosen once so that a sample lasts at least ``min_time`` seconds (small sizes are
-too fast to time one call at a time); each call is synchronised before the next starts.
+too fast to time one call at a time); each call is synchronised before the next starts, except
+on a GPU, where a step's ``run`` is called back to back and ``wait`` once at the end of the
+sample (see :mod:`benchmarks.backends`).
 """
 
 from __future__ import annotations
@@ -80,9 +82,17 @@ def time_group(steps: Sequence[Step | None], *, repeats: int, warmup: int,
             step = steps[i]
             assert step is not None
             n = timings[i].number
+            run, wait = getattr(step, "run", None), getattr(step, "wait", None)
             t0 = time.perf_counter()
-            for _ in range(n):
-                step()
+            if run is not None and wait is not None:
+                out = None
+                for _ in range(n):
+                    out = run()
+                wait(out)
+                del out
+            else:
+                for _ in range(n):
+                    step()
             timings[i].samples.append((time.perf_counter() - t0) / n)
 
 

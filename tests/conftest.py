@@ -2,6 +2,10 @@
 
 A backend that is not installed is skipped with the reason shown (``-ra``); CI installs all
 of them, and the nox matrix installs one per session, so a skip there is the point.
+
+``UNILOSSES_TEST_DEVICE=cuda`` puts the torch and jax arrays that tests make through
+``Backend.asarray`` on the GPU (the others stay on the CPU), and ``assert_close`` then checks
+that results are on it (``UNILOSSES_TEST_DEVICE=cuda python -m pytest tests/...``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "tensorflow")
 _MODULE = {"numpy": "numpy", "array_api_strict": "array_api_strict", "torch": "torch",
            "jax": "jax", "tensorflow": "tensorflow"}
 DIFFERENTIABLE = ("torch", "jax", "tensorflow")
+#: where torch's and jax's test arrays live (see the module docstring)
+DEVICE = os.environ.get("UNILOSSES_TEST_DEVICE", "cpu")
+ON_DEVICE = ("torch", "jax")
 
 
 def installed(name: str) -> bool:
@@ -41,6 +48,8 @@ class Backend:
         self.name = name
         self.ad = adapter_named(name)
         self.xp = self.ad.xp
+        #: whether a test made its inputs through asarray (then results must be on DEVICE)
+        self.placed = False
 
     def __repr__(self) -> str:
         return f"Backend({self.name})"
@@ -53,7 +62,11 @@ class Backend:
         a = np.asarray(a)
         if dtype is not None:
             a = a.astype(dtype)
-        return self.ad.from_numpy(a)
+        x = self.ad.from_numpy(a)
+        self.placed = True
+        if DEVICE != "cpu" and self.name in ON_DEVICE:
+            x = _to_device(self.name, x)
+        return x
 
     def to_numpy(self, x):  # type: ignore[no-untyped-def]
         return self.ad.to_numpy(x)
@@ -68,6 +81,24 @@ class Backend:
         if self.name == "numpy" and isinstance(x, np.generic):
             return True  # NumPy's reductions give NumPy scalars, as np.sum does
         return adapter_for(x) is self.ad
+
+
+def _to_device(name: str, x):  # type: ignore[no-untyped-def]
+    if name == "torch":
+        return x.to(DEVICE)
+    import jax
+
+    return jax.device_put(x, jax.devices("gpu" if DEVICE == "cuda" else DEVICE)[0])
+
+
+def device_of(name: str, x) -> str | None:  # type: ignore[no-untyped-def]
+    """"cpu", "cuda", ... for torch and jax arrays (jax's "gpu" named as torch does)."""
+    if name == "torch":
+        return str(x.device.type)
+    if name == "jax":
+        (platform,) = {d.platform for d in x.devices()}
+        return "cuda" if platform == "gpu" else str(platform)
+    return None
 
 
 @pytest.fixture(params=[_backend_param(b) for b in BACKENDS])
@@ -95,6 +126,10 @@ def assert_close(backend: Backend, actual, expected, dtype, *, scale: float = 1.
     pass through a conditioning factor (each use says why).
     """
     assert backend.is_native(actual), f"result is {type(actual)}, not a {backend.name} array"
+    if backend.placed and backend.name in ON_DEVICE and hasattr(
+            actual, "devices" if backend.name == "jax" else "device"):
+        where = device_of(backend.name, actual)
+        assert where == DEVICE, f"result on {where}, inputs on {DEVICE}"
     got = backend.to_numpy(actual)
     expected = np.asarray(expected)
     assert got.shape == expected.shape, (got.shape, expected.shape)

@@ -192,3 +192,49 @@ def test_runner_isolated_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     result = _check_outputs(tmp_path, {"numpy"}, {"mse", "in_top_k"})
     (job,) = result["jobs"]
     assert job["isolated"] and job["settings"]["malloc"]["setting"] == "retain"
+
+
+def test_device_steps_wait_once_per_sample() -> None:
+    """On a GPU a sample's calls run back to back and wait once, at its end."""
+    from benchmarks.timing import Timing, time_group
+
+    calls = {"step": 0, "run": 0, "wait": 0}
+
+    def step() -> int:
+        calls["step"] += 1
+        return 1
+
+    def run() -> int:
+        calls["run"] += 1
+        return 2
+
+    def wait(out: int) -> None:
+        assert out == 2  # the last call's output
+        calls["wait"] += 1
+
+    step.run, step.wait = run, wait  # type: ignore[attr-defined]
+    t = Timing()
+    time_group([step], repeats=3, warmup=2, min_time=1e-3, timings=[t])
+    assert len(t.samples) == 3 and calls["wait"] == 3
+    assert calls["run"] == 3 * t.number and calls["step"] == 2  # the warm-up is synchronised
+
+
+@pytest.mark.parametrize("backend", [_backend("torch"), _backend("jax")])
+def test_device_step_runs_and_waits(backend: str) -> None:
+    """The step's ``run`` and ``wait`` (as on a GPU) give the value and gradient (here on
+    the CPU: this machine has no GPU)."""
+    import numpy as np
+
+    import unilosses
+
+    a = np.linspace(-2.0, 2.0, 12, dtype=np.float32)
+    x, y = B.to_backend(backend, a), B.to_backend(backend, a[::-1].copy())
+    step = B.make_step(backend, "eager", "fwd+bwd", unilosses.mse, (x, y), device="cuda")
+    out = step.run()  # type: ignore[attr-defined]
+    step.wait(out)  # type: ignore[attr-defined]
+    expected = np.mean((a.astype(np.float64) - a[::-1]) ** 2)
+    np.testing.assert_allclose(B.to_numpy(out[0]), expected, rtol=1e-6)
+    np.testing.assert_allclose(B.to_numpy(out[1]), 2 * (a - a[::-1]) / a.size, rtol=1e-6)
+    assert not hasattr(B.make_step(backend, "eager", "fwd", unilosses.mse, (x, y)), "run")
+    with pytest.raises(ValueError, match="does not run on device"):
+        B.to_backend("tensorflow", a, "cuda")

@@ -376,6 +376,28 @@ def test_blockwise_log_cosh_matches_the_composition(used, monkeypatch, dtype):  
     assert calls == [True, True, True]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available here")
+def test_blockwise_on_cuda_takes_the_device_block(used, monkeypatch):  # type: ignore[no-untyped-def]
+    """On a GPU the blocks are _DEVICE_BLOCK elements (the CPU's would cost ~30 launches per
+    64K elements); two of them here, the second partial, against the composition."""
+    n = kernels._DEVICE_BLOCK + 12345
+    g = torch.Generator(device="cuda").manual_seed(3)
+    x = torch.randn(n, generator=g, device="cuda") * 4.0
+    x[:4] = torch.tensor([1e4, -1e4, math.inf, -math.inf])
+    t = (torch.rand(n, generator=g, device="cuda") < 0.2).float()
+    rows = _spy(monkeypatch, kernels._BlockwiseSum, "apply", lambda out, a, kw: a[2])
+    for f, kw in ((unilosses.binary_focal_loss_with_logits, {"gamma": 2.0, "alpha": 0.25}),
+                  (unilosses.log_cosh, {})):
+        v1, g1 = _value_and_grad(f, x[4:], t[4:], **kw)
+        v2, g2 = used.generic(_value_and_grad, f, x[4:], t[4:], **kw)
+        _close(v1, v2, torch.float32, n)
+        _close(g1, g2, torch.float32)
+        assert v1.device.type == "cuda" and g1.device.type == "cuda"
+    v, gr = _value_and_grad(unilosses.binary_focal_loss_with_logits, x, t, gamma=2.0)
+    assert bool(torch.isfinite(v)) and bool(torch.isfinite(gr).all())
+    assert rows == [kernels._DEVICE_BLOCK] * 3
+
+
 def _probability_inputs(dtype, soft: bool):  # type: ignore[no-untyped-def]
     x, t = _focal_inputs(dtype, soft)
     p = torch.sigmoid(x)

@@ -1,0 +1,117 @@
+"""``python -m benchmarks.blocks``: the block size of unilosses's block-wise sums on torch.
+
+The losses that torch evaluates block by block in eager mode (the focal losses, log-cosh,
+categorical cross-entropy on probabilities; ``_torch_kernels.chunked_sum``) are timed, and
+their peak extra memory read, at several block sizes and with no blocks at all (the plain
+composition), next to their peer, in one process and interleaved (:mod:`benchmarks.timing`).
+It informs ``_torch_kernels._BLOCK`` (the CPU's) and ``_DEVICE_BLOCK`` (a GPU's); it is
+not part of the main table.
+
+    python -m benchmarks.blocks --device cuda --sizes 1e6,1.6e7,8x19x384x384
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import backends as B
+from .cases import CASES, parse_size
+from .memory import device_peak_extra_bytes, peak_extra_bytes
+from .timing import Timing, first_call, time_group
+
+LOSSES = ("binary_focal_loss_with_logits", "anchor_focal_loss_with_logits", "log_cosh",
+          "categorical_cross_entropy")
+#: block sizes in elements; None: no blocks (the composition and autograd)
+VARIANTS: tuple[int | None, ...] = (1 << 16, 1 << 20, 1 << 22, 1 << 24, None)
+
+
+def _label(v: int | None) -> str:
+    return "composition" if v is None else f"block 2^{v.bit_length() - 1}"
+
+
+def _with_block(step: B.Step, block: int | None) -> B.Step:
+    """``step`` run with the block size ``block`` in force (restored after each call)."""
+    from unilosses.backends import _torch_kernels as K
+
+    def setting() -> tuple[Any, ...]:
+        return K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum
+
+    real = K.chunked_sum
+
+    def apply(values: tuple[Any, ...]) -> None:
+        K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum = values
+
+    def wrapped(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            old = setting()
+            apply((block or old[0], block or old[1],
+                   real if block else (lambda *a, **k: None)))
+            try:
+                return fn()
+            finally:
+                apply(old)
+        return call
+
+    out = wrapped(step)
+    if hasattr(step, "run"):
+        out.run = wrapped(step.run)  # type: ignore[attr-defined]
+        out.wait = step.wait  # type: ignore[attr-defined]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.blocks", description=__doc__)
+    p.add_argument("--device", choices=B.DEVICES, default="cpu")
+    p.add_argument("--sizes", default="1e6,1.6e7")
+    p.add_argument("--losses", default=",".join(LOSSES))
+    p.add_argument("--passes", default="fwd+bwd,fwd")
+    p.add_argument("--repeats", type=int, default=7)
+    args = p.parse_args(argv)
+    import unilosses
+
+    from .peers import peers_for
+
+    peers = peers_for("torch")
+    lines = ["| loss | size | pass | " + " | ".join(_label(v) for v in VARIANTS)
+             + " | peer | peak extra MB (" + ", ".join(_label(v) for v in VARIANTS)
+             + ", peer) |", "|" + "---|" * (len(VARIANTS) + 5)]
+    for name in args.losses.split(","):
+        case = CASES[name]
+        for text in args.sizes.split(","):
+            size = parse_size(text)
+            if case.shape(size) is None:
+                continue
+            arrays = tuple(B.to_backend("torch", a, args.device)
+                           for a in case.make(size, 0))
+            ours = functools.partial(getattr(unilosses, name), **case.options)
+
+            for pass_ in args.passes.split(","):
+                steps = [_with_block(B.make_step("torch", "eager", pass_, ours, arrays,
+                                                 args.device), v) for v in VARIANTS]
+                steps.append(B.make_step("torch", "eager", pass_, peers[name][0].fn, arrays,
+                                         args.device))
+                timings = [Timing() for _ in steps]
+                for s in steps:
+                    first_call(s)
+                time_group(steps, repeats=args.repeats, warmup=2, min_time=0.002,
+                           timings=timings)
+                probe = (device_peak_extra_bytes if args.device != "cpu"
+                         else lambda _b, s: peak_extra_bytes(s))
+                mem = [probe("torch", s) for s in steps]
+                ms = [t.median_s * 1e3 if t.median_s else float("nan") for t in timings]
+                lines.append(f"| {name} | {size.label} | {pass_} | "
+                             + " | ".join(f"{m:.3g}" for m in ms) + " | "
+                             + ", ".join("–" if b is None else f"{b / 1e6:.0f}" for b in mem)
+                             + " |")
+                print(lines[-1], file=sys.stderr, flush=True)
+            del arrays
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -76,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     from .peers import peers_for
 
     peers = peers_for("torch")
+    import torch
+
+    where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"torch {torch.__version__} on {where}, `python -m benchmarks.blocks "
+          f"{' '.join(sys.argv[1:] if argv is None else argv)}`: ms per call (median of "
+          f"{args.repeats} interleaved samples), then peak extra MB (the allocator's on a GPU, "
+          f"the resident high-water mark on the CPU)\n")
     lines = ["| loss | size | pass | " + " | ".join(_label(v) for v in VARIANTS)
              + " | peer | peak extra MB (" + ", ".join(_label(v) for v in VARIANTS)
              + ", peer) |", "|" + "---|" * (len(VARIANTS) + 5)]

@@ -60,7 +60,7 @@ python3 -c "from importlib.metadata import entry_points as e
 raise SystemExit(any(p.name == 'unilosses' for p in e(group='pytest11')))" \
   && plugin=(-p unilosses.testing.plugin)
 python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
-part tests 80 env UNILOSSES_TEST_DEVICE=cuda XLA_PYTHON_CLIENT_PREALLOCATE=false \
+part tests 80 env UNILOSSES_TEST_DEVICE=cuda OMP_NUM_THREADS=2 XLA_PYTHON_CLIENT_PREALLOCATE=false \
   python3 -m pytest -q -p no:cacheprovider "${plugin[@]}" "${xdist[@]}" -k "torch or jax" \
   tests/test_catalogue_losses.py tests/test_elementwise.py tests/test_categorical.py \
   tests/test_catalogue_edges.py tests/test_catalogue_peers.py
@@ -78,7 +78,7 @@ part blocks 100 python3 -m benchmarks.blocks --device cuda --sizes 1e6,1.6e7,8x1
 bench jax-large 100 --backends jax --modes compiled --sizes 1e6,1.6e7 --focal-shape
 bench torch-compiled 140 --backends torch --modes compiled --torch-compile --sizes 1.6e7 \
   --losses mse,huber,binary_cross_entropy_with_logits,categorical_cross_entropy_with_logits,sparse_categorical_cross_entropy_with_logits,binary_focal_loss_with_logits,anchor_focal_loss_with_logits
-bench jax-small 40 --backends jax --modes compiled --sizes 16,1e3
+bench jax-small 70 --backends jax --modes compiled --sizes 16,1e3
 #    what the value checks cost on a GPU (each reads the data back: one synchronisation)
 bench torch-nochecks 40 --backends torch --modes eager --sizes 16,1e3 --no-checks
 cp "$WORK/gpu.txt" "$OUT/gpu.txt"

@@ -128,6 +128,11 @@ def _settings_by_backend(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def bw_device(result: dict[str, Any]) -> str | None:
+    """The GPU's name where the run was on one (None on the CPU)."""
+    return result["bandwidth"].get("device")
+
+
 def bandwidth_line(result: dict[str, Any]) -> str:
     bw = result["bandwidth"]
     if bw.get("device"):
@@ -181,9 +186,11 @@ def header(result: dict[str, Any]) -> list[str]:
         f"{c['min_time'] * 1e3:g} ms of back-to-back calls; {isolated}",
         f"- compiled: {compilers or '–'}",
         "- ratio = unilosses ms / peer ms (below 1: unilosses is faster); floor multiple = "
-        "ms / (bytes read and written / bandwidth), unilosses / peer; peak extra MB = resident "
-        "high-water mark of one call above the resident size before it, unilosses / peer "
-        "(includes the gradient; measured from "
+        "ms / (bytes read and written / bandwidth), unilosses / peer; peak extra MB = "
+        + ("torch's allocator peak (max_memory_allocated) during one call above what was "
+           "allocated before it (jax: not measured)" if bw_device(result) else
+           "resident high-water mark of one call above the resident size before it")
+        + ", unilosses / peer (includes the gradient; measured from "
         f"{size_label(c.get('memory_min', 0))} elements on)"
         + ("" if result["memory_measured"] else " (not measured)"),
         "- (best): the fastest of several peers; (≠!): the peer disagreed with unilosses on "

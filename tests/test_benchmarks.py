@@ -238,3 +238,26 @@ def test_device_step_runs_and_waits(backend: str) -> None:
     assert not hasattr(B.make_step(backend, "eager", "fwd", unilosses.mse, (x, y)), "run")
     with pytest.raises(ValueError, match="does not run on device"):
         B.to_backend("tensorflow", a, "cuda")
+
+
+def test_report_of_a_gpu_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's table as written on a GPU: the device, the copy's floor, the allocator's peak."""
+    from benchmarks.cli import main
+    from benchmarks.report import markdown
+
+    _smoke_env(monkeypatch)
+    rc = main(["--backends", "numpy", "--losses", "mse", "--sizes", "16", "--repeats", "1",
+               "--warmup", "1", "--min-time", "0", "--bandwidth-mb", "8", "--no-isolate",
+               "--quiet", "--out", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert "- memory bandwidth:" in markdown(result) and "device:" not in markdown(result)
+    result["config"]["device"] = "cuda"
+    result["bandwidth"] = {"bytes": 2 * 10**9, "method": "torch copy_ on the GPU, CUDA events, "
+                           "read + write", "repeats": 10, "single_gbs": 4232.0, "threads": 1,
+                           "multi_gbs": None, "gbs": 4232.0, "device": "NVIDIA H200"}
+    text = markdown(result)
+    assert "- device: cuda (NVIDIA H200); memory bandwidth (the floor's): 4232 GB/s" in text
+    assert "torch's allocator peak" in text and "resident high-water mark" not in text
+    result["interrupted"] = True
+    assert "the run was cut short" in markdown(result)

@@ -8,8 +8,7 @@ threads each copying a slice (NumPy releases the GIL in the copy); the floor use
 
 On a GPU (``--device cuda``) the bandwidth is that of a device-to-device copy of ``nbytes``
 (torch's ``copy_`` timed with CUDA events, wherever torch is installed; else a jitted
-``x + 1`` in jax), again read +
-write, best of ``repeats``: the HBM floor.
+``x + 1`` in jax), again read + write, best of ``repeats``: the HBM floor.
 
 Floor of a pass: the bytes it cannot avoid (every input read once; the forward pass writes a
 scalar, forward + backward also writes the gradient, the size of the first input) divided by
@@ -75,13 +74,12 @@ def measure_bandwidth(nbytes: int = DEFAULT_BYTES, threads: int = 1,
     return out
 
 
-def measure_device_bandwidth(nbytes: int, backends: list[str],
-                             repeats: int = 10) -> dict[str, Any]:
+def measure_device_bandwidth(nbytes: int, repeats: int = 10) -> dict[str, Any]:
     """The GPU's copy bandwidth (same keys as :func:`measure_bandwidth`, plus ``device``)."""
     n = max(nbytes // 4, 1)
     # torch's copy wherever torch is installed, so that runs of jax alone share its floor
     # (on an H200 jax's jitted x + 1 reached 3.27 TB/s, torch's copy_ 4.23)
-    if "torch" in backends or importlib.util.find_spec("torch") is not None:
+    if importlib.util.find_spec("torch") is not None:
         import torch
 
         src = torch.ones(n, dtype=torch.float32, device="cuda")

@@ -302,7 +302,7 @@ def run(config: Config, argv: list[str] | None = None) -> dict[str, Any]:
     if config.device == "cpu":
         bw = measure_bandwidth(config.bandwidth_bytes, threads=config.threads)
     else:
-        bw = measure_device_bandwidth(config.bandwidth_bytes, config.backends)
+        bw = measure_device_bandwidth(config.bandwidth_bytes)
         machine_info["device"] = bw["device"]
     log(config, f"  {bw['gbs']:.1f} GB/s")
     jobs: list[dict[str, Any]] = []

@@ -92,7 +92,8 @@ def _to_device(name: str, x):  # type: ignore[no-untyped-def]
 
 
 def device_of(name: str, x) -> str | None:  # type: ignore[no-untyped-def]
-    """"cpu", "cuda", ... for torch and jax arrays (jax's "gpu" named as torch does)."""
+    """The device type of a torch or jax array ("cpu", "cuda"; jax's "gpu" named as torch
+    names it)."""
     if name == "torch":
         return str(x.device.type)
     if name == "jax":

@@ -4,10 +4,12 @@ The losses that torch evaluates block by block in eager mode (the focal losses, 
 categorical cross-entropy on probabilities; ``_torch_kernels.chunked_sum``) are timed, and
 their peak extra memory read, at several block sizes and with no blocks at all (the plain
 composition), next to their peer, in one process and interleaved (:mod:`benchmarks.timing`).
-It informs ``_torch_kernels._BLOCK`` (the CPU's) and ``_DEVICE_BLOCK`` (a GPU's); it is
-not part of the main table.
+It informs ``_torch_kernels._BLOCK`` (the CPU's) and ``_DEVICE_BLOCK`` (a GPU's), and,
+with the variant "fused" (the closed form compiled into one kernel, from any size, on any
+device: inductor's C++ on the CPU), ``_FUSED_MIN``; it is not part of the main table.
 
     python -m benchmarks.blocks --device cuda --sizes 1e6,1.6e7,8x19x384x384
+    python -m benchmarks.blocks --device cuda --variants fused,24,none --sizes 1e3,1e5
 """
 
 from __future__ import annotations
@@ -25,31 +27,45 @@ from .timing import Timing, first_call, time_group
 
 LOSSES = ("binary_focal_loss_with_logits", "anchor_focal_loss_with_logits", "log_cosh",
           "categorical_cross_entropy")
-#: block sizes in elements; None: no blocks (the composition and autograd)
-VARIANTS: tuple[int | None, ...] = (1 << 16, 1 << 20, 1 << 22, 1 << 24, None)
+#: block sizes in elements; None: no blocks (the composition and autograd); "fused": the
+#: closed form compiled (torch.compile, inductor), no blocks
+Variant = int | str | None
+VARIANTS: tuple[Variant, ...] = (1 << 16, 1 << 20, 1 << 22, 1 << 24, None)
 
 
-def _label(v: int | None) -> str:
+def _label(v: Variant) -> str:
+    if isinstance(v, str):
+        return v
     return "composition" if v is None else f"block 2^{v.bit_length() - 1}"
 
 
-def _with_block(step: B.Step, block: int | None) -> B.Step:
+def _variant(text: str) -> Variant:
+    """"fused", "none" (the composition) or a block size's power of 2 ("24")."""
+    return {"fused": "fused", "none": None}.get(text) if not text.isdigit() else 1 << int(text)
+
+
+def _with_block(step: B.Step, block: Variant) -> B.Step:
     """``step`` run with the block size ``block`` in force (restored after each call)."""
     from unilosses.backends import _torch_kernels as K
 
     def setting() -> tuple[Any, ...]:
-        return K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum
+        return (K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum, K._FUSED_ON, K._FUSED_MIN,
+                K._FUSED_DEVICES)
 
     real = K.chunked_sum
+    fused = block == "fused"
+    size = block if isinstance(block, int) else None
 
     def apply(values: tuple[Any, ...]) -> None:
-        K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum = values
+        (K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum, K._FUSED_ON, K._FUSED_MIN,
+         K._FUSED_DEVICES) = values
 
     def wrapped(fn: Callable[[], Any]) -> Callable[[], Any]:
         def call() -> Any:
             old = setting()
-            apply((block or old[0], block or old[1],
-                   real if block else (lambda *a, **k: None)))
+            apply((size or old[0], size or old[1],
+                   real if size or fused else (lambda *a, **k: None), fused,
+                   1 if fused else old[4], frozenset({"cpu", "cuda"}) if fused else old[5]))
             try:
                 return fn()
             finally:
@@ -70,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--losses", default=",".join(LOSSES))
     p.add_argument("--passes", default="fwd+bwd,fwd")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--variants", default="16,20,22,24,none",
+                   help="block sizes as powers of 2, 'none' (the composition), 'fused'")
     args = p.parse_args(argv)
+    variants = tuple(_variant(v) for v in args.variants.split(","))
     import unilosses
 
     from .peers import peers_for
@@ -83,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(sys.argv[1:] if argv is None else argv)}`: ms per call (median of "
           f"{args.repeats} interleaved samples), then peak extra MB (the allocator's on a GPU, "
           f"the resident high-water mark on the CPU)\n")
-    lines = ["| loss | size | pass | " + " | ".join(_label(v) for v in VARIANTS)
-             + " | peer | peak extra MB (" + ", ".join(_label(v) for v in VARIANTS)
-             + ", peer) |", "|" + "---|" * (len(VARIANTS) + 5)]
+    lines = ["| loss | size | pass | " + " | ".join(_label(v) for v in variants)
+             + " | peer | peak extra MB (" + ", ".join(_label(v) for v in variants)
+             + ", peer) |", "|" + "---|" * (len(variants) + 5)]
     for name in args.losses.split(","):
         case = CASES[name]
         for text in args.sizes.split(","):
@@ -98,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for pass_ in args.passes.split(","):
                 steps = [_with_block(B.make_step("torch", "eager", pass_, ours, arrays,
-                                                 args.device), v) for v in VARIANTS]
+                                                 args.device), v) for v in variants]
                 steps.append(B.make_step("torch", "eager", pass_, peers[name][0].fn, arrays,
                                          args.device))
                 timings = [Timing() for _ in steps]

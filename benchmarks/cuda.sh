@@ -65,15 +65,17 @@ part tests 80 env UNILOSSES_TEST_DEVICE=cuda OMP_NUM_THREADS=2 XLA_PYTHON_CLIENT
   tests/test_catalogue_losses.py tests/test_elementwise.py tests/test_categorical.py \
   tests/test_catalogue_edges.py tests/test_catalogue_peers.py
 #    torch's block-wise sums and modules on the GPU
-part native 60 python3 -m pytest -q -p no:cacheprovider "${plugin[@]}" \
+#    and the fused closed forms (inductor's Triton kernels; each compiles for seconds)
+part native 150 python3 -m pytest -q -p no:cacheprovider "${plugin[@]}" \
   tests/test_native.py::test_blockwise_on_cuda_takes_the_device_block \
-  tests/test_torch_modules.py::test_cuda
+  tests/test_native.py::test_fused_on_cuda tests/test_torch_modules.py::test_cuda
 cat "$WORK"/tests.log "$WORK"/native.log > "$OUT/tests.log" 2>/dev/null
 
 # 2. the benchmark: every loss eagerly on torch (sizes and the focal shape), jax.jit, then
 #    torch.compile on the bandwidth-bound sizes (each compile takes seconds)
-bench torch-eager 110 --backends torch --modes eager --sizes 16,1e3,1e6,1.6e7 --focal-shape
-part blocks 100 python3 -m benchmarks.blocks --device cuda --sizes 1e6,1.6e7,8x19x384x384
+bench torch-eager 160 --backends torch --modes eager --sizes 16,1e3,1e6,1.6e7 --focal-shape
+part blocks 150 python3 -m benchmarks.blocks --device cuda --variants fused,24 \
+  --sizes 1e3,1e5,1e6,1.6e7,8x19x384x384
 [ -f "$WORK/blocks.log" ] && grep "^|" "$WORK/blocks.log" | awk '!seen[$0]++' > "$OUT/blocks.md"
 bench jax-large 100 --backends jax --modes compiled --sizes 1e6,1.6e7 --focal-shape
 bench torch-compiled 140 --backends torch --modes compiled --torch-compile --sizes 1.6e7 \

@@ -63,6 +63,7 @@ class Used:
             mp.setattr(kernels, "_CHUNK_MIN", 1 << 62)
             mp.setattr(kernels, "_CLOSED_MIN", 1 << 62)
             mp.setattr(kernels, "_CLOSED_GRAD_MIN", 1 << 62)
+            mp.setattr(kernels, "_FUSED_ON", False)
             try:
                 return fn(*args, **kw)
             finally:
@@ -380,6 +381,7 @@ def test_blockwise_log_cosh_matches_the_composition(used, monkeypatch, dtype):  
 def test_blockwise_on_cuda_takes_the_device_block(used, monkeypatch):  # type: ignore[no-untyped-def]
     """On a GPU the blocks are _DEVICE_BLOCK elements (the CPU's would cost ~30 launches per
     64K elements); two of them here, the second partial, against the composition."""
+    monkeypatch.setattr(kernels, "_FUSED_ON", False)  # (the default there: one fused kernel)
     n = kernels._DEVICE_BLOCK + 12345
     g = torch.Generator(device="cuda").manual_seed(3)
     x = torch.randn(n, generator=g, device="cuda") * 4.0
@@ -726,6 +728,209 @@ def test_kernels_are_torch_only():  # type: ignore[no-untyped-def]
     assert float(unilosses.mse(p, t)) == 1.0
     from unilosses.backends import adapter_named
     assert adapter_named("numpy").kernels == {}
+
+
+# -- fused closed forms (eager on a GPU; here on the CPU through aot_eager) ---------------------
+
+
+@pytest.fixture
+def fused(monkeypatch):  # type: ignore[no-untyped-def]
+    """The fused path on this machine's device (the CPU included) through ``aot_eager``
+    (dynamo's trace and autograd's, no code generation); returns the record of its runs
+    (True where the compiled closed form answered)."""
+    monkeypatch.setattr(kernels, "_FUSED_DEVICES", frozenset({"cpu", "cuda"}))
+    monkeypatch.setattr(kernels, "_FUSED_BACKEND", "aot_eager")
+    monkeypatch.setattr(kernels, "_FUSED_ON", True)
+    return _spy(monkeypatch, kernels, "_run_fused", lambda out, a, kw: out is not None)
+
+
+def _anchor_inputs(logits: bool, dtype=torch.float64):  # type: ignore[no-untyped-def]
+    classes = 80
+    x = _logits(dtype, (2, N_BLOCKWISE // 160 + 1, classes), seed=7)
+    if not logits:
+        x = torch.sigmoid(x)
+    g = torch.Generator().manual_seed(8)
+    state = torch.randint(-1, 2, x.shape[:-1], generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(0, classes, x.shape[:-1], generator=g),
+                                    classes).to(x.dtype)
+    x[state == -1] = math.nan  # ignored anchors may hold anything
+    return x, y, state
+
+
+def _fused_cases():  # type: ignore[no-untyped-def]
+    """(id, loss, inputs(dtype), two sets of options): every loss with a closed form."""
+    def categorical(dtype):  # type: ignore[no-untyped-def]
+        g = torch.Generator().manual_seed(11)
+        p = torch.softmax(3.0 * torch.randn(N_BLOCKWISE // 100, 100, generator=g,
+                                            dtype=dtype), -1) * 2.5
+        p[0, :7] = 0.0
+        p[-1] = 1e-9
+        p[-1, 3] = 1.0
+        return p, torch.softmax(torch.randn(p.shape, generator=g, dtype=dtype), -1)
+
+    def log_cosh(dtype):  # type: ignore[no-untyped-def]
+        p = _logits(dtype, (N_BLOCKWISE,), scale=30.0, seed=12)
+        t = _logits(dtype, (N_BLOCKWISE,), scale=1.0, seed=13)
+        p[:3] = t[:3] + torch.tensor([0.0, 1e4, -1e4], dtype=dtype)  # zero error, far out
+        return p, t
+
+    mean, total = {"reduction": "mean"}, {"reduction": "sum"}
+    return [
+        ("focal-logits-hard", unilosses.binary_focal_loss_with_logits,
+         lambda d: _focal_inputs(d, False), [{"gamma": 2.0, **mean}, {"gamma": 2.0, **total}]),
+        ("focal-logits-soft", unilosses.binary_focal_loss_with_logits,
+         # gamma 2: the soft label equal to its prediction is a tie for one sigmoid only;
+         # compiled, p is the exp(-|x|) form's, a rounding away, where the derivative of
+         # |t - p|^gamma is singular for gamma < 1 and steep for gamma < 2
+         lambda d: _focal_inputs(d, True), [{"gamma": 2.0, "alpha": None, **r}
+                                            for r in (mean, total)]),
+        ("focal-probabilities", unilosses.binary_focal_loss,
+         lambda d: _probability_inputs(d, True), [{"gamma": 3.0, **r} for r in (mean, total)]),
+        ("anchor-logits", unilosses.anchor_focal_loss_with_logits,
+         lambda d: _anchor_inputs(True, d), [{}, {"normalizer": 50.0}]),
+        ("anchor-probabilities", unilosses.anchor_focal_loss,
+         lambda d: _anchor_inputs(False, d), [{}, {"normalizer": 50.0, "gamma": 0.5}]),
+        ("log-cosh", unilosses.log_cosh, log_cosh, [mean, total]),
+        ("categorical-probabilities", unilosses.categorical_cross_entropy, categorical,
+         [{"label_smoothing": 0.1, **r} for r in (mean, total)]),
+    ]
+
+
+FUSED_CASES = _fused_cases()
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=[c[0] for c in FUSED_CASES])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_closed_forms_match_the_composition(used, fused, case, dtype):  # type: ignore[no-untyped-def]
+    """Value, gradient (a cotangent other than 1 too) and the value alone, against the
+    composition on the same inputs, with ±1e4, ±inf, exact 0/1 and NaN in ignored anchors."""
+    _, f, make, variants = case
+    x, *rest = make(dtype)
+
+    def run(x, options):  # type: ignore[no-untyped-def]
+        xg = x.detach().clone().requires_grad_(True)
+        out = f(xg, *rest, **options)
+        return out, torch.autograd.grad(out * 3.0, xg)[0]
+
+    for options in variants:
+        v1, g1 = run(x, options)
+        v2, g2 = used.generic(run, x, options)
+        _close(v1, v2, dtype, x.numel())
+        _close(g1, g2, dtype)
+        assert bool(torch.isfinite(g1).all())
+        _close(f(x, *rest, **options), v2, dtype, x.numel())
+    # categorical CE on probabilities keeps the composition for the value alone
+    assert fused == [True] * (2 if case[0] == "categorical-probabilities" else 4)
+
+
+def test_fused_backward_twice_and_the_second_derivative(used, fused):  # type: ignore[no-untyped-def]
+    # retain_graph: the gradient handed on the first time is computed again; create_graph:
+    # the composition's graph, as on the blocks' path
+    x, t = _focal_inputs(torch.float64, soft=True)
+    x = x.clone().requires_grad_(True)
+    out = unilosses.binary_focal_loss_with_logits(x, t, gamma=2.0)
+    (a,) = torch.autograd.grad(out, x, retain_graph=True)
+    (b,) = torch.autograd.grad(out * 2.0, x)
+    _close(b, 2.0 * a, torch.float64)
+    assert fused == [True, True]  # (the second backward ran the compiled form again)
+
+    def second(x):  # type: ignore[no-untyped-def]
+        xg = x.detach().clone()[6:].requires_grad_(True)  # away from ±inf
+        (g,) = torch.autograd.grad(unilosses.binary_focal_loss_with_logits(xg, t[6:]), xg,
+                                   create_graph=True)
+        return torch.autograd.grad((g * g).sum(), xg)[0]
+
+    _close(second(x), used.generic(second, x), torch.float64)
+
+
+def test_fused_compiles_once_for_every_size(fused):  # type: ignore[no-untyped-def]
+    # dynamic shapes: one graph for three sizes (and the bound check adds no size guard)
+    counters = torch._dynamo.utils.counters["stats"]
+    before = counters["unique_graphs"]
+    for n in (kernels._FUSED_MIN, kernels._FUSED_MIN * 3 + 7, kernels._FUSED_MIN * 5 + 1):
+        x, t = _logits(torch.float32, (n,), seed=n), torch.zeros(n)
+        # gamma 1.75: a key of its own, compiled afresh in this test
+        unilosses.binary_focal_loss_with_logits(x.requires_grad_(True), t, gamma=1.75).backward()
+    assert counters["unique_graphs"] - before == 1
+    assert fused == [True] * 3
+    x = _logits(torch.float32, (kernels._FUSED_MIN - 1,))
+    unilosses.binary_focal_loss_with_logits(x.requires_grad_(True), torch.zeros_like(x))
+    assert fused == [True] * 3  # below the threshold: blocks
+
+
+def test_a_failed_compilation_falls_back_with_one_warning(used, fused, monkeypatch):  # type: ignore[no-untyped-def]
+    def broken(gm, inputs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no Triton here")
+
+    monkeypatch.setattr(kernels, "_FUSED_BACKEND", broken)
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_warned", [])
+    x, t = _focal_inputs(torch.float32, soft=False)
+    with pytest.warns(RuntimeWarning, match="no Triton here.*UNILOSSES_TORCH_FUSED=0"):
+        v1, g1 = _value_and_grad(unilosses.binary_focal_loss_with_logits, x, t)
+    v2, g2 = used.generic(_value_and_grad, unilosses.binary_focal_loss_with_logits, x, t)
+    _close(v1, v2, torch.float32, x.numel())
+    _close(g1, g2, torch.float32)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, no second attempt
+        unilosses.binary_focal_loss_with_logits(x, t)
+    assert fused == [False]
+    assert list(kernels._COMPILED.values()) == [None]
+
+
+def test_fused_off_by_environment():  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+    code = ("from unilosses.backends import _torch_kernels as k; "
+            "print(k._FUSED_ON, sorted(k._FUSED_DEVICES))")
+    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "UNILOSSES_TORCH_FUSED": v}, check=True).stdout
+           for v in ("0", "1", "all")]
+    assert out == ["False ['cuda']\n", "True ['cuda']\n", "True ['cpu', 'cuda']\n"]
+
+
+def test_fused_through_inductor(used, fused, monkeypatch):  # type: ignore[no-untyped-def]
+    # inductor's own kernels (C++ here, Triton on a GPU) for one closed form
+    monkeypatch.setattr(kernels, "_FUSED_BACKEND", "inductor")
+    x, t = _focal_inputs(torch.float32, soft=True)
+    v1, g1 = _value_and_grad(unilosses.binary_focal_loss_with_logits, x, t, gamma=2.0)
+    v2, g2 = used.generic(_value_and_grad, unilosses.binary_focal_loss_with_logits, x, t,
+                          gamma=2.0)
+    _close(v1, v2, torch.float32, x.numel())
+    _close(g1, g2, torch.float32)
+    assert fused == [True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available here")
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_fused_on_cuda(used, dtype):  # type: ignore[no-untyped-def]
+    """The default on a GPU: inductor's Triton kernel, against the composition."""
+    runs = []
+    real = kernels._run_fused
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        out = real(*a)
+        runs.append(out is not None)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kernels, "_run_fused", spy)
+        for _, f, make, variants in FUSED_CASES:
+            x, *rest = (a.cuda() for a in make(dtype))
+
+            def run(x, f=f, rest=rest, options=variants[0]):  # type: ignore[no-untyped-def]
+                xg = x.detach().clone().requires_grad_(True)
+                out = f(xg, *rest, **options)
+                return out, torch.autograd.grad(out * 3.0, xg)[0]
+
+            v1, g1 = run(x)
+            v2, g2 = used.generic(run, x)
+            _close(v1, v2, dtype, x.numel())
+            _close(g1, g2, dtype)
+            assert g1.device.type == "cuda" and bool(torch.isfinite(g1).all())
+    assert runs == [True] * len(FUSED_CASES)
 
 
 # -- TensorFlow's fused softmax cross-entropy ---------------------------------------------------

@@ -75,8 +75,9 @@ class TorchAdapter(Adapter):
 
     def bounded(self, x: Array) -> bool:
         # (below _CHECK_MIN elements the clamp is one small op, cheaper than a read and a sync)
-        return (x.numel() >= _torch_kernels._CHECK_MIN and not self.is_tracing(x)
-                and _torch_kernels._bounded(x))
+        # (compiling first: a symbolic size compared with a constant would add a guard)
+        return (not torch.compiler.is_compiling() and x.numel() >= _torch_kernels._CHECK_MIN
+                and not self.is_tracing(x) and _torch_kernels._bounded(x))
 
     def known_binary(self, y: Array) -> bool:
         # eager CPU only: elsewhere the answer would stall the device or cannot be read.

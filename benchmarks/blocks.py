@@ -6,7 +6,8 @@ their peak extra memory read, at several block sizes and with no blocks at all (
 composition), next to their peer, in one process and interleaved (:mod:`benchmarks.timing`).
 It informs ``_torch_kernels._BLOCK`` (the CPU's) and ``_DEVICE_BLOCK`` (a GPU's), and,
 with the variant "fused" (the closed form compiled into one kernel, from any size, on any
-device: inductor's C++ on the CPU), ``_FUSED_MIN``; it is not part of the main table.
+device: inductor's C++ on the CPU), ``_FUSED_MIN`` and ``_FUSED_DEVICE_MIN``; it is not
+part of the main table.
 
     python -m benchmarks.blocks --device cuda --sizes 1e6,1.6e7,8x19x384x384
     python -m benchmarks.blocks --device cuda --variants fused,24,none --sizes 1e3,1e5
@@ -50,7 +51,7 @@ def _with_block(step: B.Step, block: Variant) -> B.Step:
 
     def setting() -> tuple[Any, ...]:
         return (K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum, K._FUSED_ON, K._FUSED_MIN,
-                K._FUSED_DEVICES)
+                K._FUSED_DEVICE_MIN, K._FUSED_DEVICES)
 
     real = K.chunked_sum
     fused = block == "fused"
@@ -58,14 +59,15 @@ def _with_block(step: B.Step, block: Variant) -> B.Step:
 
     def apply(values: tuple[Any, ...]) -> None:
         (K._BLOCK, K._DEVICE_BLOCK, K.chunked_sum, K._FUSED_ON, K._FUSED_MIN,
-         K._FUSED_DEVICES) = values
+         K._FUSED_DEVICE_MIN, K._FUSED_DEVICES) = values
 
     def wrapped(fn: Callable[[], Any]) -> Callable[[], Any]:
         def call() -> Any:
             old = setting()
             apply((size or old[0], size or old[1],
                    real if size or fused else (lambda *a, **k: None), fused,
-                   1 if fused else old[4], frozenset({"cpu", "cuda"}) if fused else old[5]))
+                   1 if fused else old[4], 1 if fused else old[5],
+                   frozenset({"cpu", "cuda"}) if fused else old[6]))
             try:
                 return fn()
             finally:

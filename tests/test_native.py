@@ -858,6 +858,23 @@ def test_fused_compiles_once_for_every_size(fused):  # type: ignore[no-untyped-d
     assert fused == [True] * 3  # below the threshold: blocks
 
 
+def test_fused_thresholds(fused, monkeypatch):  # type: ignore[no-untyped-def]
+    # a GPU (any device but the CPU) from any size, the CPU from _FUSED_MIN elements; the
+    # categorical form on probabilities only where its blocks would serve (a gradient, from
+    # _CHUNK_MIN elements)
+    monkeypatch.setattr(kernels, "_FUSED_DEVICES", frozenset({"cpu", "meta"}))
+    assert kernels._fusable(torch.empty(1, device="meta"))
+    assert not kernels._fusable(torch.empty(kernels._FUSED_MIN - 1))
+    assert kernels._fusable(torch.empty(kernels._FUSED_MIN))
+    monkeypatch.setattr(kernels, "_FUSED_MIN", 1)
+    x = _logits(torch.float64, (10, 100)).requires_grad_(True)
+    t = torch.softmax(_logits(torch.float64, (10, 100), seed=2), -1)
+    unilosses.binary_focal_loss_with_logits(x, t).backward()
+    assert fused == [True]
+    unilosses.categorical_cross_entropy(torch.softmax(x, -1), t).backward()
+    assert fused == [True]
+
+
 def test_a_failed_compilation_falls_back_with_one_warning(used, fused, monkeypatch):  # type: ignore[no-untyped-def]
     def broken(gm, inputs):  # type: ignore[no-untyped-def]
         raise RuntimeError("no Triton here")

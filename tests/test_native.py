@@ -474,10 +474,9 @@ def test_range_checks_read_extrema_and_still_refuse():  # type: ignore[no-untype
     assert math.isnan(lo) and math.isnan(hi)
 
 
-@pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
-def test_blockwise_anchor_focal_matches_the_composition(used, monkeypatch, logits):  # type: ignore[no-untyped-def]
+def _anchor_inputs(logits: bool, dtype=torch.float64):  # type: ignore[no-untyped-def]
     anchors, classes = (N_BLOCKWISE // 80) + 1, 80
-    x = _logits(torch.float64, (2, anchors // 2 + 1, classes), seed=7)
+    x = _logits(dtype, (2, anchors // 2 + 1, classes), seed=7)
     if not logits:
         x = torch.sigmoid(x)
     g = torch.Generator().manual_seed(8)
@@ -485,6 +484,12 @@ def test_blockwise_anchor_focal_matches_the_composition(used, monkeypatch, logit
     y = torch.nn.functional.one_hot(torch.randint(0, classes, x.shape[:-1], generator=g),
                                     classes).to(x.dtype)
     x[state == -1] = math.nan  # ignored anchors may hold anything
+    return x, y, state
+
+
+@pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
+def test_blockwise_anchor_focal_matches_the_composition(used, monkeypatch, logits):  # type: ignore[no-untyped-def]
+    x, y, state = _anchor_inputs(logits)
     calls = _blockwise_calls(monkeypatch)
     f = unilosses.anchor_focal_loss_with_logits if logits else unilosses.anchor_focal_loss
 
@@ -744,19 +749,6 @@ def fused(monkeypatch):  # type: ignore[no-untyped-def]
     return _spy(monkeypatch, kernels, "_run_fused", lambda out, a, kw: out is not None)
 
 
-def _anchor_inputs(logits: bool, dtype=torch.float64):  # type: ignore[no-untyped-def]
-    classes = 80
-    x = _logits(dtype, (2, N_BLOCKWISE // 160 + 1, classes), seed=7)
-    if not logits:
-        x = torch.sigmoid(x)
-    g = torch.Generator().manual_seed(8)
-    state = torch.randint(-1, 2, x.shape[:-1], generator=g)
-    y = torch.nn.functional.one_hot(torch.randint(0, classes, x.shape[:-1], generator=g),
-                                    classes).to(x.dtype)
-    x[state == -1] = math.nan  # ignored anchors may hold anything
-    return x, y, state
-
-
 def _fused_cases():  # type: ignore[no-untyped-def]
     """(id, loss, inputs(dtype), two sets of options): every loss with a closed form."""
     def categorical(dtype):  # type: ignore[no-untyped-def]
@@ -922,31 +914,22 @@ def test_fused_through_inductor(used, fused, monkeypatch):  # type: ignore[no-un
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available here")
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_fused_on_cuda(used, dtype):  # type: ignore[no-untyped-def]
+def test_fused_on_cuda(used, monkeypatch, dtype):  # type: ignore[no-untyped-def]
     """The default on a GPU: inductor's Triton kernel, against the composition."""
-    runs = []
-    real = kernels._run_fused
+    runs = _spy(monkeypatch, kernels, "_run_fused", lambda out, a, kw: out is not None)
+    for _, f, make, variants in FUSED_CASES:
+        x, *rest = (a.cuda() for a in make(dtype))
 
-    def spy(*a):  # type: ignore[no-untyped-def]
-        out = real(*a)
-        runs.append(out is not None)
-        return out
+        def run(x, f=f, rest=rest, options=variants[0]):  # type: ignore[no-untyped-def]
+            xg = x.detach().clone().requires_grad_(True)
+            out = f(xg, *rest, **options)
+            return out, torch.autograd.grad(out * 3.0, xg)[0]
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kernels, "_run_fused", spy)
-        for _, f, make, variants in FUSED_CASES:
-            x, *rest = (a.cuda() for a in make(dtype))
-
-            def run(x, f=f, rest=rest, options=variants[0]):  # type: ignore[no-untyped-def]
-                xg = x.detach().clone().requires_grad_(True)
-                out = f(xg, *rest, **options)
-                return out, torch.autograd.grad(out * 3.0, xg)[0]
-
-            v1, g1 = run(x)
-            v2, g2 = used.generic(run, x)
-            _close(v1, v2, dtype, x.numel())
-            _close(g1, g2, dtype)
-            assert g1.device.type == "cuda" and bool(torch.isfinite(g1).all())
+        v1, g1 = run(x)
+        v2, g2 = used.generic(run, x)
+        _close(v1, v2, dtype, x.numel())
+        _close(g1, g2, dtype)
+        assert g1.device.type == "cuda" and bool(torch.isfinite(g1).all())
     assert runs == [True] * len(FUSED_CASES)
 
 

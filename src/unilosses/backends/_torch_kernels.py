@@ -13,6 +13,10 @@ semantics that would otherwise differ:
 * a label out of range makes ``F.cross_entropy`` raise (CPU): the generic path then gives
   unilosses's own error, or clamps the label when checks are off.
 
+Losses without a kernel anywhere but with a closed-form derivative (the focal losses,
+``log_cosh``) are evaluated block by block on the CPU (``chunked_sum``) and, on a GPU, through
+their closed form compiled into one kernel (``_fused_sum``).
+
 ``tests/test_native.py`` compares every kernel with the generic composition on the same inputs,
 values and gradients, at ties, the Huber boundary and extreme values.
 """
@@ -368,7 +372,7 @@ _FUSED_MIN = 1 << 16
 _FUSED_DEVICE_MIN = 1
 #: torch.compile's backend for them (tests on the CPU take "aot_eager": no code generation)
 _FUSED_BACKEND = "inductor"
-#: compiled bodies by (body, closed form's code, its closure's constants); None: failed
+#: compiled bodies by ``_key``; None: compiling failed
 _COMPILED: dict[tuple[Any, ...], Any] = {}
 _warned: list[bool] = []
 

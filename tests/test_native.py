@@ -868,24 +868,30 @@ def test_fused_thresholds(fused, monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def test_a_failed_compilation_falls_back_with_one_warning(used, fused, monkeypatch):  # type: ignore[no-untyped-def]
+    import warnings
+
     def broken(gm, inputs):  # type: ignore[no-untyped-def]
         raise RuntimeError("no Triton here")
 
     monkeypatch.setattr(kernels, "_FUSED_BACKEND", broken)
     monkeypatch.setattr(kernels, "_COMPILED", {})
     monkeypatch.setattr(kernels, "_warned", [])
+    attempts = _spy(monkeypatch, kernels, "_compiled", lambda out, a, kw: a[1].__name__)
+    f = unilosses.binary_focal_loss_with_logits
     x, t = _focal_inputs(torch.float32, soft=False)
     with pytest.warns(RuntimeWarning, match="no Triton here.*UNILOSSES_TORCH_FUSED=0"):
-        v1, g1 = _value_and_grad(unilosses.binary_focal_loss_with_logits, x, t)
-    v2, g2 = used.generic(_value_and_grad, unilosses.binary_focal_loss_with_logits, x, t)
+        v1, g1 = _value_and_grad(f, x, t)
+    v2, g2 = used.generic(_value_and_grad, f, x, t)
     _close(v1, v2, torch.float32, x.numel())
     _close(g1, g2, torch.float32)
-    import warnings
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no second warning, no second attempt
-        unilosses.binary_focal_loss_with_logits(x, t)
-    assert fused == [False]
-    assert list(kernels._COMPILED.values()) == [None]
+        warnings.simplefilter("error")  # one warning in all
+        _close(_value_and_grad(f, x, t)[1], g2, torch.float32)  # no second attempt
+        assert attempts == ["_fused_value_grad"]
+        _close(f(x, t), v2, torch.float32, x.numel())  # the value alone: a body of its own
+    assert attempts == ["_fused_value_grad", "_fused_value"]
+    assert fused == [False] * 3
+    assert list(kernels._COMPILED.values()) == [None, None]
 
 
 def test_fused_off_by_environment():  # type: ignore[no-untyped-def]

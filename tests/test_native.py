@@ -894,6 +894,23 @@ def test_a_failed_compilation_falls_back_with_one_warning(used, fused, monkeypat
     assert list(kernels._COMPILED.values()) == [None, None]
 
 
+def test_torch_compile_refused_falls_back(used, fused, monkeypatch):  # type: ignore[no-untyped-def]
+    # torch.compile itself raises where dynamo is unsupported (some Pythons, platforms)
+    def refuse(*a, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("torch.compile is not supported here")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    monkeypatch.setattr(kernels, "_COMPILED", {})
+    monkeypatch.setattr(kernels, "_warned", [])
+    x, t = _focal_inputs(torch.float64, soft=True)
+    with pytest.warns(RuntimeWarning, match="not supported here"):
+        v1, g1 = _value_and_grad(unilosses.binary_focal_loss_with_logits, x, t)
+    v2, g2 = used.generic(_value_and_grad, unilosses.binary_focal_loss_with_logits, x, t)
+    _close(v1, v2, torch.float64, x.numel())
+    _close(g1, g2, torch.float64)
+    assert fused == [False]
+
+
 def test_fused_off_by_environment():  # type: ignore[no-untyped-def]
     import os
     import subprocess

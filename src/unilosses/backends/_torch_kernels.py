@@ -415,12 +415,12 @@ def _run_fused(body: Callable[..., Any], value_and_grad: Callable[..., Any], x: 
     key = _key(body, value_and_grad, x)
     fn = _COMPILED.get(key, False)
     first = fn is False
-    if first:
-        fn = _compiled(key, body)
-    elif fn is None:
+    if fn is None:
         return None
     args = (value_and_grad, x.detach(), *(a.detach() for a in rest))
     try:
+        if first:  # (torch.compile itself refuses some Pythons and platforms)
+            fn = _compiled(key, body)
         with torch.no_grad():
             if first:
                 # the closure's floats (alpha, gamma) as constants of the graph; left to

@@ -28,10 +28,9 @@ from .timing import Timing, first_call, time_group
 
 LOSSES = ("binary_focal_loss_with_logits", "anchor_focal_loss_with_logits", "log_cosh",
           "categorical_cross_entropy")
-#: block sizes in elements; None: no blocks (the composition and autograd); "fused": the
+#: a block size in elements; None: no blocks (the composition and autograd); "fused": the
 #: closed form compiled (torch.compile, inductor), no blocks
 Variant = int | str | None
-VARIANTS: tuple[Variant, ...] = (1 << 16, 1 << 20, 1 << 22, 1 << 24, None)
 
 
 def _label(v: Variant) -> str:

@@ -493,8 +493,13 @@ def _fused_sum(f: Callable[..., Array], value_and_grad: Callable[..., tuple[Arra
 
 
 def _fusable(x: Array) -> bool:
-    return (_FUSED_ON and x.numel() >= (_FUSED_MIN if x.is_cpu else _FUSED_DEVICE_MIN)
-            and x.device.type in _FUSED_DEVICES)
+    # (x.is_cpu before x.device.type, which builds a device object: the CPU's large inputs
+    # ask this at every call, and by default the answer is no)
+    if not _FUSED_ON:
+        return False
+    if x.is_cpu:
+        return "cpu" in _FUSED_DEVICES and x.numel() >= _FUSED_MIN
+    return x.numel() >= _FUSED_DEVICE_MIN and x.device.type in _FUSED_DEVICES
 
 
 def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,

@@ -153,6 +153,109 @@ def test_sparse_logits_beyond_the_clamp_traced(backend, ls):
     np.testing.assert_allclose(np.asarray(g), grad, atol=tol["rtol"])
 
 
+# soft targets for BEYOND, with zeros where a logit is -inf (0 * -inf must not make a NaN)
+SOFT_BEYOND = np.array([[0.5, 0.5, 0.0, 0.0],
+                        [0.1, 0.2, 0.3, 0.4],
+                        [0.25, 0.25, 0.25, 0.25],
+                        [0.0, 1.0, 0.0, 0.0],
+                        [0.0, 0.7, 0.3, 0.0]], np.float32)
+
+
+def _beyond_soft_reference(ls):  # type: ignore[no-untyped-def]
+    """The float64 soft-target loss per row of BEYOND clamped to +-max/4, and the gradient
+    of its sum."""
+    c = np.clip(BEYOND.astype(np.float64), -_B32, _B32)
+    lsm = c - c.max(-1, keepdims=True)
+    lsm = lsm - np.log(np.exp(lsm).sum(-1, keepdims=True))
+    soft = SOFT_BEYOND.astype(np.float64) * (1 - ls) + ls / 4
+    grad = np.exp(lsm) * soft.sum(-1, keepdims=True) - soft
+    return -(soft * lsm).sum(-1), grad * (np.abs(BEYOND) <= _B32)
+
+
+def _categorical_beyond(kind, ls, ones, where=None):  # type: ignore[no-untyped-def]
+    """The loss of ``kind`` whose per-row value is the soft-target reference: categorical CE
+    with logits, poly1 with epsilon 0, sparse CE (targets: labels) with class weights
+    ``ones`` (four 1s in the logits' framework: its weighted composition)."""
+    def loss(x, t, reduction="sum"):  # type: ignore[no-untyped-def]
+        if kind == "categorical":
+            return U.categorical_cross_entropy_with_logits(
+                x, t, label_smoothing=ls, reduction=reduction, where=where)
+        if kind == "poly1":
+            return U.poly1_cross_entropy_with_logits(x, t, epsilon=0.0, reduction=reduction,
+                                                     where=where)
+        return U.sparse_categorical_cross_entropy_with_logits(
+            x, t, label_smoothing=ls, reduction=reduction, where=where,
+            class_weights=ones)
+    return loss
+
+
+CATEGORICAL_KINDS = [("categorical", 0.0), ("categorical", 0.1), ("poly1", 0.0),
+                     ("sparse", 0.0), ("sparse", 0.1)]
+
+
+def _categorical_inputs(kind):  # type: ignore[no-untyped-def]
+    y = np.array(LABEL_SETS["b"])
+    return (y, np.eye(4, dtype=np.float32)[y]) if kind == "sparse" else (SOFT_BEYOND, None)
+
+
+@pytest.mark.parametrize("kind, ls", CATEGORICAL_KINDS)
+def test_categorical_logits_beyond_the_clamp(ad_backend, kind, ls):
+    """The log-softmax of the clamped logits, the clamp taken relative to the row maximum
+    (x - m clipped to [-max/4 - m, 0]): values per row and the gradient against the float64
+    loss of the clamped logits, on every backend (a mask of all True keeps torch and
+    TensorFlow off their kernels)."""
+    b = ad_backend
+    t, onehot = _categorical_inputs(kind)
+    want, grad = _beyond_soft_reference(ls) if onehot is None else _beyond_reference(ls, t)
+    ones = b.asarray(np.ones(4, np.float32))
+    loss = _categorical_beyond(kind, ls, ones, where=b.asarray(np.ones(5, bool)))
+    v, g = b.value_and_grad(loss, b.asarray(BEYOND), b.asarray(t))
+    rows = b.to_numpy(loss(b.asarray(BEYOND), b.asarray(t), "none"))
+    tol = tolerance("float32")
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    np.testing.assert_allclose(rows, want, rtol=tol["rtol"], atol=tol["rtol"])
+    np.testing.assert_allclose(g, grad, atol=tol["rtol"])
+
+
+@pytest.mark.parametrize("kind, ls", CATEGORICAL_KINDS)
+@pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch"])
+def test_categorical_logits_beyond_the_clamp_traced(backend, kind, ls):
+    """The same traced: jax.jit, tf.function(jit_compile=True) and torch.compile on the CPU
+    (aot_eager) take the composition; values per row and the gradient."""
+    t, onehot = _categorical_inputs(kind)
+    want, grad = _beyond_soft_reference(ls) if onehot is None else _beyond_reference(ls, t)
+    if backend == "jax":
+        jax = pytest.importorskip("jax")
+        f = _categorical_beyond(kind, ls, jax.numpy.ones(4))
+        rows = jax.jit(lambda a, y: f(a, y, "none"))(BEYOND, t)
+        g = jax.jit(jax.grad(lambda a, y: f(a, y, "sum")))(BEYOND, t)
+    elif backend == "tensorflow":
+        tf = pytest.importorskip("tensorflow")
+        f = _categorical_beyond(kind, ls, tf.ones(4))
+
+        @tf.function(jit_compile=True)
+        def value_grad(a, y):  # type: ignore[no-untyped-def]
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                r = f(a, y, "none")
+                total = tf.reduce_sum(r)
+            return r, tape.gradient(total, a)
+
+        rows, g = value_grad(tf.constant(BEYOND), tf.constant(t))
+    else:
+        torch = pytest.importorskip("torch")
+        U.backends.preload()
+        f = _categorical_beyond(kind, ls, torch.ones(4))
+        c = torch.compile(lambda a, y: f(a, y, "none"), backend="aot_eager", fullgraph=True)
+        a = torch.tensor(BEYOND, requires_grad=True)
+        r = c(a, torch.tensor(t))
+        r.sum().backward()
+        rows, g = r.detach(), a.grad
+    tol = tolerance("float32")
+    np.testing.assert_allclose(np.asarray(rows), want, rtol=tol["rtol"], atol=tol["rtol"])
+    np.testing.assert_allclose(np.asarray(g), grad, atol=tol["rtol"])
+
+
 def test_log_softmax_keeps_log_s_apart_from_the_max(xp):
     """Soft-target cross-entropy at logits near 1e4 (the adapters' log-softmax), float32."""
     x = np.array([[1e4, 9999.0, 0.0, -1e4], [-1e4, -9998.0, -1e4, -9999.5]], np.float32)

@@ -142,7 +142,49 @@ def test_jax_clip_rule_under_jit():
         g = jax.grad(lambda a, f=f: jnp.sum(f(a, -1.0, 1.0) * 3.0))(x)
         np.testing.assert_array_equal(g, 3.0 * inside)
     assert np.isnan(clip(jnp.array([np.nan]), -1.0, 1.0)[0])
+    # one side (XLA's minimum or maximum, a tie's derivative to x), under jit too
+    for lo, hi in ((None, 0.0), (-1.0, None)):
+        inside = ((np.asarray(x) <= 0) if lo is None else (np.asarray(x) >= -1)).astype(float)
+        for f in (clip, jax.jit(clip, static_argnums=(1, 2))):
+            np.testing.assert_array_equal(f(x, lo, hi), np.clip(x, lo, hi))
+            g = jax.grad(lambda a, f=f, lo=lo, hi=hi: jnp.sum(f(a, lo, hi) * 3.0))(x)
+            np.testing.assert_array_equal(g, 3.0 * inside)
+        assert np.isnan(clip(jnp.array([np.nan]), lo, hi)[0])
     # one-sided bounds, as finite_logits and the probability clip use them
     big = float(jnp.finfo(jnp.float32).max) / 4
     y = jnp.array([-np.inf, -3e38, 0.0, 3e38, np.inf], jnp.float32)
     np.testing.assert_array_equal(clip(y, -big, big), jnp.clip(y, -big, big))
+
+
+def test_jax_clamped_log_softmax_is_the_clipped_one():
+    """JAX's one-pass clamped log-softmax gives the numbers of the log-softmax of the clipped
+    logits, to the bit (rows beyond the bound both ways, all -inf, NaN, ordinary), eagerly and
+    under jit, and its derivative (the clipped composition's) is 0 beyond the bound."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from unilosses.backends.jax import JaxAdapter
+
+    ad = JaxAdapter()
+    rng = np.random.default_rng(3)
+    big = float(np.finfo(np.float32).max) / 4
+    x = rng.normal(size=(9, 5)) * np.array([[1.0], [30.0], [1e4], [1], [1], [1], [1], [1], [1]])
+    x[3] = [np.inf, 0.0, -np.inf, 2 * big, -2 * big]
+    x[4] = [-np.inf] * 5
+    x[5] = [-3 * big, -2 * big, -1.5 * big, -np.inf, -big]
+    x[6] = [big, big * (1 - 1e-7), -big, 0.0, 1.0]
+    x[7] = [np.nan, 0.0, 1.0, 2.0, 3.0]
+    x[8] = [1e4, 9999.0, 0.0, -1e4, 0.5]
+    a = jnp.asarray(x.astype(np.float32))
+    w = jnp.asarray(rng.normal(size=x.shape).astype(np.float32))
+    rows = np.arange(9) != 7  # (the NaN row's gradient is NaN either way)
+
+    def clipped(v):  # type: ignore[no-untyped-def]
+        return jax.nn.log_softmax(jnp.where(v > big, big, jnp.where(v < -big, -big, v)), -1)
+
+    for f in (ad.clamped_log_softmax, jax.jit(ad.clamped_log_softmax, static_argnums=(1, 2))):
+        np.testing.assert_array_equal(f(a, -1, big), clipped(a))
+    g = jax.grad(lambda v: jnp.sum(ad.clamped_log_softmax(v, -1, big)[rows] * w[rows]))(a)
+    want = jax.grad(lambda v: jnp.sum(clipped(v)[rows] * w[rows]))(a)
+    np.testing.assert_array_equal(g, want)
+    assert np.all(np.asarray(g)[np.abs(x) > big] == 0)

@@ -233,6 +233,11 @@ class Adapter:
     def log_sigmoid(self, x: Array) -> Array:
         return -self.softplus(-x)
 
+    def clamped_log_softmax(self, x: Array, axis: int, bound: float) -> Array:
+        """``log_softmax(clip(x, -bound, bound))`` along ``axis``, with the clip's derivative
+        (a backend may compute it in fewer passes, to the same numbers)."""
+        return self.log_softmax(self.clip(x, -bound, bound), axis)
+
     def _shift(self, x: Array, axis: int) -> Array:
         """The maximum along ``axis`` (kept), 0 where it is not finite: an all -inf (or inf)
         row would give inf - inf = nan, and shifting by 0 there is exact."""

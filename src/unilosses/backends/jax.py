@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -57,6 +58,64 @@ def _safe_abs_jvp(primals: Any, tangents: Any) -> Any:
     # stays one abs (x * sign(x) costs a second pass under XLA on CPU)
     (x,), (dx,) = primals, tangents
     return jnp.abs(x), jnp.sign(x) * dx
+
+
+# A one-sided clip as XLA's own minimum or maximum, which its CPU fusion (XNNPACK's "ynn"
+# fusions, jaxlib 0.10) takes inside a reduction's pass, where a select is written to memory
+# in a pass of its own (sparse CE's exp(min(x - m, 0)) at 160000 x 100 under jit, forward:
+# 22 ms against 27, in one process; optax 30).  jnp.minimum and maximum split the derivative
+# at a tie; these give it to x, the clip's rule (1 on the closed interval, 0 outside).
+@jax.custom_jvp
+def _at_most(x: Array, hi: Array) -> Array:
+    return jnp.minimum(x, hi)
+
+
+@_at_most.defjvp
+def _at_most_jvp(primals: Any, tangents: Any) -> Any:
+    (x, hi), (dx, dhi) = primals, tangents
+    return jnp.minimum(x, hi), jnp.where(x <= hi, dx, dhi)
+
+
+@jax.custom_jvp
+def _at_least(x: Array, lo: Array) -> Array:
+    return jnp.maximum(x, lo)
+
+
+@_at_least.defjvp
+def _at_least_jvp(primals: Any, tangents: Any) -> Any:
+    (x, lo), (dx, dlo) = primals, tangents
+    return jnp.maximum(x, lo), jnp.where(x >= lo, dx, dlo)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _clamped_log_softmax(x: Array, axis: int, bound: float) -> Array:
+    """``log_softmax(clip(x, -bound, bound))`` in one fused pass over ``x``.
+
+    With ``m`` the clamped row maximum, taken as ``max(min(x, bound))`` raised to ``-bound``
+    (the clamp is monotonic), each ``clip(x) - m`` is ``min(x, bound) - m`` raised to the
+    row's ``-bound - m``: the same number (``m`` lies at or above every ``min(x, bound)``,
+    and rounding is monotonic, so the lower bound selects the same side), a row all at or
+    below ``-bound`` included (``m = -bound``, every element 0, as clamped).  Every bound is
+    one-sided or a row's, so XLA's CPU fusion takes the whole of it into one pass, where the
+    two-bound clip (a select or a clamp, written out) and the log-softmax took three: at
+    160000 x 100 under jit, forward, 20.7 ms against 27.9 (optax 18.6-19.8).  Its own
+    derivative costs more (XLA writes out the one-sided bounds' masks), so the JVP is the
+    clipped log-softmax's, whose values are the same.
+    """
+    top = jnp.max(jnp.minimum(x, bound), axis=axis, keepdims=True)
+    m = jax.lax.stop_gradient(jnp.maximum(top, -bound))
+    z = jnp.maximum(jnp.minimum(x, bound) - m, -bound - m)
+    return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
+
+
+@_clamped_log_softmax.defjvp
+def _clamped_log_softmax_jvp(axis: int, bound: float, primals: Any, tangents: Any) -> Any:
+    def composed(a: Array) -> Array:
+        # the generic clip's selects: derivative 1 on the closed interval, 0 outside
+        a = jnp.where(a > bound, bound, jnp.where(a < -bound, -bound, a))
+        return jax.nn.log_softmax(a, axis=axis)
+
+    return jax.jvp(composed, primals, tangents)
 
 
 def _sharded_along(x: Array, axis: int) -> bool:
@@ -130,6 +189,17 @@ class JaxAdapter(Adapter):
 
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         return jnp.where(cond, x, y)
+
+    def clip(self, x: Array, lo: float | None, hi: float | None) -> Array:
+        if lo is not None and hi is not None:
+            # two bounds: XLA would rewrite min(max()) into a clamp, which its CPU fusion
+            # writes out in a pass of its own too; the selects stay (a min/max clip measured
+            # slower for huber and sparse CE, 4b7bc50)
+            return super().clip(x, lo, hi)
+        return _at_least(x, lo) if hi is None else _at_most(x, hi)
+
+    def clamped_log_softmax(self, x: Array, axis: int, bound: float) -> Array:
+        return _clamped_log_softmax(x, axis, bound)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         if indices.shape[axis] != 1 or not _sharded_along(x, axis):

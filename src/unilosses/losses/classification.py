@@ -310,6 +310,15 @@ def _categorical_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True
     return v, (a - xp.sum(a * r, axis=-1, keepdims=True)) / s
 
 
+def clamped_log_softmax(call: Call, x: Array, axis: int) -> Array:
+    """``log_softmax(finite_logits(x))`` along ``axis`` (``Adapter.clamped_log_softmax``; no
+    clamp where a read shows it idle)."""
+    ad = call.ad
+    if ad.bounded(x):
+        return ad.log_softmax(x, axis)
+    return ad.clamped_log_softmax(x, axis, logit_bound(call))
+
+
 def _log_probabilities(call: Call, p: Array, axis: int) -> Array:
     """log of probabilities renormalised along ``axis`` and clipped, as Keras does."""
     return call.xp.log(normalized_probabilities(call, p, axis))
@@ -352,7 +361,7 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
         if fused is not None:
             return fused
     if logits:
-        logp = call.ad.log_softmax(finite_logits(call, call.clean(p, 0.0, axis=ax)), ax)
+        logp = clamped_log_softmax(call, call.clean(p, 0.0, axis=ax), ax)
     else:
         q = nonnegative_probabilities(call, p, ax)
         if cw is None and ax == ndim - 1:
@@ -511,7 +520,7 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
                 mean = xp.mean(finite_logits(call, x) - m, axis=ax)
                 nll = (1.0 - ls) * nll - ls * (mean - log_s)
             return call.reduce(nll)
-        logp = ad.log_softmax(finite_logits(call, x), ax)
+        logp = clamped_log_softmax(call, x, ax)
     elif not ls:
         # only the label's probability is needed: pick it and the row's sum, then normalise,
         # clip and log per row (the clip acts elementwise, so picking first changes nothing)
@@ -660,6 +669,6 @@ def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon
     call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
                            weights=weights, where=where, class_axis=ax)
     xp = call.xp
-    logp = call.ad.log_softmax(finite_logits(call, call.clean(x, 0.0, axis=ax)), ax)
+    logp = clamped_log_softmax(call, call.clean(x, 0.0, axis=ax), ax)
     t = call.clean(t, 0.0, axis=ax)
     return call.reduce(xp.sum(t * (eps * (1.0 - xp.exp(logp)) - logp), axis=ax))

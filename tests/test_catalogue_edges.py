@@ -89,6 +89,17 @@ def _beyond_reference(ls, y):  # type: ignore[no-untyped-def]
     return want, (np.exp(lsm) - soft) * (np.abs(BEYOND) <= _B32)
 
 
+def _assert_beyond(b, loss, t, want, grad):  # type: ignore[no-untyped-def]
+    """``loss(BEYOND, t)`` on backend ``b``: finite, ``want`` per row and the gradient of its
+    sum ``grad``, to float32's tolerance."""
+    v, g = b.value_and_grad(loss, b.asarray(BEYOND), b.asarray(t))
+    rows = b.to_numpy(loss(b.asarray(BEYOND), b.asarray(t), "none"))
+    tol = tolerance("float32")
+    assert np.isfinite(v) and np.all(np.isfinite(g))
+    np.testing.assert_allclose(rows, want, rtol=tol["rtol"], atol=tol["rtol"])
+    np.testing.assert_allclose(g, grad, atol=tol["rtol"])
+
+
 LABEL_SETS = {"a": [0, 1, 2, 3, 1], "b": [2, 3, 0, 1, 0]}
 
 
@@ -106,12 +117,39 @@ def test_sparse_logits_beyond_the_clamp(ad_backend, ls, labels):
         return U.sparse_categorical_cross_entropy_with_logits(
             x, t, label_smoothing=ls, reduction=reduction, where=b.asarray(np.ones(5, bool)))
 
-    v, g = b.value_and_grad(loss, b.asarray(BEYOND), b.asarray(y))
-    rows = b.to_numpy(loss(b.asarray(BEYOND), b.asarray(y), "none"))
-    tol = tolerance("float32")
-    assert np.isfinite(v) and np.all(np.isfinite(g))
-    np.testing.assert_allclose(rows, want, rtol=tol["rtol"], atol=tol["rtol"])
-    np.testing.assert_allclose(g, grad, atol=tol["rtol"])
+    _assert_beyond(b, loss, y, want, grad)
+
+
+def _traced_rows_and_grad(backend, make, t):  # type: ignore[no-untyped-def]
+    """BEYOND's loss per row and the gradient of its sum, traced: jax.jit,
+    tf.function(jit_compile=True) or torch.compile (aot_eager) on the CPU.  ``make(ones)``
+    gives the loss ``(logits, targets, reduction)``, ``ones`` four 1s in the framework."""
+    if backend == "jax":
+        jax = pytest.importorskip("jax")
+        f = make(jax.numpy.ones(4))
+        rows = jax.jit(lambda a, y: f(a, y, "none"))(BEYOND, t)
+        return rows, jax.jit(jax.grad(lambda a, y: f(a, y, "sum")))(BEYOND, t)
+    if backend == "tensorflow":
+        tf = pytest.importorskip("tensorflow")
+        f = make(tf.ones(4))
+
+        @tf.function(jit_compile=True)
+        def value_grad(a, y):  # type: ignore[no-untyped-def]
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                r = f(a, y, "none")
+                total = tf.reduce_sum(r)
+            return r, tape.gradient(total, a)
+
+        return value_grad(tf.constant(BEYOND), tf.constant(t))
+    torch = pytest.importorskip("torch")
+    U.backends.preload()
+    f = make(torch.ones(4))
+    c = torch.compile(lambda a, y: f(a, y, "none"), backend="aot_eager", fullgraph=True)
+    a = torch.tensor(BEYOND, requires_grad=True)
+    r = c(a, torch.tensor(t))
+    r.sum().backward()
+    return r.detach(), a.grad
 
 
 @pytest.mark.parametrize("ls", [0.0, 0.1])
@@ -121,33 +159,12 @@ def test_sparse_logits_beyond_the_clamp_traced(backend, ls):
     torch.compile on the CPU all take it (no kernel); values per row and the gradient."""
     y = np.array(LABEL_SETS["b"])
     want, grad = _beyond_reference(ls, y)
-    f = U.sparse_categorical_cross_entropy_with_logits
-    if backend == "jax":
-        jax = pytest.importorskip("jax")
-        rows = jax.jit(lambda a, t: f(a, t, label_smoothing=ls, reduction="none"))(BEYOND, y)
-        g = jax.jit(jax.grad(lambda a, t: f(a, t, label_smoothing=ls, reduction="sum")))(
-            BEYOND, y)
-    elif backend == "tensorflow":
-        tf = pytest.importorskip("tensorflow")
 
-        @tf.function(jit_compile=True)
-        def value_grad(a, t):  # type: ignore[no-untyped-def]
-            with tf.GradientTape() as tape:
-                tape.watch(a)
-                r = f(a, t, label_smoothing=ls, reduction="none")
-                total = tf.reduce_sum(r)
-            return r, tape.gradient(total, a)
+    def make(ones):  # type: ignore[no-untyped-def]
+        return lambda a, t, reduction: U.sparse_categorical_cross_entropy_with_logits(
+            a, t, label_smoothing=ls, reduction=reduction)
 
-        rows, g = value_grad(tf.constant(BEYOND), tf.constant(y))
-    else:
-        torch = pytest.importorskip("torch")
-        U.backends.preload()
-        c = torch.compile(lambda a, t: f(a, t, label_smoothing=ls, reduction="none"),
-                          backend="aot_eager", fullgraph=True)
-        a = torch.tensor(BEYOND, requires_grad=True)
-        r = c(a, torch.tensor(y))
-        r.sum().backward()
-        rows, g = r.detach(), a.grad
+    rows, g = _traced_rows_and_grad(backend, make, y)
     tol = tolerance("float32")
     np.testing.assert_allclose(np.asarray(rows), want, rtol=tol["rtol"], atol=tol["rtol"])
     np.testing.assert_allclose(np.asarray(g), grad, atol=tol["rtol"])
@@ -200,57 +217,26 @@ def _categorical_inputs(kind):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("kind, ls", CATEGORICAL_KINDS)
 def test_categorical_logits_beyond_the_clamp(ad_backend, kind, ls):
-    """The log-softmax of the clamped logits, the clamp taken relative to the row maximum
-    (x - m clipped to [-max/4 - m, 0]): values per row and the gradient against the float64
-    loss of the clamped logits, on every backend (a mask of all True keeps torch and
-    TensorFlow off their kernels)."""
+    """The log-softmax of the clamped logits (categorical CE, poly1, weighted sparse CE):
+    values per row and the gradient against the float64 loss of the clamped logits, on every
+    backend (a mask of all True keeps torch and TensorFlow off their kernels)."""
     b = ad_backend
     t, onehot = _categorical_inputs(kind)
     want, grad = _beyond_soft_reference(ls) if onehot is None else _beyond_reference(ls, t)
     ones = b.asarray(np.ones(4, np.float32))
     loss = _categorical_beyond(kind, ls, ones, where=b.asarray(np.ones(5, bool)))
-    v, g = b.value_and_grad(loss, b.asarray(BEYOND), b.asarray(t))
-    rows = b.to_numpy(loss(b.asarray(BEYOND), b.asarray(t), "none"))
-    tol = tolerance("float32")
-    assert np.isfinite(v) and np.all(np.isfinite(g))
-    np.testing.assert_allclose(rows, want, rtol=tol["rtol"], atol=tol["rtol"])
-    np.testing.assert_allclose(g, grad, atol=tol["rtol"])
+    _assert_beyond(b, loss, t, want, grad)
 
 
 @pytest.mark.parametrize("kind, ls", CATEGORICAL_KINDS)
 @pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch"])
 def test_categorical_logits_beyond_the_clamp_traced(backend, kind, ls):
-    """The same traced: jax.jit, tf.function(jit_compile=True) and torch.compile on the CPU
-    (aot_eager) take the composition; values per row and the gradient."""
+    """The same traced: jax.jit (forward in one fused pass, its derivative the clipped
+    composition's), tf.function(jit_compile=True) and torch.compile on the CPU (aot_eager);
+    values per row and the gradient."""
     t, onehot = _categorical_inputs(kind)
     want, grad = _beyond_soft_reference(ls) if onehot is None else _beyond_reference(ls, t)
-    if backend == "jax":
-        jax = pytest.importorskip("jax")
-        f = _categorical_beyond(kind, ls, jax.numpy.ones(4))
-        rows = jax.jit(lambda a, y: f(a, y, "none"))(BEYOND, t)
-        g = jax.jit(jax.grad(lambda a, y: f(a, y, "sum")))(BEYOND, t)
-    elif backend == "tensorflow":
-        tf = pytest.importorskip("tensorflow")
-        f = _categorical_beyond(kind, ls, tf.ones(4))
-
-        @tf.function(jit_compile=True)
-        def value_grad(a, y):  # type: ignore[no-untyped-def]
-            with tf.GradientTape() as tape:
-                tape.watch(a)
-                r = f(a, y, "none")
-                total = tf.reduce_sum(r)
-            return r, tape.gradient(total, a)
-
-        rows, g = value_grad(tf.constant(BEYOND), tf.constant(t))
-    else:
-        torch = pytest.importorskip("torch")
-        U.backends.preload()
-        f = _categorical_beyond(kind, ls, torch.ones(4))
-        c = torch.compile(lambda a, y: f(a, y, "none"), backend="aot_eager", fullgraph=True)
-        a = torch.tensor(BEYOND, requires_grad=True)
-        r = c(a, torch.tensor(t))
-        r.sum().backward()
-        rows, g = r.detach(), a.grad
+    rows, g = _traced_rows_and_grad(backend, lambda ones: _categorical_beyond(kind, ls, ones), t)
     tol = tolerance("float32")
     np.testing.assert_allclose(np.asarray(rows), want, rtol=tol["rtol"], atol=tol["rtol"])
     np.testing.assert_allclose(np.asarray(g), grad, atol=tol["rtol"])

@@ -96,7 +96,8 @@ def _clamped_log_softmax(x: Array, axis: int, bound: float) -> Array:
     below ``-bound`` included (``m = -bound``, every element 0, as clamped).  Every bound is
     one-sided or a row's, so XLA's CPU fusion takes the whole of it into one pass, where the
     two-bound clip (a select or a clamp, written out) and the log-softmax took three: at
-    160000 x 100 under jit, forward, 20.7 ms against 27.9 (optax 18.6-19.8).  Its own
+    160000 x 100 under jit, forward, 19.8-21.4 ms against 24.8-27.5 (optax 17.5-20.4;
+    benchmarks/results/jax-ce.md).  Its own
     derivative costs more (XLA writes out the one-sided bounds' masks), so the JVP is the
     clipped log-softmax's, whose values are the same.
     """

@@ -44,21 +44,25 @@ class Used:
     """Counts calls of the torch kernels (and switches them off with ``off()``)."""
 
     def __init__(self, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-        self.calls: dict[str, int] = {}
-        self.saved = dict(kernels.KERNELS)
+        self.calls: dict[str, int] = {}  # either table's kernel served the call
+        self.plain: dict[str, int] = {}  # a plain call's kernel (kernels.PLAIN) served it
         self.monkeypatch = monkeypatch
-        for name, k in self.saved.items():
-            def wrapped(*a, _k=k, _name=name, **kw):  # type: ignore[no-untyped-def]
-                out = _k(*a, **kw)
-                if out is not None:
-                    self.calls[_name] = self.calls.get(_name, 0) + 1
-                return out
-            monkeypatch.setitem(kernels.KERNELS, name, wrapped)
+        for table, counts in ((kernels.KERNELS, [self.calls]),
+                              (kernels.PLAIN, [self.calls, self.plain])):
+            for name, k in dict(table).items():
+                def wrapped(*a, _k=k, _name=name, _counts=counts, **kw):  # type: ignore[no-untyped-def]
+                    out = _k(*a, **kw)
+                    if out is not None:
+                        for c in _counts:
+                            c[_name] = c.get(_name, 0) + 1
+                    return out
+                monkeypatch.setitem(table, name, wrapped)
 
     def generic(self, fn, *args, **kw):  # type: ignore[no-untyped-def]
         """``fn`` on the generic path: no kernels, no block-wise sums."""
-        current = dict(kernels.KERNELS)
+        current, plain = dict(kernels.KERNELS), dict(kernels.PLAIN)
         kernels.KERNELS.clear()
+        kernels.PLAIN.clear()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(kernels, "_CHUNK_MIN", 1 << 62)
             mp.setattr(kernels, "_CLOSED_MIN", 1 << 62)
@@ -68,6 +72,7 @@ class Used:
                 return fn(*args, **kw)
             finally:
                 kernels.KERNELS.update(current)
+                kernels.PLAIN.update(plain)
 
 
 @pytest.fixture
@@ -286,6 +291,95 @@ def test_bad_labels_still_get_unilosses_errors(used):  # type: ignore[no-untyped
         fast = unilosses.sparse_categorical_cross_entropy_with_logits(x, y)
         slow = used.generic(unilosses.sparse_categorical_cross_entropy_with_logits, x, y)
     _close(fast, slow, torch.float32)
+
+
+def _plain_cases(dtype):  # type: ignore[no-untyped-def]
+    """Small plain calls of the three losses with a plain kernel: ties, +-1e4, +-inf."""
+    x = _logits(dtype, (4, 5))
+    x[0, :4] = torch.tensor([1e4, -1e4, math.inf, -math.inf], dtype=dtype)
+    x[1, 2] = 0.0
+    g = torch.Generator().manual_seed(5)
+    t = (torch.rand((4, 5), generator=g, dtype=dtype) < 0.4).to(dtype)
+    t[2] = torch.rand(5, generator=g, dtype=dtype)  # a soft row
+    soft = torch.softmax(torch.randn((4, 5), generator=g, dtype=dtype), dim=-1)
+    y = torch.tensor([0, 2, 4, 1])
+    return [("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
+             x, t, {}),
+            ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
+             x, y, {"label_smoothing": 0.1}),
+            ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits,
+             x, soft, {"label_smoothing": 0.1})]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_calls_take_the_plain_kernels_and_match_the_composition(used, reduction, dtype):  # type: ignore[no-untyped-def]
+    """Small plain CPU calls skip the generic checks (``kernels.PLAIN``): the same values and
+    gradients as the composition, the gradient finite at +-inf (the logits there are clamped
+    to +-max/4 of the dtype, and a sum of several such terms may overflow on either path)."""
+    for name, f, x, target, kw in _plain_cases(dtype):
+        before = used.plain.get(name, 0)
+        _compare(used, name, f, x, target, reduction=reduction, n=x.numel(), **kw)
+        assert used.plain.get(name, 0) == before + 1, name
+        v, g = _value_and_grad(f, x, target, reduction=reduction, **kw)
+        assert bool(torch.isfinite(g).all())
+
+
+def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped-def]
+    """Anything a plain kernel does not check for goes the generic way: converted, served by
+    the kernels after the generic checks, composed, or refused with unilosses's errors."""
+    x, t = _logits(torch.float32, (4, 5)), torch.zeros(4, 5)
+    y, soft = torch.tensor([0, 2, 4, 1]), torch.full((4, 5), 0.2)
+    bce = unilosses.binary_cross_entropy_with_logits
+    sparse = unilosses.sparse_categorical_cross_entropy_with_logits
+    cat = unilosses.categorical_cross_entropy_with_logits
+    big = _logits(torch.float32, (kernels._CHECK_MIN // 5 + 1, 5))
+    served = [  # by the kernels, after the generic checks
+        lambda: bce(x, t, label_smoothing=0.2), lambda: bce(x, t, pos_weight=2.0),
+        lambda: bce(x.half(), t.half()), lambda: bce(x, t.double()),
+        lambda: sparse(x, y.int()), lambda: sparse(x, y, label_smoothing=np.float64(0.1)),
+        lambda: sparse(x.reshape(2, 2, 5), y.reshape(2, 2)),
+        lambda: cat(x, soft.double()),
+        lambda: sparse(big, torch.zeros(len(big), dtype=torch.int64)),
+        lambda: sparse(torch.nn.Parameter(x), y),
+    ]
+    for call in served:
+        call()
+    assert used.plain == {}
+    assert used.calls == {"binary_cross_entropy_with_logits": 4, "cross_entropy_with_logits": 6}
+    others = [  # the composition (weights, masks, ignored labels, class weights, the classes
+        # first in 2-D), or the kernel after the generic path's label clamp (torch.func)
+        lambda: bce(x, t, weights=torch.ones(4, 5)), lambda: sparse(x, y, where=y > 0),
+        lambda: sparse(x, y, ignore_index=4), lambda: cat(x, soft, class_weights=torch.ones(5)),
+        lambda: sparse(x.T, y, axis=0), lambda: torch.func.grad(lambda a: sparse(a, y))(x),
+    ]
+    for call in others:
+        call()
+    assert used.plain == {}
+    refused = [
+        (lambda: bce(x, t[:, :4]), ValueError, "shape"),
+        (lambda: sparse(x, y[:3]), ValueError, "shape"),
+        (lambda: cat(x, soft, reduction="avg"), ValueError, "reduction"),
+        (lambda: sparse(x, y, label_smoothing=1.5), ValueError, "label_smoothing"),
+        (lambda: sparse(x, y, label_smoothing=math.nan), ValueError, "label_smoothing"),
+        (lambda: sparse(x, y, axis=2), ValueError, "axis"),
+        (lambda: bce(x, t.numpy()), TypeError, "two frameworks"),
+        (lambda: sparse(x, torch.tensor([0, 2, 5, 1])), ValueError, "labels"),
+    ]
+    for call, error, match in refused:
+        with pytest.raises(error, match=match):
+            call()
+    assert used.plain == {}
+
+
+def test_plain_kernels_stay_out_of_torch_compile(used):  # type: ignore[no-untyped-def]
+    """Compiled, the generic path chooses (on the CPU cross-entropy is the composition)."""
+    x, y = _logits(torch.float32, (4, 5)), torch.tensor([0, 2, 4, 1])
+    f = torch.compile(unilosses.sparse_categorical_cross_entropy_with_logits,
+                      backend="aot_eager", fullgraph=True)
+    _close(f(x, y), used.generic(unilosses.sparse_categorical_cross_entropy_with_logits, x, y),
+           torch.float32)
+    assert used.plain == {}
 
 
 def test_ignore_index_and_class_weights_take_the_generic_path(used):  # type: ignore[no-untyped-def]
@@ -732,7 +826,7 @@ def test_kernels_are_torch_only():  # type: ignore[no-untyped-def]
     p, t = np.zeros(3), np.ones(3)
     assert float(unilosses.mse(p, t)) == 1.0
     from unilosses.backends import adapter_named
-    assert adapter_named("numpy").kernels == {}
+    assert adapter_named("numpy").kernels == {} and adapter_named("numpy").plain == {}
 
 
 # -- fused closed forms (eager on a GPU; here on the CPU through aot_eager) ---------------------

@@ -240,6 +240,18 @@ def floating_predictions(ad: Adapter, p: Array, name: str = "predictions") -> tu
     return p, p.dtype
 
 
+def plain(name: str, *args: Any) -> Array | None:
+    """The backend's whole-loss kernel ``name`` for a plain call (``Adapter.plain``), on the
+    loss's own arguments, first array first; None: take the generic path.
+
+    On tiny inputs the generic path's checks, dispatch and conditions cost more than the
+    kernel itself; a plain kernel checks what it relies on in a few comparisons and declines
+    anything else, which the generic path then checks, converts or refuses."""
+    ad = _BY_TYPE.get(type(args[0]))
+    kernel = None if ad is None else ad.plain.get(name)
+    return None if kernel is None else kernel(*args)
+
+
 def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: str,
                    class_axis: int | None, labels: tuple[str, ...],
                    same_shape: tuple[str, ...] | None) -> tuple[Call, list[Array]] | None:
@@ -372,4 +384,4 @@ def prepare(
     return call, out
 
 
-__all__ = ["Call", "prepare", "fmt_shape"]
+__all__ = ["Call", "plain", "prepare", "fmt_shape"]

@@ -107,6 +107,11 @@ class Adapter:
     #: takes the Call and the prepared arrays and returns the reduced loss, or None where it
     #: does not apply (the loss then computes its generic composition)
     kernels: dict[str, Any] = {}
+    #: kernels for whole losses tried first, on the loss's own arguments, before any of the
+    #: generic checks (see ``unilosses._core.call.plain``): each returns None unless the call
+    #: is plain (arrays of this backend of the expected dtypes, shapes and device; options
+    #: valid; no weights or masks), which the loss then checks on the generic path
+    plain: dict[str, Any] = {}
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,

@@ -74,6 +74,14 @@ def _bounded(x: Array) -> bool:
 
 _BOUNDS = {dt: torch.finfo(dt).max / 4 for dt in (torch.float32, torch.float64)}
 
+_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
+
+def functorch_wrapped(x: Array) -> bool:
+    """Whether ``x`` is wrapped by a torch.func transform (vmap, grad): its values are not
+    to be read back."""
+    return _is_wrapped is not None and bool(_is_wrapped(x))
+
 
 def _finite(call: Any, x: Array) -> Array:
     """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy).
@@ -204,6 +212,68 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     except IndexError:  # a label out of range: unilosses's message, or its clamp (checks off)
         return None
     return out.reshape(call.loss_shape) if r == "none" else out
+
+
+# -- plain calls on small inputs ----------------------------------------------------------
+
+#: reduction codes of a plain call ("weighted_mean" without weights is the mean)
+_PLAIN_ENUM = {"mean": 1, "sum": 2, "none": 0, "weighted_mean": 1}
+_Tensor = torch.Tensor
+_compiling = torch.compiler.is_compiling
+
+# Each condition costs 0.3-0.9 us here, against 4 us for F.cross_entropy on 16 elements, so
+# they are written out inline, cheapest first.  "Small plain logits": a float32/float64
+# tensor on the CPU, below _CHECK_MIN elements (its clamp is one small op; larger ones read
+# their bound instead, on the generic path), outside torch.compile and torch.func.
+
+
+def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
+                          reduction: str) -> Array | None:
+    r = _PLAIN_ENUM.get(reduction)
+    if (r is None or label_smoothing != 0 or type(x) is not _Tensor or type(t) is not _Tensor
+            or t.dtype != x.dtype or x.dtype not in _BOUNDS or not x.is_cpu or not t.is_cpu
+            or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or _compiling()
+            or functorch_wrapped(x)):
+        return None
+    bound = _BOUNDS[x.dtype]
+    return torch.binary_cross_entropy_with_logits(torch.clamp(x, -bound, bound), t, None, None,
+                                                  r)
+
+
+def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
+                        reduction: str) -> Array | None:
+    """Integer labels (int64, one per row) or probability targets (x's shape and dtype), the
+    classes along the last axis of a 2-D ``x``.  An out-of-range label makes torch raise on
+    the CPU: the generic path then gives unilosses's error (or clamps it, checks off)."""
+    r = _PLAIN_ENUM.get(reduction)
+    ls = label_smoothing
+    if (r is None or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
+            or (axis != -1 and axis != 1) or type(x) is not _Tensor
+            or type(targets) is not _Tensor or x.dtype not in _BOUNDS or x.ndim != 2
+            or not x.is_cpu or not targets.is_cpu):
+        return None
+    if targets.dtype == torch.int64:
+        if targets.ndim != 1 or targets.shape[0] != x.shape[0]:
+            return None
+    elif targets.dtype != x.dtype or targets.shape != x.shape:
+        return None
+    if not 0 < x.numel() < _CHECK_MIN or _compiling() or functorch_wrapped(x):
+        return None
+    bound = _BOUNDS[x.dtype]
+    try:
+        return _nn.cross_entropy_loss(torch.clamp(x, -bound, bound), targets, None, r,
+                                      _NO_INDEX, float(ls))
+    except IndexError:
+        return None
+
+
+#: whole-loss kernels for plain calls, tried before any of the generic path's checks (see
+#: ``Adapter.plain``): eagerly, on small CPU inputs, where those checks, dispatch and the
+#: kernel's own conditions cost more than the clamp and the kernel together
+PLAIN: dict[str, Callable[..., Array | None]] = {
+    "binary_cross_entropy_with_logits": plain_bce_with_logits,
+    "cross_entropy_with_logits": plain_cross_entropy,
+}
 
 
 KERNELS: dict[str, Callable[..., Array | None]] = {
@@ -540,4 +610,4 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
     return _BlockwiseSum.apply(f, value_and_grad, block, scale, bounds, x, *rest)
 
 
-__all__ = ["KERNELS", "chunked_sum", "closed_form_sum"]
+__all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_sum", "functorch_wrapped"]

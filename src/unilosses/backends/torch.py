@@ -27,13 +27,6 @@ def _namespace() -> Any:
     return ns
 
 
-_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-
-
-def _functorch_wrapped(x: Array) -> bool:
-    return _is_wrapped is not None and bool(_is_wrapped(x))
-
-
 class TorchAdapter(Adapter):
     name = "torch"
 
@@ -61,7 +54,7 @@ class TorchAdapter(Adapter):
         # (and a tensor on the meta device has no values at all)
         # (is_meta and is_cpu below: x.device.type builds a device object, 5x the time, which
         # counts on 16-element calls)
-        return torch.compiler.is_compiling() or _functorch_wrapped(x) or x.is_meta
+        return torch.compiler.is_compiling() or _torch_kernels.functorch_wrapped(x) or x.is_meta
 
     def extrema(self, x: Array) -> tuple[Any, Any] | None:
         # one read and one host transfer, where comparisons make temporaries and several passes
@@ -120,6 +113,7 @@ class TorchAdapter(Adapter):
         return out.detach(), g
 
     kernels = _torch_kernels.KERNELS
+    plain = _torch_kernels.PLAIN
 
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
@@ -130,7 +124,7 @@ class TorchAdapter(Adapter):
             if blocks_only or light:
                 return None
             return _torch_kernels.closed_form_sum(value_and_grad, *arrays, scale=scale)
-        if _functorch_wrapped(arrays[0]):
+        if _torch_kernels.functorch_wrapped(arrays[0]):
             return None
         return _torch_kernels.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                           scale=scale, columns=columns,

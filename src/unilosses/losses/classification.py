@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._core.call import Call, prepare
+from .._core.call import Call, plain, prepare
 from .._core.validate import (
     _number,
     check_broadcastable,
@@ -211,6 +211,11 @@ def binary_cross_entropy_with_logits(
     ...                                                        np.array([1.0, 0.0]))), 6)
     0.220095
     """
+    if pos_weight is None and weights is None and where is None:
+        fused = plain("binary_cross_entropy_with_logits", logits, targets, label_smoothing,
+                      reduction)
+        if fused is not None:
+            return fused
     ls = check_unit_interval("label_smoothing", label_smoothing)
     names: tuple[str, ...] = ("logits", "targets")
     arrays: tuple[Any, ...] = (logits, targets)
@@ -459,6 +464,11 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
     >>> round(float(unilosses.categorical_cross_entropy_with_logits(x, t)), 6)
     0.126928
     """
+    if class_weights is None and weights is None and where is None:
+        fused = plain("cross_entropy_with_logits", logits, targets, axis, label_smoothing,
+                      reduction)
+        if fused is not None:
+            return fused
     return _categorical(logits, targets, axis, label_smoothing, class_weights, reduction,
                         weights, where, logits=True)
 
@@ -625,6 +635,11 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
     >>> round(float(unilosses.sparse_categorical_cross_entropy_with_logits(x, np.array([0]))), 6)
     0.126928
     """
+    if ignore_index is None and class_weights is None and weights is None and where is None:
+        fused = plain("cross_entropy_with_logits", logits, labels, axis, label_smoothing,
+                      reduction)
+        if fused is not None:
+            return fused
     return _sparse(logits, labels, axis, ignore_index, label_smoothing, class_weights,
                    reduction, weights, where, logits=True)
 

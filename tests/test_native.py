@@ -303,8 +303,13 @@ def _plain_cases(dtype):  # type: ignore[no-untyped-def]
     t[2] = torch.rand(5, generator=g, dtype=dtype)  # a soft row
     soft = torch.softmax(torch.randn((4, 5), generator=g, dtype=dtype), dim=-1)
     y = torch.tensor([0, 2, 4, 1])
+    p = torch.rand((4, 5), generator=g, dtype=dtype) * 0.98 + 0.01
+    clipped = p.clone()
+    clipped[0, :3] = torch.tensor([0.0, 1.0, 1e-9], dtype=dtype)  # beyond the clip
     return [("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
              x, t, {}),
+            ("binary_cross_entropy", unilosses.binary_cross_entropy, p, t, {}),
+            ("binary_cross_entropy", unilosses.binary_cross_entropy, clipped, t, {}),
             ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
              x, y, {"label_smoothing": 0.1}),
             ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits,
@@ -323,6 +328,9 @@ def test_plain_calls_take_the_plain_kernels_and_match_the_composition(used, redu
         assert used.plain.get(name, 0) == before + 1, name
         v, g = _value_and_grad(f, x, target, reduction=reduction, **kw)
         assert bool(torch.isfinite(g).all())
+        with unilosses.checks(False):  # (probabilities: clipped unread)
+            _compare(used, name, f, x, target, reduction=reduction, n=x.numel(), **kw)
+        assert used.plain.get(name, 0) == before + 3, name
 
 
 def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped-def]
@@ -343,10 +351,15 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         lambda: sparse(big, torch.zeros(len(big), dtype=torch.int64)),
         lambda: sparse(torch.nn.Parameter(x), y),
     ]
+    p = torch.full((4, 5), 0.5)
+    bce_p = unilosses.binary_cross_entropy
+    served += [lambda: bce_p(p, t, label_smoothing=0.2), lambda: bce_p(p.double(), t),
+               lambda: bce_p(p, t.clone().requires_grad_(True))]
     for call in served:
         call()
     assert used.plain == {}
-    assert used.calls == {"binary_cross_entropy_with_logits": 4, "cross_entropy_with_logits": 6}
+    assert used.calls == {"binary_cross_entropy_with_logits": 4, "cross_entropy_with_logits": 6,
+                          "binary_cross_entropy": 2}  # (targets with a gradient: composed)
     others = [  # the composition (weights, masks, ignored labels, class weights, the classes
         # first in 2-D), or the kernel after the generic path's label clamp (torch.func)
         lambda: bce(x, t, weights=torch.ones(4, 5)), lambda: sparse(x, y, where=y > 0),
@@ -365,6 +378,8 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         (lambda: sparse(x, y, axis=2), ValueError, "axis"),
         (lambda: bce(x, t.numpy()), TypeError, "two frameworks"),
         (lambda: sparse(x, torch.tensor([0, 2, 5, 1])), ValueError, "labels"),
+        (lambda: bce_p(p + 1.0, t), ValueError, "outside"),
+        (lambda: bce_p(torch.full((4, 5), math.nan), t), ValueError, "outside"),
     ]
     for call, error, match in refused:
         with pytest.raises(error, match=match):

@@ -267,10 +267,36 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
         return None
 
 
+def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: float,
+              check: bool) -> Array | None:
+    """Probabilities clipped to [eps, 1 - eps], up to the sizes where torch's kernel is the
+    faster (see ``bce``).  ``check``: the values are read (one ``aminmax``) and must lie in
+    [0, 1], else the generic path refuses them; the same read drops an idle clip.  Without
+    it they are clipped unread, as the generic path does on small inputs."""
+    r = _PLAIN_ENUM.get(reduction)
+    if (r is None or label_smoothing != 0 or type(p) is not _Tensor or type(t) is not _Tensor
+            or t.dtype != p.dtype or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu
+            or t.shape != p.shape or t.requires_grad
+            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or _compiling()
+            or functorch_wrapped(p)):
+        return None
+    inside = False
+    if check:
+        extrema = torch.aminmax(p)
+        lo, hi = extrema[0].item(), extrema[1].item()
+        if not (lo >= 0.0 and hi <= 1.0):  # (NaN too) the generic path's error
+            return None
+        inside = bool(lo >= eps and hi <= 1.0 - eps)
+    if not inside:
+        p = torch.clamp(p, eps, 1.0 - eps)
+    return _nn.binary_cross_entropy(p, t, None, r)
+
+
 #: whole-loss kernels for plain calls, tried before any of the generic path's checks (see
 #: ``Adapter.plain``): eagerly, on small CPU inputs, where those checks, dispatch and the
 #: kernel's own conditions cost more than the clamp and the kernel together
 PLAIN: dict[str, Callable[..., Array | None]] = {
+    "binary_cross_entropy": plain_bce,
     "binary_cross_entropy_with_logits": plain_bce_with_logits,
     "cross_entropy_with_logits": plain_cross_entropy,
 }

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, plain, prepare
+from .._core.checks import checks_enabled
 from .._core.validate import (
     _number,
     check_broadcastable,
@@ -155,6 +156,11 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     >>> round(float(unilosses.binary_cross_entropy(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.164252
     """
+    if weights is None and where is None:
+        fused = plain("binary_cross_entropy", predictions, targets, label_smoothing, reduction,
+                      EPSILON, checks_enabled())
+        if fused is not None:
+            return fused
     ls = check_unit_interval("label_smoothing", label_smoothing)
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)

@@ -310,6 +310,9 @@ def _plain_cases(dtype):  # type: ignore[no-untyped-def]
              x, t, {}),
             ("binary_cross_entropy", unilosses.binary_cross_entropy, p, t, {}),
             ("binary_cross_entropy", unilosses.binary_cross_entropy, clipped, t, {}),
+            # unnormalised rows, the label's entry 0 in the first (clipped)
+            ("sparse_categorical_cross_entropy", unilosses.sparse_categorical_cross_entropy,
+             torch.where(clipped == 1.0, 0.0, clipped * 3), y, {}),
             ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
              x, y, {"label_smoothing": 0.1}),
             ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits,
@@ -365,6 +368,8 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         lambda: bce(x, t, weights=torch.ones(4, 5)), lambda: sparse(x, y, where=y > 0),
         lambda: sparse(x, y, ignore_index=4), lambda: cat(x, soft, class_weights=torch.ones(5)),
         lambda: sparse(x.T, y, axis=0), lambda: torch.func.grad(lambda a: sparse(a, y))(x),
+        lambda: unilosses.sparse_categorical_cross_entropy(soft, y, label_smoothing=0.1),
+        lambda: unilosses.sparse_categorical_cross_entropy(soft, y.int()),
     ]
     for call in others:
         call()
@@ -380,6 +385,9 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         (lambda: sparse(x, torch.tensor([0, 2, 5, 1])), ValueError, "labels"),
         (lambda: bce_p(p + 1.0, t), ValueError, "outside"),
         (lambda: bce_p(torch.full((4, 5), math.nan), t), ValueError, "outside"),
+        (lambda: unilosses.sparse_categorical_cross_entropy(soft - 0.5, y), ValueError,
+         "negative"),
+        (lambda: unilosses.sparse_categorical_cross_entropy(soft, y + 1), ValueError, "labels"),
     ]
     for call, error, match in refused:
         with pytest.raises(error, match=match):

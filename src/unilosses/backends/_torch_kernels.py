@@ -292,6 +292,28 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
     return _nn.binary_cross_entropy(p, t, None, r)
 
 
+def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothing: Any,
+                               reduction: str, eps: float, check: bool) -> Array | None:
+    """Sparse cross-entropy on probabilities: each row renormalised, clipped to [eps, 1 - eps]
+    and logged, the label's entry picked by ``nll_loss`` (which refuses a label out of range
+    on the CPU; the generic path then gives its error, or clamps it, checks off).  ``check``:
+    the probabilities must not be negative (one read of their minimum)."""
+    r = _PLAIN_ENUM.get(reduction)
+    if (r is None or label_smoothing != 0 or (axis != -1 and axis != 1) or type(p) is not _Tensor
+            or type(labels) is not _Tensor or p.dtype not in _BOUNDS or p.ndim != 2
+            or labels.dtype != torch.int64 or labels.ndim != 1 or labels.shape[0] != p.shape[0]
+            or not p.is_cpu or not labels.is_cpu or not 0 < p.numel() < _CHECK_MIN
+            or _compiling() or functorch_wrapped(p)):
+        return None
+    if check and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
+        return None
+    q = torch.clamp(p / p.sum(1, keepdim=True), eps, 1.0 - eps)
+    try:
+        return _nn.nll_loss(torch.log(q), labels, None, r, _NO_INDEX)
+    except IndexError:
+        return None
+
+
 #: whole-loss kernels for plain calls, tried before any of the generic path's checks (see
 #: ``Adapter.plain``): eagerly, on small CPU inputs, where those checks, dispatch and the
 #: kernel's own conditions cost more than the clamp and the kernel together
@@ -299,6 +321,7 @@ PLAIN: dict[str, Callable[..., Array | None]] = {
     "binary_cross_entropy": plain_bce,
     "binary_cross_entropy_with_logits": plain_bce_with_logits,
     "cross_entropy_with_logits": plain_cross_entropy,
+    "sparse_categorical_cross_entropy": plain_sparse_probabilities,
 }
 
 

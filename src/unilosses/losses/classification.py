@@ -600,6 +600,11 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
     >>> round(float(unilosses.sparse_categorical_cross_entropy(p, np.array([0, 1]))), 6)
     0.164252
     """
+    if ignore_index is None and class_weights is None and weights is None and where is None:
+        fused = plain("sparse_categorical_cross_entropy", predictions, labels, axis,
+                      label_smoothing, reduction, EPSILON, checks_enabled())
+        if fused is not None:
+            return fused
     return _sparse(predictions, labels, axis, ignore_index, label_smoothing, class_weights,
                    reduction, weights, where, logits=False)
 

@@ -388,6 +388,12 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         (lambda: unilosses.sparse_categorical_cross_entropy(soft - 0.5, y), ValueError,
          "negative"),
         (lambda: unilosses.sparse_categorical_cross_entropy(soft, y + 1), ValueError, "labels"),
+        # options of other types: unilosses's errors, not the comparisons' own
+        (lambda: bce(x, t, reduction=["mean"]), ValueError, "reduction"),
+        (lambda: bce(x, t, label_smoothing=np.array([0.1, 0.2])), TypeError, "label_smoothing"),
+        (lambda: bce_p(p, t, label_smoothing=torch.tensor([0.0, 0.1])), TypeError,
+         "label_smoothing"),
+        (lambda: sparse(x, y, axis=torch.tensor([1, 1])), TypeError, "axis"),
     ]
     for call, error, match in refused:
         with pytest.raises(error, match=match):

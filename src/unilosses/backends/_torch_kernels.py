@@ -222,15 +222,29 @@ _Tensor = torch.Tensor
 _compiling = torch.compiler.is_compiling
 
 # Each condition costs 0.3-0.9 us here, against 4 us for F.cross_entropy on 16 elements, so
-# they are written out inline, cheapest first.  "Small plain logits": a float32/float64
-# tensor on the CPU, below _CHECK_MIN elements (its clamp is one small op; larger ones read
-# their bound instead, on the generic path), outside torch.compile and torch.func.
+# they are written out inline, the cheapest and most telling first; options are compared only
+# once their type is known (an array's comparison would raise its own error, not unilosses's).
+# "Small plain logits": a float32/float64 tensor on the CPU, below _CHECK_MIN elements (its
+# clamp is one small op; larger ones read their bound instead, on the generic path), outside
+# torch.compile and torch.func.
+
+
+def _code(reduction: Any) -> int | None:
+    return _PLAIN_ENUM.get(reduction) if type(reduction) is str else None
+
+
+def _zero(label_smoothing: Any) -> bool:
+    """Whether the option is 0 as a Python float or int (other types, arrays among them,
+    are left to the generic path's checks, which refuse what is not a number)."""
+    ls = label_smoothing
+    return (type(ls) is float or type(ls) is int) and ls == 0
 
 
 def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
                           reduction: str) -> Array | None:
-    r = _PLAIN_ENUM.get(reduction)
-    if (r is None or label_smoothing != 0 or type(x) is not _Tensor or type(t) is not _Tensor
+    r = _code(reduction)
+    if (r is None or not _zero(label_smoothing) or type(x) is not _Tensor
+            or type(t) is not _Tensor
             or t.dtype != x.dtype or x.dtype not in _BOUNDS or not x.is_cpu or not t.is_cpu
             or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or _compiling()
             or functorch_wrapped(x)):
@@ -245,10 +259,10 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
     """Integer labels (int64, one per row) or probability targets (x's shape and dtype), the
     classes along the last axis of a 2-D ``x``.  An out-of-range label makes torch raise on
     the CPU: the generic path then gives unilosses's error (or clamps it, checks off)."""
-    r = _PLAIN_ENUM.get(reduction)
+    r = _code(reduction)
     ls = label_smoothing
     if (r is None or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
-            or (axis != -1 and axis != 1) or type(x) is not _Tensor
+            or type(axis) is not int or (axis != -1 and axis != 1) or type(x) is not _Tensor
             or type(targets) is not _Tensor or x.dtype not in _BOUNDS or x.ndim != 2
             or not x.is_cpu or not targets.is_cpu):
         return None
@@ -273,8 +287,9 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
     faster (see ``bce``).  ``check``: the values are read (one ``aminmax``) and must lie in
     [0, 1], else the generic path refuses them; the same read drops an idle clip.  Without
     it they are clipped unread, as the generic path does on small inputs."""
-    r = _PLAIN_ENUM.get(reduction)
-    if (r is None or label_smoothing != 0 or type(p) is not _Tensor or type(t) is not _Tensor
+    r = _code(reduction)
+    if (r is None or not _zero(label_smoothing) or type(p) is not _Tensor
+            or type(t) is not _Tensor
             or t.dtype != p.dtype or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu
             or t.shape != p.shape or t.requires_grad
             or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or _compiling()
@@ -298,8 +313,9 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
     and logged, the label's entry picked by ``nll_loss`` (which refuses a label out of range
     on the CPU; the generic path then gives its error, or clamps it, checks off).  ``check``:
     the probabilities must not be negative (one read of their minimum)."""
-    r = _PLAIN_ENUM.get(reduction)
-    if (r is None or label_smoothing != 0 or (axis != -1 and axis != 1) or type(p) is not _Tensor
+    r = _code(reduction)
+    if (r is None or not _zero(label_smoothing) or type(axis) is not int
+            or (axis != -1 and axis != 1) or type(p) is not _Tensor
             or type(labels) is not _Tensor or p.dtype not in _BOUNDS or p.ndim != 2
             or labels.dtype != torch.int64 or labels.ndim != 1 or labels.shape[0] != p.shape[0]
             or not p.is_cpu or not labels.is_cpu or not 0 < p.numel() < _CHECK_MIN

@@ -282,11 +282,12 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
 
 
 def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: float,
-              check: bool) -> Array | None:
+              check: Callable[[], bool]) -> Array | None:
     """Probabilities clipped to [eps, 1 - eps], up to the sizes where torch's kernel is the
-    faster (see ``bce``).  ``check``: the values are read (one ``aminmax``) and must lie in
-    [0, 1], else the generic path refuses them; the same read drops an idle clip.  Without
-    it they are clipped unread, as the generic path does on small inputs."""
+    faster (see ``bce``).  Where ``check()`` (value checks on: asked only eagerly, its
+    ContextVar cannot be traced), the values are read (one ``aminmax``) and must lie in [0, 1],
+    else the generic path refuses them; the same read drops an idle clip.  Without it they
+    are clipped unread, as the generic path does on small inputs."""
     r = _code(reduction)
     if (r is None or not _zero(label_smoothing) or type(p) is not _Tensor
             or type(t) is not _Tensor
@@ -296,7 +297,7 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
             or functorch_wrapped(p)):
         return None
     inside = False
-    if check:
+    if check():
         extrema = torch.aminmax(p)
         lo, hi = extrema[0].item(), extrema[1].item()
         if not (lo >= 0.0 and hi <= 1.0):  # (NaN too) the generic path's error
@@ -308,11 +309,12 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
 
 
 def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothing: Any,
-                               reduction: str, eps: float, check: bool) -> Array | None:
+                               reduction: str, eps: float,
+                               check: Callable[[], bool]) -> Array | None:
     """Sparse cross-entropy on probabilities: each row renormalised, clipped to [eps, 1 - eps]
     and logged, the label's entry picked by ``nll_loss`` (which refuses a label out of range
-    on the CPU; the generic path then gives its error, or clamps it, checks off).  ``check``:
-    the probabilities must not be negative (one read of their minimum)."""
+    on the CPU; the generic path then gives its error, or clamps it, checks off).  Where
+    ``check()``, the probabilities must not be negative (one read of their minimum)."""
     r = _code(reduction)
     if (r is None or not _zero(label_smoothing) or type(axis) is not int
             or (axis != -1 and axis != 1) or type(p) is not _Tensor
@@ -321,7 +323,7 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
             or not p.is_cpu or not labels.is_cpu or not 0 < p.numel() < _CHECK_MIN
             or _compiling() or functorch_wrapped(p)):
         return None
-    if check and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
+    if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
     q = torch.clamp(p / p.sum(1, keepdim=True), eps, 1.0 - eps)
     try:

@@ -157,8 +157,9 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     0.164252
     """
     if weights is None and where is None:
+        # (checks_enabled itself: its ContextVar cannot be read under torch.compile)
         fused = plain("binary_cross_entropy", predictions, targets, label_smoothing, reduction,
-                      EPSILON, checks_enabled())
+                      EPSILON, checks_enabled)
         if fused is not None:
             return fused
     ls = check_unit_interval("label_smoothing", label_smoothing)
@@ -602,7 +603,7 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
     """
     if ignore_index is None and class_weights is None and weights is None and where is None:
         fused = plain("sparse_categorical_cross_entropy", predictions, labels, axis,
-                      label_smoothing, reduction, EPSILON, checks_enabled())
+                      label_smoothing, reduction, EPSILON, checks_enabled)
         if fused is not None:
             return fused
     return _sparse(predictions, labels, axis, ignore_index, label_smoothing, class_weights,

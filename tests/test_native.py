@@ -1324,11 +1324,24 @@ def test_tensorflow_log_cosh_backward_computes_the_derivative_alone(monkeypatch)
     np.testing.assert_allclose(g.numpy(), np.tanh(p.numpy() - t.numpy()) / 300, rtol=1e-13)
 
 
-def test_tensorflow_kernel_keeps_label_checks_and_smoothing():  # type: ignore[no-untyped-def]
+def test_tensorflow_kernel_keeps_label_checks_and_smoothing(monkeypatch):  # type: ignore[no-untyped-def]
+    """Eagerly on the CPU the sparse op refuses out-of-range labels itself (no read of them
+    first); the generic path then gives unilosses's error, or with checks off clamps them as
+    the composition does."""
     tf = pytest.importorskip("tensorflow")
+    from unilosses.backends import _tf_kernels
+    x = tf.constant(np.linspace(-2.0, 2.0, 12, dtype=np.float32).reshape(3, 4))
+    for bad in ([0, 4, 1], [0, -1, 1]):
+        with pytest.raises(ValueError, match="`labels` holds values outside"):
+            unilosses.sparse_categorical_cross_entropy_with_logits(x, tf.constant(bad))
+        with unilosses.checks(False):
+            fast = unilosses.sparse_categorical_cross_entropy_with_logits(x, tf.constant(bad))
+            with monkeypatch.context() as m:
+                m.delitem(_tf_kernels.KERNELS, "cross_entropy_with_logits")
+                slow = unilosses.sparse_categorical_cross_entropy_with_logits(
+                    x, tf.constant(bad))
+        assert abs(float(fast) - float(slow)) <= 1e-6 * abs(float(slow))
     x = tf.constant(np.zeros((3, 4), np.float32))
-    with pytest.raises(ValueError, match="`labels` holds values outside"):
-        unilosses.sparse_categorical_cross_entropy_with_logits(x, tf.constant([0, 4, 1]))
     # label smoothing on sparse labels takes the generic path: log(4) for uniform logits
     out = unilosses.sparse_categorical_cross_entropy_with_logits(
         x, tf.constant([0, 3, 1]), label_smoothing=0.3)

@@ -1,11 +1,12 @@
 """torch's fast paths agree with the generic composition they replace (same inputs).
 
-Every kernel in ``unilosses.backends._torch_kernels.KERNELS`` and the block-wise focal sums are
-compared, value and gradient, with the generic path (kernels switched off) at ties, the
-Huber/Smooth-L1 boundary, extreme and infinite values, every reduction, both dtypes, small
-inputs (logits clamped) and large ones (logits range-checked instead), and the paths are shown
-to be taken.  Tolerances: 256 eps of the dtype, relative to the magnitude of the values, times
-sqrt(n) for sums (the two paths add in different orders).
+Every kernel in ``unilosses.backends._torch_kernels.KERNELS`` and ``PLAIN`` (plain small
+calls) and the block-wise focal sums are compared, value and gradient, with the generic path
+(kernels switched off) at ties, the Huber/Smooth-L1 boundary, extreme and infinite values,
+every reduction, both dtypes, small inputs (logits clamped) and large ones (logits
+range-checked instead), and the paths are shown to be taken.  Tolerances: 256 eps of the
+dtype, relative to the magnitude of the values, times sqrt(n) for sums (the two paths add in
+different orders).
 """
 
 from __future__ import annotations
@@ -294,7 +295,8 @@ def test_bad_labels_still_get_unilosses_errors(used):  # type: ignore[no-untyped
 
 
 def _plain_cases(dtype):  # type: ignore[no-untyped-def]
-    """Small plain calls of the three losses with a plain kernel: ties, +-1e4, +-inf."""
+    """Small plain calls of each loss with a plain kernel (``kernels.PLAIN``): ties, +-1e4,
+    +-inf, probabilities beyond the clip."""
     x = _logits(dtype, (4, 5))
     x[0, :4] = torch.tensor([1e4, -1e4, math.inf, -math.inf], dtype=dtype)
     x[1, 2] = 0.0

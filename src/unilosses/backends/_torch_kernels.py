@@ -83,16 +83,27 @@ def functorch_wrapped(x: Array) -> bool:
     return _is_wrapped is not None and bool(_is_wrapped(x))
 
 
-def _finite(call: Any, x: Array) -> Array:
-    """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy).
+def tracing(x: Array) -> bool:
+    """Whether ``x`` has no values to read (``TorchAdapter.is_tracing``): under torch.compile
+    they are fake; under torch.func transforms (vmap, grad) wrapped, and reading one back
+    would be data-dependent control flow; on the meta device there are none.  (``is_meta``:
+    ``x.device.type`` builds a device object, 5x the time, which counts on tiny calls.)"""
+    return torch.compiler.is_compiling() or functorch_wrapped(x) or x.is_meta
 
-    Traced (compiled, torch.func), no value can be read back; the clamp then fuses anyway."""
-    if call.ad.bounded(x):
-        return x
+
+def _clamped(x: Array) -> Array:
+    """``x`` clamped to +-max/4 of its floating dtype (``finite_logits``'s clamp)."""
     bound = _BOUNDS.get(x.dtype)
     if bound is None:
         bound = torch.finfo(x.dtype).max / 4
     return torch.clamp(x, -bound, bound)
+
+
+def _finite(call: Any, x: Array) -> Array:
+    """``x`` clamped to +-max/4 of its dtype, as ``finite_logits`` does (maybe without a copy).
+
+    Traced (compiled, torch.func), no value can be read back; the clamp then fuses anyway."""
+    return x if call.ad.bounded(x) else _clamped(x)
 
 
 def mse(call: Any, p: Array, t: Array) -> Array | None:
@@ -219,14 +230,13 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
 #: reduction codes of a plain call ("weighted_mean" without weights is the mean)
 _PLAIN_ENUM = {"mean": 1, "sum": 2, "none": 0, "weighted_mean": 1}
 _Tensor = torch.Tensor
-_compiling = torch.compiler.is_compiling
 
 # Each condition costs 0.3-0.9 us here, against 4 us for F.cross_entropy on 16 elements, so
 # they are written out inline, the cheapest and most telling first; options are compared only
 # once their type is known (an array's comparison would raise its own error, not unilosses's).
 # "Small plain logits": a float32/float64 tensor on the CPU, below _CHECK_MIN elements (its
 # clamp is one small op; larger ones read their bound instead, on the generic path), outside
-# torch.compile and torch.func.
+# torch.compile and torch.func (``tracing``).
 
 
 def _code(reduction: Any) -> int | None:
@@ -246,12 +256,9 @@ def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
     if (r is None or not _zero(label_smoothing) or type(x) is not _Tensor
             or type(t) is not _Tensor
             or t.dtype != x.dtype or x.dtype not in _BOUNDS or not x.is_cpu or not t.is_cpu
-            or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or _compiling()
-            or functorch_wrapped(x)):
+            or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or tracing(x)):
         return None
-    bound = _BOUNDS[x.dtype]
-    return torch.binary_cross_entropy_with_logits(torch.clamp(x, -bound, bound), t, None, None,
-                                                  r)
+    return torch.binary_cross_entropy_with_logits(_clamped(x), t, None, None, r)
 
 
 def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
@@ -271,12 +278,10 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
             return None
     elif targets.dtype != x.dtype or targets.shape != x.shape:
         return None
-    if not 0 < x.numel() < _CHECK_MIN or _compiling() or functorch_wrapped(x):
+    if not 0 < x.numel() < _CHECK_MIN or tracing(x):
         return None
-    bound = _BOUNDS[x.dtype]
     try:
-        return _nn.cross_entropy_loss(torch.clamp(x, -bound, bound), targets, None, r,
-                                      _NO_INDEX, float(ls))
+        return _nn.cross_entropy_loss(_clamped(x), targets, None, r, _NO_INDEX, float(ls))
     except IndexError:
         return None
 
@@ -293,8 +298,7 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
             or type(t) is not _Tensor
             or t.dtype != p.dtype or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu
             or t.shape != p.shape or t.requires_grad
-            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or _compiling()
-            or functorch_wrapped(p)):
+            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or tracing(p)):
         return None
     inside = False
     if check():
@@ -321,7 +325,7 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
             or type(labels) is not _Tensor or p.dtype not in _BOUNDS or p.ndim != 2
             or labels.dtype != torch.int64 or labels.ndim != 1 or labels.shape[0] != p.shape[0]
             or not p.is_cpu or not labels.is_cpu or not 0 < p.numel() < _CHECK_MIN
-            or _compiling() or functorch_wrapped(p)):
+            or tracing(p)):
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
@@ -677,4 +681,4 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
     return _BlockwiseSum.apply(f, value_and_grad, block, scale, bounds, x, *rest)
 
 
-__all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_sum", "functorch_wrapped"]
+__all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_sum", "functorch_wrapped", "tracing"]

@@ -49,12 +49,7 @@ class TorchAdapter(Adapter):
         return dtype in (torch.float16, torch.bfloat16)
 
     def is_tracing(self, x: Array) -> bool:
-        # under torch.compile the values are fake; under torch.func transforms (vmap, grad)
-        # they are wrapped and reading one back would be data-dependent control flow
-        # (and a tensor on the meta device has no values at all)
-        # (is_meta and is_cpu below: x.device.type builds a device object, 5x the time, which
-        # counts on 16-element calls)
-        return torch.compiler.is_compiling() or _torch_kernels.functorch_wrapped(x) or x.is_meta
+        return _torch_kernels.tracing(x)
 
     def extrema(self, x: Array) -> tuple[Any, Any] | None:
         # one read and one host transfer, where comparisons make temporaries and several passes

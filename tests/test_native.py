@@ -48,6 +48,8 @@ class Used:
         self.calls: dict[str, int] = {}  # either table's kernel served the call
         self.plain: dict[str, int] = {}  # a plain call's kernel (kernels.PLAIN) served it
         self.monkeypatch = monkeypatch
+        # the first call with an array type loads its adapter, on the generic path
+        unilosses.mse(torch.zeros(1), torch.zeros(1))
         for table, counts in ((kernels.KERNELS, [self.calls]),
                               (kernels.PLAIN, [self.calls, self.plain])):
             for name, k in dict(table).items():
@@ -79,6 +81,14 @@ class Used:
 @pytest.fixture
 def used(monkeypatch):  # type: ignore[no-untyped-def]
     return Used(monkeypatch)
+
+
+@pytest.fixture
+def no_plain(monkeypatch):  # type: ignore[no-untyped-def]
+    """The plain kernels off: small inputs take the generic path, as calls that those
+    kernels decline do (weights, masks, alpha arrays, ...)."""
+    for name in list(kernels.PLAIN):
+        monkeypatch.delitem(kernels.PLAIN, name)
 
 
 def _value_and_grad(fn, x, *rest, reduction="mean", **kw):  # type: ignore[no-untyped-def]
@@ -126,13 +136,21 @@ def test_regression_kernels_match_the_composition(used, name, kw, reduction, dty
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_rmse_takes_the_mse_kernel(used, dtype):  # type: ignore[no-untyped-def]
+def test_rmse_takes_its_plain_kernel_or_the_mse_kernel(used, dtype):  # type: ignore[no-untyped-def]
+    """A plain call is ``sqrt(mse)`` (its safe form where a gradient is wanted); others take
+    the mse kernel after the generic checks."""
     p, t = _regression_inputs(dtype, 1000)
     p[3:5] = 1e10
-    _compare(used, "mse", lambda a, b, reduction: unilosses.rmse(a, b), p, t, n=1000)
+    _compare(used, "rmse", lambda a, b, reduction: unilosses.rmse(a, b), p, t, n=1000)
+    with torch.no_grad():  # the plain sqrt
+        _close(unilosses.rmse(p, t), used.generic(unilosses.rmse, p, t), dtype, 1000)
     x = t.clone().requires_grad_(True)  # zero error: the safe sqrt's gradient is 0, not NaN
     (g,) = torch.autograd.grad(unilosses.rmse(x, t), x)
-    assert used.calls["mse"] == 2 and torch.equal(g, torch.zeros_like(t))
+    assert used.plain["rmse"] == 3 and torch.equal(g, torch.zeros_like(t))
+    # mixed dtypes (cast first) and float16 decline: the generic path and its mse kernel
+    other = torch.float64 if dtype == torch.float32 else torch.float32
+    _compare(used, "mse", lambda a, b, reduction: unilosses.rmse(a, b), p, t.to(other), n=1000)
+    assert used.plain["rmse"] == 3
 
 
 def test_the_gradient_at_a_tie_is_zero_on_the_kernel_path(used):  # type: ignore[no-untyped-def]
@@ -308,7 +326,22 @@ def _plain_cases(dtype):  # type: ignore[no-untyped-def]
     p = torch.rand((4, 5), generator=g, dtype=dtype) * 0.98 + 0.01
     clipped = p.clone()
     clipped[0, :3] = torch.tensor([0.0, 1.0, 1e-9], dtype=dtype)  # beyond the clip
-    return [("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
+    # soft labels equal to the prediction: |t - p| = 0, whose factor's gradient is 0
+    tied = t.clone()
+    tied[3, :2] = torch.sigmoid(x[3, :2])
+    tied[3, 2:4] = clipped[3, 2:4]
+    focal, focal_p = unilosses.binary_focal_loss_with_logits, unilosses.binary_focal_loss
+    return [("binary_focal_loss_with_logits", focal, x, tied, {}),
+            ("binary_focal_loss_with_logits", focal, x, tied, {"alpha": None, "gamma": 1.0}),
+            ("binary_focal_loss_with_logits", focal, x, tied, {"alpha": 0, "gamma": 0}),
+            ("binary_focal_loss", focal_p, clipped, tied, {}),
+            ("binary_focal_loss", focal_p, clipped, tied, {"alpha": 0.75, "gamma": 1}),
+            ("binary_focal_loss", focal_p, p, tied, {"alpha": None, "gamma": 0.0}),
+            # unnormalised rows, soft targets
+            ("categorical_cross_entropy", unilosses.categorical_cross_entropy, clipped * 3,
+             soft, {}),
+            ("rmse", lambda a, b, reduction: unilosses.rmse(a, b), p, t, {}),
+            ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
              x, t, {}),
             ("binary_cross_entropy", unilosses.binary_cross_entropy, p, t, {}),
             ("binary_cross_entropy", unilosses.binary_cross_entropy, clipped, t, {}),
@@ -373,9 +406,31 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         lambda: unilosses.sparse_categorical_cross_entropy(soft, y, label_smoothing=0.1),
         lambda: unilosses.sparse_categorical_cross_entropy(soft, y.int()),
     ]
+    focal, focal_p = unilosses.binary_focal_loss_with_logits, unilosses.binary_focal_loss
+    cat_p, rmse = unilosses.categorical_cross_entropy, unilosses.rmse
+    others += [  # alpha an array or 1, gamma not 0/1/2 or not a Python number, masks,
+        # mixed dtypes, smoothing, class weights, 3-D, the classes first, int32 labels
+        lambda: focal(x, t, alpha=torch.full((5,), 0.25)), lambda: focal(x, t, gamma=0.5),
+        lambda: focal(x, t, alpha=1.0), lambda: focal(x, t, gamma=np.float64(2.0)),
+        lambda: focal(x, t, weights=torch.ones(4, 5)), lambda: focal(x, t.double()),
+        lambda: focal_p(p, t, gamma=3.0), lambda: focal_p(p, t, where=t == 0),
+        lambda: cat_p(soft, soft, label_smoothing=0.1),
+        lambda: cat_p(soft, soft, class_weights=torch.ones(5)),
+        lambda: cat_p(soft.reshape(2, 2, 5), soft.reshape(2, 2, 5)),
+        lambda: cat_p(soft.T, soft.T, axis=0), lambda: cat_p(soft, soft.double()),
+        lambda: rmse(p, t, axis=0), lambda: rmse(p, t, weights=torch.ones(4, 5)),
+        lambda: unilosses.in_top_k(x, y.int(), k=2),
+        lambda: unilosses.in_top_k(x, y, k=np.int64(2)),
+        # logits above _FOCAL_GRAD_MAX with a gradient: the closed form
+        lambda: focal(torch.zeros(kernels._FOCAL_GRAD_MAX + 1, requires_grad=True),
+                      torch.zeros(kernels._FOCAL_GRAD_MAX + 1)).backward(),
+    ]
     for call in others:
         call()
     assert used.plain == {}
+    # a label out of range: gather refuses it, and the generic path gives False for its row
+    hit = unilosses.in_top_k(x, torch.tensor([0, 5, 4, -1]), k=5)
+    assert hit.tolist() == [True, False, True, False] and used.plain == {}
     refused = [
         (lambda: bce(x, t[:, :4]), ValueError, "shape"),
         (lambda: sparse(x, y[:3]), ValueError, "shape"),
@@ -396,11 +451,87 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         (lambda: bce_p(p, t, label_smoothing=torch.tensor([0.0, 0.1])), TypeError,
          "label_smoothing"),
         (lambda: sparse(x, y, axis=torch.tensor([1, 1])), TypeError, "axis"),
+        (lambda: focal(x, t, gamma=-1.0), ValueError, "gamma"),
+        (lambda: focal(x, t, alpha=1.5), ValueError, "alpha"),
+        (lambda: focal(x, t[:, :4]), ValueError, "shape"),
+        (lambda: focal_p(p + 1.0, t), ValueError, "outside"),
+        (lambda: cat_p(soft - 0.5, soft), ValueError, "negative"),
+        (lambda: cat_p(soft, soft[:, :4]), ValueError, "shape"),
+        (lambda: rmse(p, t[:, :4]), ValueError, "shape"),
+        (lambda: rmse(p, t.numpy()), TypeError, "two frameworks"),
+        (lambda: unilosses.in_top_k(x, y, k=0), ValueError, "k"),
+        (lambda: unilosses.in_top_k(x, y[:3], k=1), ValueError, "shape"),
     ]
     for call, error, match in refused:
         with pytest.raises(error, match=match):
             call()
     assert used.plain == {}
+
+
+@pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_anchor_focal_matches_the_composition(used, logits, dtype):  # type: ignore[no-untyped-def]
+    """Ignored anchors (NaN and +-inf there) weigh nothing, background anchors' targets are
+    0, the sum is divided by max(1, positives); values and gradients as the composition's."""
+    x = _logits(dtype, (2, 6, 5))
+    x[0, 0, :2] = torch.tensor([1e4, -1e4], dtype=dtype)  # a positive anchor
+    x[0, 2, :2] = torch.tensor([math.inf, math.nan], dtype=dtype)  # an ignored one
+    g = torch.Generator().manual_seed(7)
+    t = (torch.rand((2, 6, 5), generator=g, dtype=dtype) < 0.4).to(dtype)
+    t[0, 2, 3] = math.nan
+    state = torch.tensor([[1, 0, -1, 1, 0, 1], [0, -1, -1, 1, 1, 0]])
+    f = unilosses.anchor_focal_loss_with_logits
+    if not logits:
+        f = unilosses.anchor_focal_loss
+        x = torch.sigmoid(x)
+        x[0, 0, 2] = 0.0  # beyond the clip
+        x[1, 0, 3] = t[1, 0, 3] = 1.0  # (a background anchor: its target 0 is used)
+        x[1, 3, 1] = t[1, 3, 1]  # a zero error
+    name = f.__name__
+    for kw in ({}, {"alpha": None, "gamma": 1}, {"alpha": 0.75, "gamma": 0}):
+        for on in (True, False):
+            before = used.plain.get(name, 0)
+            with unilosses.checks(on):
+                v1, g1 = _value_and_grad(lambda a, *r, reduction, **k: f(a, *r, **k), x, t,
+                                         state, **kw)
+                v2, g2 = used.generic(_value_and_grad, lambda a, *r, reduction, **k: f(a, *r, **k),
+                                      x, t, state, **kw)
+            assert used.plain[name] == before + 1
+            _close(v1, v2, dtype, x.numel())
+            _close(g1, g2, dtype)
+            assert bool(torch.isfinite(g1).all()) and bool((g1[state == -1] == 0).all())
+    # declined: other normalisations, a normaliser, states of another dtype, alpha arrays
+    declined = [lambda: f(x, t, state, normalize="image"), lambda: f(x, t, state, normalizer=3.0),
+                lambda: f(x, t, state.float()), lambda: f(x, t, state.int()),
+                lambda: f(x, t, state, alpha=torch.full((5,), 0.25, dtype=dtype))]
+    before = dict(used.plain)
+    for call in declined:
+        call()
+    assert used.plain == before
+    with pytest.raises(ValueError, match="anchor_state"):
+        f(x, t, state + 1)
+    assert used.plain == before
+    with unilosses.checks(False):  # unchecked, a state of 2 is kept, not positive, as there
+        _close(f(x, t, state * 2), used.generic(f, x, t, state * 2), dtype, x.numel())
+    assert used.plain[name] == before[name] + 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_in_top_k_matches_the_composition(used, dtype):  # type: ignore[no-untyped-def]
+    """Ties count in the label's favour; a row with NaN or +-inf scores gives False; k above
+    the class count gives True."""
+    x = _logits(dtype, (6, 5))
+    x[1] = x[1, 2]  # all tied
+    x[2, 3], x[3, 0], x[4, 1] = math.nan, math.inf, -math.inf
+    x[5, :3] = x[5, 4]  # the label's score tied with two others
+    y = torch.tensor([0, 2, 1, 0, 3, 4])
+    for k in (1, 2, 3, 5, 7):
+        before = used.plain.get("in_top_k", 0)
+        hit = unilosses.in_top_k(x, y, k=k)
+        assert used.plain["in_top_k"] == before + 1
+        assert hit.dtype == torch.bool and hit.shape == (6,)
+        assert torch.equal(hit, used.generic(unilosses.in_top_k, x, y, k=k))
+    assert unilosses.in_top_k(x, y, k=1)[2:5].tolist() == [False] * 3
 
 
 def test_plain_kernels_stay_out_of_torch_compile(used):  # type: ignore[no-untyped-def]
@@ -750,7 +881,8 @@ def test_blockwise_focal_second_derivatives_and_repeated_backward(used):  # type
 @pytest.mark.parametrize("n", [1, 16, 1000])
 @pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
                                   "anchor_focal_loss_with_logits", "log_cosh"])
-def test_small_inputs_take_the_closed_form_when_a_gradient_is_wanted(used, monkeypatch, name,
+def test_small_inputs_take_the_closed_form_when_a_gradient_is_wanted(used, no_plain,
+                                                                     monkeypatch, name,
                                                                      n):  # type: ignore[no-untyped-def]
     calls = _blockwise_calls(monkeypatch)
     g = torch.Generator().manual_seed(n)
@@ -826,7 +958,7 @@ def test_blockwise_categorical_on_probabilities(used, monkeypatch, rows, smoothi
     assert calls == [True]
 
 
-def test_the_bound_read_is_made_only_for_a_closed_form_that_uses_it(monkeypatch):  # type: ignore[no-untyped-def]
+def test_the_bound_read_is_made_only_for_a_closed_form_that_uses_it(no_plain, monkeypatch):  # type: ignore[no-untyped-def]
     # one read of the logits (and a host sync) tells the logit forms that the clamp is a
     # no-op; log_cosh and the forms on probabilities take no such flag
     reads = _spy(monkeypatch, kernels, "_bounded", lambda out, a, kw: True)
@@ -975,7 +1107,7 @@ def test_fused_compiles_once_for_every_size(fused):  # type: ignore[no-untyped-d
     assert fused == [True] * 3  # below the threshold: blocks
 
 
-def test_fused_thresholds(fused, monkeypatch):  # type: ignore[no-untyped-def]
+def test_fused_thresholds(fused, no_plain, monkeypatch):  # type: ignore[no-untyped-def]
     # a GPU (any device but the CPU) from any size, the CPU from _FUSED_MIN elements; the
     # categorical form on probabilities only where its blocks would serve (a gradient, from
     # _CHUNK_MIN elements)

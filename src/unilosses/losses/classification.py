@@ -431,6 +431,11 @@ def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: in
     >>> round(float(unilosses.categorical_cross_entropy(p, t)), 6)
     0.164252
     """
+    if class_weights is None and weights is None and where is None:
+        fused = plain("categorical_cross_entropy", predictions, targets, axis, label_smoothing,
+                      reduction, EPSILON, checks_enabled)
+        if fused is not None:
+            return fused
     return _categorical(predictions, targets, axis, label_smoothing, class_weights, reduction,
                         weights, where, logits=False)
 

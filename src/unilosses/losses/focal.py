@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import Call, prepare
+from .._core.call import Call, plain, prepare
+from .._core.checks import checks_enabled
 from .._core.validate import (
     check_broadcastable,
     check_nonnegative,
@@ -303,6 +304,11 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     >>> round(float(unilosses.binary_focal_loss(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.003479
     """
+    if weights is None and where is None:
+        fused = plain("binary_focal_loss", predictions, targets, alpha, gamma, reduction,
+                      EPSILON, checks_enabled)
+        if fused is not None:
+            return fused
     a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
     names, arrays = _with_alpha(("predictions", "targets"), (predictions, targets), a_array)
@@ -354,6 +360,11 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     >>> round(float(unilosses.binary_focal_loss_with_logits(x, t)), 6)
     0.008722
     """
+    if weights is None and where is None:
+        fused = plain("binary_focal_loss_with_logits", logits, targets, alpha, gamma,
+                      reduction)
+        if fused is not None:
+            return fused
     a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
     names, arrays = _with_alpha(("logits", "targets"), (logits, targets), a_array)
@@ -527,6 +538,10 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
     >>> round(float(unilosses.anchor_focal_loss(p, t, s)), 6)
     0.031823
     """
+    fused = plain("anchor_focal_loss", predictions, targets, anchor_state, alpha, gamma,
+                  normalizer, normalize, EPSILON, checks_enabled)
+    if fused is not None:
+        return fused
     return _anchor(predictions, targets, anchor_state, alpha, gamma, normalizer, normalize,
                    logits=False)
 
@@ -549,6 +564,10 @@ def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: A
     >>> round(float(unilosses.anchor_focal_loss_with_logits(x, t, s)), 6)
     0.018879
     """
+    fused = plain("anchor_focal_loss_with_logits", logits, targets, anchor_state, alpha,
+                  gamma, normalizer, normalize, checks_enabled)
+    if fused is not None:
+        return fused
     return _anchor(logits, targets, anchor_state, alpha, gamma, normalizer, normalize,
                    logits=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import prepare
+from .._core.call import plain, prepare
 from .._core.validate import check_positive_int, fmt_shape
 
 Array = Any
@@ -70,6 +70,9 @@ def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     >>> unilosses.in_top_k(np.array([[0.1, 0.5, 0.5], [0.9, 0.0, 0.1]]), np.array([2, 2]), k=1)
     array([ True, False])
     """
+    fused = plain("in_top_k", predictions, labels, k)
+    if fused is not None:
+        return fused
     k = check_positive_int("k", k)
     _check_2d(predictions)
     call, (p, y) = prepare(("predictions", "labels"), (predictions, labels), class_axis=1,

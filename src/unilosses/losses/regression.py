@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import Call, prepare
+from .._core.call import Call, plain, prepare
 from .._core.validate import (
     check_positive,
     check_unit_interval,
@@ -76,6 +76,10 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
     >>> float(unilosses.rmse(np.array([0.0, 2.0]), np.array([2.0, 2.0])))
     1.4142135623730951
     """
+    if axis is None and weights is None and where is None:
+        fused = plain("rmse", predictions, targets)
+        if fused is not None:
+            return fused
     call, (p, t) = prepare(_PT, (predictions, targets), reduction="mean", weights=weights,
                            where=where)
     ms = call.native("mse", p, t) if axis is None else None

@@ -751,6 +751,41 @@ def test_namespace_extras_for_the_closed_forms():
                                   np.minimum(a, 0.5))
 
 
+@pytest.mark.parametrize("shape,indices", [
+    ((4, 5), [[1], [4], [0], [4]]),  # a pick, as the losses take it
+    ((2, 3, 5), [[[0, 4], [1, 1], [2, 3]], [[4, 4], [0, 0], [3, 1]]]),  # repeated indices
+])
+def test_eager_take_along_axis_gradient_under_a_tape(monkeypatch, shape, indices):
+    """Eagerly, under a tape, the gather's gradient is a select of the picked entries
+    (``_watched_gather``): the same as TensorFlow's scatter, for a cotangent with inf and
+    NaN (the other entries stay 0), repeated indices (summed), and differentiated again."""
+    from unilosses.backends import tensorflow as tf_backend
+    taken = []
+    real = tf_backend._watched_gather
+    monkeypatch.setattr(tf_backend, "_watched_gather", lambda *a: taken.append(1) or real(*a))
+    ad = unilosses.backends.adapter_named("tensorflow")
+    x = tf.constant(rng.standard_normal(shape))
+    i = tf.constant(indices, dtype=tf.int64)
+    w = rng.standard_normal(np.shape(indices))
+    w.flat[0], w.flat[1] = np.inf, np.nan
+    with tf.GradientTape(persistent=True) as outer:
+        outer.watch(x)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            a = ad.take_along_axis(x, i, -1)
+            b = tf.gather(x, i, axis=-1, batch_dims=len(shape) - 1)
+            la, lb = tf.reduce_sum(a * a * w), tf.reduce_sum(b * b * w)
+        ga, gb = tape.gradient(la, x), tape.gradient(lb, x)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(ga), np.asarray(gb))
+    sa, sb = outer.gradient(tf.reduce_sum(ga[..., 2:]), x), outer.gradient(
+        tf.reduce_sum(gb[..., 2:]), x)
+    np.testing.assert_array_equal(np.asarray(sa), np.asarray(sb))
+    # outside any tape: the plain gather
+    assert np.array_equal(np.asarray(ad.take_along_axis(x, i, -1)), np.asarray(b))
+    assert taken == [1]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adapter_log1p_under_xla_is_compensated_to_log1ps_precision(dtype):
     """Under XLA the adapter's log1p is log(u) - ((u - 1) - x) / u with u = 1 + x (faster

@@ -34,6 +34,12 @@ def in_xla() -> bool:
             and _control_flow.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
+#: the fused ops themselves (rank 2: a row per example), registered gradients and all; eagerly
+#: the tf.nn wrappers' conversions and shape checks cost more than the op on small inputs
+_SPARSE = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits
+_DENSE = tf.raw_ops.SoftmaxCrossEntropyWithLogits
+
+
 def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
                   labels: Callable[[], Array] | None = None) -> Array | None:
     ndim = len(call.ad.shape(x))
@@ -60,7 +66,11 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
             # reading the labels first cost more ops than the loss (3.3x the op's time on 16
             # elements)
             try:
-                loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=xc)
+                if ndim == 2:  # the op itself: its wrapper's conversions and checks cost more
+                    loss = _SPARSE(features=xc, labels=targets)[0]
+                else:
+                    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets,
+                                                                          logits=xc)
             except tf.errors.InvalidArgumentError:
                 return None
     else:
@@ -68,7 +78,10 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
         if label_smoothing:
             classes = call.ad.shape(x)[-1]
             t = t * (1.0 - label_smoothing) + label_smoothing / classes
-        loss = tf.nn.softmax_cross_entropy_with_logits(labels=t, logits=xc)
+        if ndim == 2 and tf.executing_eagerly():
+            loss = _DENSE(features=xc, labels=t)[0]
+        else:
+            loss = tf.nn.softmax_cross_entropy_with_logits(labels=t, logits=xc)
     return call.reduce(loss)
 
 

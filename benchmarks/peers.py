@@ -273,6 +273,17 @@ def _tensorflow() -> dict[str, list[Peer]]:
         "tf.nn.sparse_softmax_cross_entropy_with_logits",
         lambda x, y: tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=y, logits=x)))
+    # the same ops without tf.nn's Python wrappers (rank 2, as the cases are): eagerly, on
+    # small inputs, the wrappers' conversions and shape juggling cost more than the op, and
+    # unilosses calls the ops themselves there
+    raw = "the fused op itself, without tf.nn's wrapper"
+    add("categorical_cross_entropy_with_logits", "tf.raw_ops.SoftmaxCrossEntropyWithLogits",
+        lambda x, t: tf.reduce_mean(tf.raw_ops.SoftmaxCrossEntropyWithLogits(
+            features=x, labels=t)[0]), raw)
+    add("sparse_categorical_cross_entropy_with_logits",
+        "tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits",
+        lambda x, y: tf.reduce_mean(tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+            features=x, labels=y)[0]), raw)
     add("in_top_k", "tf.math.in_top_k", lambda x, y: tf.math.in_top_k(y, x, K))
     add("anchor_focal_loss", "torchvision focal, anchors (tf, on p)", anchor(focal_terms_prob),
         f"{TORCHVISION}; {ANCHOR}")

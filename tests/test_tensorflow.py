@@ -786,6 +786,69 @@ def test_eager_take_along_axis_gradient_under_a_tape(monkeypatch, shape, indices
     assert taken == [1]
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_eager_cross_entropy_matches_the_generic_path(monkeypatch, reduction, dtype):
+    """A plain eager call of cross-entropy with logits (2-D, CPU) goes straight to the clip and
+    the fused op (``tensorflow.PLAIN``): the generic path's values and gradients, at +-inf and
+    +-1e4, for int32/int64 labels and smoothed soft targets; anything else declines to the
+    generic path, which refuses bad arguments with unilosses's errors."""
+    from unilosses.backends import tensorflow as tf_backend
+    served = []
+    real = tf_backend.PLAIN["cross_entropy_with_logits"]
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        out = real(*a)
+        served.append(out is not None)
+        return out
+
+    monkeypatch.setitem(tf_backend.PLAIN, "cross_entropy_with_logits", spy)
+    unilosses.mse(tf.zeros(1), tf.zeros(1))  # (a first call loads the adapter, generically)
+    x = 3.0 * rng.standard_normal((4, 5)).astype(dtype)
+    x[0, :3] = [np.inf, -np.inf, 1e4]
+    x = tf.constant(x)
+    soft = tf.constant(rng.dirichlet(np.ones(5), 4).astype(dtype))
+    sparse = unilosses.sparse_categorical_cross_entropy_with_logits
+    dense = unilosses.categorical_cross_entropy_with_logits
+    cases = [(sparse, tf.constant([0, 2, 4, 1]), {}),
+             (sparse, tf.constant([1, 1, 0, 3], dtype=tf.int64), {}),
+             (dense, soft, {"label_smoothing": 0.1})]
+
+    def value_and_grad(f, t, kw):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            v = f(x, t, reduction=reduction, **kw)
+        return v, tape.gradient(v, x), f(x, t, reduction=reduction, **kw)
+
+    for f, t, kw in cases:
+        v1, g1, w1 = value_and_grad(f, t, kw)
+        assert served[-2:] == [True, True]
+        with monkeypatch.context() as m:
+            m.delitem(tf_backend.PLAIN, "cross_entropy_with_logits")
+            v2, g2, w2 = value_and_grad(f, t, kw)
+        for a, b in ((v1, v2), (w1, w2), (g1, g2)):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tolerance(dtype)["rtol"])
+        assert np.isfinite(np.asarray(g1)).all()
+    served.clear()
+    declined = [lambda: sparse(tf.reshape(x, (2, 2, 5)), tf.constant([[0, 1], [2, 3]])),
+                lambda: sparse(tf.transpose(x), tf.constant([0, 2, 4, 1]), axis=0),
+                lambda: sparse(tf.cast(x, tf.float16), tf.constant([0, 2, 4, 1])),
+                lambda: dense(x, tf.cast(soft, tf.float16 if dtype == np.float32 else tf.float32)),
+                lambda: sparse(x, tf.constant([0, 2, 4, 1]), label_smoothing=0.1),
+                lambda: sparse(x, tf.constant([0, 2, 4, 1]), weights=tf.ones(4, x.dtype))]
+    for call in declined:
+        call()
+    assert not any(served)
+    for call, match in [
+            (lambda: sparse(x, tf.constant([0, 5, 4, 1])), "labels"),
+            (lambda: sparse(x, tf.constant([0, 2, 4])), "shape"),
+            (lambda: dense(x, soft, label_smoothing=1.5), "label_smoothing"),
+            (lambda: dense(x, soft, reduction="avg"), "reduction")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adapter_log1p_under_xla_is_compensated_to_log1ps_precision(dtype):
     """Under XLA the adapter's log1p is log(u) - ((u - 1) - x) / u with u = 1 + x (faster

@@ -120,6 +120,7 @@ def _constant(value: Any, dtype: Any) -> Array:
     return c
 
 
+_CLIP = tf.raw_ops.ClipByValue
 #: eager int32 constants of reduction axes, by the axes
 _AXES: dict[tuple[int, ...], Array] = {}
 
@@ -428,9 +429,63 @@ class TensorflowNamespace:
         return tf.reduce_all(x, axis=axis, keepdims=keepdims)
 
 
+_EagerTensor = type(tf.constant(0.0))
+_PLAIN_REDUCE = {"mean": tf.raw_ops.Mean, "weighted_mean": tf.raw_ops.Mean,
+                 "sum": tf.raw_ops.Sum, "none": None}
+_LOGIT_BOUNDS = {dt: float(np.finfo(dt.as_numpy_dtype).max) / 4
+                 for dt in (tf.float32, tf.float64)}
+
+
+def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
+                         reduction: Any) -> Array | None:
+    """Cross-entropy with logits on a plain eager call: 2-D logits on the CPU, classes last,
+    below _BOUND_CHECK_MIN elements, int32/int64 labels (one per row) or targets of the
+    logits' shape and dtype; the clip to +-max/4 and the fused op itself.  Tried before any
+    of the generic path's checks (``Adapter.plain``), which on small inputs cost more than the
+    op; anything else declines (None) to the generic path, which converts, checks or refuses
+    it, as it does a label out of range, which the sparse op refuses itself."""
+    ls = label_smoothing
+    if (type(reduction) is not str or reduction not in _PLAIN_REDUCE
+            or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
+            or type(axis) is not int or (axis != -1 and axis != 1)
+            or type(x) is not _EagerTensor or type(targets) is not _EagerTensor
+            or x.dtype not in _LOGIT_BOUNDS or x.shape.rank != 2
+            or not 0 < x.shape.num_elements() < _BOUND_CHECK_MIN or "CPU" not in x.device):
+        return None
+    sparse = targets.dtype == tf.int32 or targets.dtype == tf.int64
+    if sparse:
+        if ls or targets.shape.rank != 1 or targets.shape[0] != x.shape[0]:
+            return None
+    elif targets.dtype != x.dtype or targets.shape != x.shape:
+        return None
+    bound = _LOGIT_BOUNDS[x.dtype]
+    lo, hi = _constant(-bound, x.dtype), _constant(bound, x.dtype)
+    if _record is not None and not _record.should_record_backprop([x]):
+        xc = _CLIP(t=x, clip_value_min=lo, clip_value_max=hi)
+    else:  # (the adapter's clip: its gradient 0 at NaN, as the generic path's)
+        xc = tf.maximum(tf.minimum(x, hi), lo)
+    if sparse:
+        try:
+            loss = _tf_kernels._SPARSE(features=xc, labels=targets)[0]
+        except tf.errors.InvalidArgumentError:
+            return None
+    else:
+        t = targets
+        if ls:
+            t = t * (1.0 - ls) + ls / x.shape[1]
+        loss = _tf_kernels._DENSE(features=xc, labels=t)[0]
+    op = _PLAIN_REDUCE[reduction]
+    return loss if op is None else _eager_reduce(op, loss, None, False)
+
+
+#: whole-loss kernels for plain eager calls (see ``Adapter.plain``)
+PLAIN: dict[str, Any] = {"cross_entropy_with_logits": _plain_cross_entropy}
+
+
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
     kernels = _tf_kernels.KERNELS
+    plain = PLAIN
 
     def __init__(self) -> None:
         super().__init__(TensorflowNamespace())
@@ -538,7 +593,12 @@ class TensorflowAdapter(Adapter):
             return tf.minimum(x, _constant(hi, x.dtype))
         if hi is None:
             return tf.maximum(x, _constant(lo, x.dtype))
-        return tf.maximum(tf.minimum(x, _constant(hi, x.dtype)), _constant(lo, x.dtype))
+        lo_c, hi_c = _constant(lo, x.dtype), _constant(hi, x.dtype)
+        if (_record is not None and tf.executing_eagerly()
+                and not _record.should_record_backprop([x])):
+            # no gradient recorded: the one op (its gradient would pass NaN's on)
+            return _CLIP(t=x, clip_value_min=lo_c, clip_value_max=hi_c)
+        return tf.maximum(tf.minimum(x, hi_c), lo_c)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         # tf.gather with batch_dims: a plain gather along the last axis whose gradient is a

@@ -218,6 +218,26 @@ def test_eager_tensor_and_variable(name, variable, dtype):
     _check(out, name, dtype)
 
 
+@pytest.mark.parametrize("name", sorted(set(CASES) - {"in_top_k", "top_k_accuracy"}))
+def test_gradient_through_a_variable_under_a_tape(name):
+    """A tape differentiates a loss of a tf.Variable as it does one of a watched tensor (the
+    eager fast paths ask a tape about tensors; a variable is read as one first)."""
+    fn, kw = CASES[name][:2]
+    args = _rounded(name, "float64")
+    with tf.GradientTape() as tape:
+        v = tf.Variable(args[0])
+        out_v = fn(v, *[tf.constant(a) for a in args[1:]], **kw)
+    g_v = tape.gradient(out_v, v)
+    x = tf.constant(args[0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out_x = fn(x, *[tf.constant(a) for a in args[1:]], **kw)
+    g_x = tape.gradient(out_x, x)
+    assert g_v is not None and g_x is not None
+    np.testing.assert_allclose(np.asarray(out_v), np.asarray(out_x), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g_v), np.asarray(g_x), rtol=1e-12, atol=1e-15)
+
+
 def test_variable_dispatches_to_the_tensorflow_adapter():
     from unilosses.backends import adapter_for
 

@@ -100,6 +100,22 @@ def _static_shape(x: Array) -> tuple[Any, ...]:
     return dims if _known(dims) else _Shape(dims, tf.shape(x))
 
 
+_EagerTensor = type(tf.constant(0.0))
+
+
+def _unrecorded(x: Array) -> bool:
+    """Eagerly, whether ``x`` is an eager tensor that no tape records (a variable may be
+    watched by any tape that reads it, and cannot be asked: False)."""
+    return (_record is not None and type(x) is _EagerTensor and tf.executing_eagerly()
+            and not _record.should_record_backprop([x]))
+
+
+def _watched(x: Array) -> bool:
+    """Eagerly, whether ``x`` is an eager tensor that a tape records."""
+    return (_record is not None and type(x) is _EagerTensor and tf.executing_eagerly()
+            and _record.should_record_backprop([x]))
+
+
 #: eager constants by (value, sign, dtype): eagerly a ``tf.constant`` of a Python number is a
 #: conversion of its own, which on tiny inputs costs as much as the op it feeds
 _CONSTANTS: dict[tuple[Any, float, Any], Array] = {}
@@ -250,6 +266,9 @@ def _eager_closed_form_sum(xp: Any, value_and_grad: Any, scale: float,
     """:func:`_closed_form_sum` eagerly, where no tape watches the other arrays (None where
     one does, or where that cannot be read): the closed form's value forward and, under a
     tape, its derivative recomputed backward, in place of the composition's recorded ops."""
+    # variables read as tensors (a tape that watches a variable records the read), which the
+    # tape can be asked about
+    arrays = tuple(a if type(a) is _EagerTensor else tf.convert_to_tensor(a) for a in arrays)
     x, rest = arrays[0], arrays[1:]
     others = [a for a in rest if a.dtype.is_floating]
     if _record is None or (others and _record.should_record_backprop(others)):
@@ -429,7 +448,6 @@ class TensorflowNamespace:
         return tf.reduce_all(x, axis=axis, keepdims=keepdims)
 
 
-_EagerTensor = type(tf.constant(0.0))
 _PLAIN_REDUCE = {"mean": tf.raw_ops.Mean, "weighted_mean": tf.raw_ops.Mean,
                  "sum": tf.raw_ops.Sum, "none": None}
 _LOGIT_BOUNDS = {dt: float(np.finfo(dt.as_numpy_dtype).max) / 4
@@ -460,7 +478,7 @@ def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: A
         return None
     bound = _LOGIT_BOUNDS[x.dtype]
     lo, hi = _constant(-bound, x.dtype), _constant(bound, x.dtype)
-    if _record is not None and not _record.should_record_backprop([x]):
+    if _unrecorded(x):
         xc = _CLIP(t=x, clip_value_min=lo, clip_value_max=hi)
     else:  # (the adapter's clip: its gradient 0 at NaN, as the generic path's)
         xc = tf.maximum(tf.minimum(x, hi), lo)
@@ -594,9 +612,7 @@ class TensorflowAdapter(Adapter):
         if hi is None:
             return tf.maximum(x, _constant(lo, x.dtype))
         lo_c, hi_c = _constant(lo, x.dtype), _constant(hi, x.dtype)
-        if (_record is not None and tf.executing_eagerly()
-                and not _record.should_record_backprop([x])):
-            # no gradient recorded: the one op (its gradient would pass NaN's on)
+        if _unrecorded(x):  # no gradient recorded: the one op (its gradient would pass NaN's on)
             return _CLIP(t=x, clip_value_min=lo_c, clip_value_max=hi_c)
         return tf.maximum(tf.minimum(x, hi_c), lo_c)
 
@@ -610,8 +626,7 @@ class TensorflowAdapter(Adapter):
             back = list(range(axis)) + [rank - 1] + list(range(axis, rank - 1))
             out = self.take_along_axis(tf.transpose(x, perm), tf.transpose(indices, perm), -1)
             return tf.transpose(out, back)
-        if (_record is not None and tf.executing_eagerly() and x.dtype.is_floating
-                and _record.should_record_backprop([x])):
+        if x.dtype.is_floating and _watched(x):
             return _watched_gather(x, indices)
         return tf.gather(x, indices, axis=rank - 1, batch_dims=rank - 1)
 

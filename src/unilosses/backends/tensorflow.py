@@ -137,6 +137,29 @@ def _constant(value: Any, dtype: Any) -> Array:
 
 
 _CLIP = tf.raw_ops.ClipByValue
+
+
+def _clipped(x: Array, lo: Array, hi: Array) -> Array:
+    """``x`` clipped to [lo, hi] (tensors of its dtype): ``minimum`` and ``maximum``, whose
+    gradients go to ``x`` on a tie, so the clip passes it on the closed interval and gives 0
+    outside (the generic double select's rule; at NaN too); eagerly, where no tape records
+    ``x``, the one ``ClipByValue`` op (whose gradient would pass a NaN's on)."""
+    if _unrecorded(x):
+        return _CLIP(t=x, clip_value_min=lo, clip_value_max=hi)
+    return tf.maximum(tf.minimum(x, hi), lo)
+
+
+def _axes_key(axis: Any, rank: int) -> tuple[int, ...] | None:
+    """The axes of a reduction as non-negative ints, or None (another kind of axis)."""
+    if axis is None:
+        return tuple(range(rank))
+    if isinstance(axis, (int, np.integer)):
+        return (int(axis) % rank,) if rank else (int(axis),)
+    if isinstance(axis, (tuple, list)) and all(isinstance(a, (int, np.integer)) for a in axis):
+        return tuple(int(a) % rank for a in axis)
+    return None
+
+
 #: eager int32 constants of reduction axes, by the axes
 _AXES: dict[tuple[int, ...], Array] = {}
 
@@ -148,10 +171,9 @@ def _eager_reduce(op: Any, x: Array, axis: Any, keepdims: bool) -> Array | None:
     own time on small inputs."""
     if not tf.executing_eagerly():
         return None
-    rank = len(x.shape)
-    key = (tuple(range(rank)) if axis is None
-           else ((axis % rank,) if rank else (axis,)) if isinstance(axis, int)
-           else tuple(a % rank for a in axis))
+    key = _axes_key(axis, len(x.shape))
+    if key is None:
+        return None
     axes = _AXES.get(key)
     if axes is None:
         axes = tf.constant(key, dtype=tf.int32, shape=(len(key),))
@@ -477,11 +499,7 @@ def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: A
     elif targets.dtype != x.dtype or targets.shape != x.shape:
         return None
     bound = _LOGIT_BOUNDS[x.dtype]
-    lo, hi = _constant(-bound, x.dtype), _constant(bound, x.dtype)
-    if _unrecorded(x):
-        xc = _CLIP(t=x, clip_value_min=lo, clip_value_max=hi)
-    else:  # (the adapter's clip: its gradient 0 at NaN, as the generic path's)
-        xc = tf.maximum(tf.minimum(x, hi), lo)
+    xc = _clipped(x, _constant(-bound, x.dtype), _constant(bound, x.dtype))
     if sparse:
         try:
             loss = _tf_kernels._SPARSE(features=xc, labels=targets)[0]
@@ -603,18 +621,13 @@ class TensorflowAdapter(Adapter):
         return tf.nn.relu(x)
 
     def clip(self, x: Array, lo: float | None, hi: float | None) -> Array:
-        # minimum's and maximum's gradients go to x on a tie, so the two pass it on the closed
-        # interval [lo, hi], zero outside: the generic double select's rule.  They are what
-        # tf.clip_by_value computes, called directly: eagerly its Python wrapper (conversions,
-        # a name scope, a shape check) took 80 us against 17 us per op
+        # (what tf.clip_by_value computes, called directly: eagerly its Python wrapper,
+        # conversions, a name scope and a shape check, took 80 us against 17 us per op)
         if lo is None:
             return tf.minimum(x, _constant(hi, x.dtype))
         if hi is None:
             return tf.maximum(x, _constant(lo, x.dtype))
-        lo_c, hi_c = _constant(lo, x.dtype), _constant(hi, x.dtype)
-        if _unrecorded(x):  # no gradient recorded: the one op (its gradient would pass NaN's on)
-            return _CLIP(t=x, clip_value_min=lo_c, clip_value_max=hi_c)
-        return tf.maximum(tf.minimum(x, hi_c), lo_c)
+        return _clipped(x, _constant(lo, x.dtype), _constant(hi, x.dtype))
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         # tf.gather with batch_dims: a plain gather along the last axis whose gradient is a

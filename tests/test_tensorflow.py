@@ -238,6 +238,21 @@ def test_gradient_through_a_variable_under_a_tape(name):
     np.testing.assert_allclose(np.asarray(g_v), np.asarray(g_x), rtol=1e-12, atol=1e-15)
 
 
+def test_importing_the_backend_leaves_tensorflows_runtime_unstarted():
+    """A program may configure TensorFlow's devices after importing unilosses's backend (no
+    tensor is made at import: that would start the runtime)."""
+    import subprocess
+
+    code = ("import tensorflow as tf; import unilosses.backends.tensorflow; "
+            "import unilosses.distributed; cpu = tf.config.list_physical_devices('CPU')[0]; "
+            "tf.config.set_logical_device_configuration("
+            "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+            "print(len(tf.config.list_logical_devices('CPU')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "2", out.stderr[-2000:]
+
+
 def test_variable_dispatches_to_the_tensorflow_adapter():
     from unilosses.backends import adapter_for
 

@@ -100,7 +100,12 @@ def _static_shape(x: Array) -> tuple[Any, ...]:
     return dims if _known(dims) else _Shape(dims, tf.shape(x))
 
 
-_EagerTensor = type(tf.constant(0.0))
+try:  # the eager tensors' type, without making one (that would start TensorFlow's runtime at
+    # import, after which a program can no longer configure its devices)
+    from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
+except ImportError:  # pragma: no cover - another TensorFlow: no eager fast paths
+    class _EagerTensor:  # type: ignore[no-redef]
+        pass
 
 
 def _unrecorded(x: Array) -> bool:

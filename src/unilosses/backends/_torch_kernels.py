@@ -300,13 +300,9 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
             or t.shape != p.shape or t.requires_grad
             or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or tracing(p)):
         return None
-    inside = False
-    if check():
-        extrema = torch.aminmax(p)
-        lo, hi = extrema[0].item(), extrema[1].item()
-        if not (lo >= 0.0 and hi <= 1.0):  # (NaN too) the generic path's error
-            return None
-        inside = bool(lo >= eps and hi <= 1.0 - eps)
+    inside = _probabilities_inside(p, eps, check)
+    if inside is None:  # (NaN too) the generic path's error
+        return None
     if not inside:
         p = torch.clamp(p, eps, 1.0 - eps)
     return _nn.binary_cross_entropy(p, t, None, r)

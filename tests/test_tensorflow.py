@@ -884,6 +884,57 @@ def test_plain_eager_cross_entropy_matches_the_generic_path(monkeypatch, reducti
             call()
 
 
+@pytest.mark.parametrize("label_dtype", [tf.int32, tf.int64])
+def test_plain_eager_in_top_k_matches_the_reference(monkeypatch, label_dtype):
+    """A plain eager in_top_k (float32 scores, CPU) is InTopKV2 itself (``tensorflow.PLAIN``):
+    the float64 reference's answers, and the composition's, with ties straddling the k-th
+    place, NaN and +-inf in a row, and labels out of range; anything else declines to the
+    generic path, which refuses bad arguments with unilosses's errors."""
+    import reference as ref
+    from unilosses.backends import tensorflow as tf_backend
+    served = []
+    real = tf_backend.PLAIN["in_top_k"]
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        out = real(*a)
+        served.append(out is not None)
+        return out
+
+    monkeypatch.setitem(tf_backend.PLAIN, "in_top_k", spy)
+    unilosses.mse(tf.zeros(1), tf.zeros(1))  # (a first call loads the adapter, generically)
+    s = rng.integers(0, 4, (40, 6)).astype(np.float32)  # many ties
+    s[1, 2], s[2, 0], s[3, 5] = np.nan, np.inf, -np.inf
+    y = rng.integers(0, 6, 40)
+    y[1:4] = [0, 1, 5]
+    y[4], y[5] = -1, 6
+    scores, labels = tf.constant(s), tf.constant(y, dtype=label_dtype)
+    for k in (1, 2, 5, 6):
+        got = unilosses.in_top_k(scores, labels, k=k)
+        assert served[-1] and got.dtype == tf.bool and got.shape == (40,)
+        np.testing.assert_array_equal(np.asarray(got), ref.in_top_k(s, y, k))
+        with monkeypatch.context() as m:
+            m.delitem(tf_backend.PLAIN, "in_top_k")
+            m.delitem(tf_backend._tf_kernels.KERNELS, "in_top_k")
+            composed = unilosses.in_top_k(scores, labels, k=k)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(composed))
+    served.clear()
+    declined = [lambda: unilosses.in_top_k(tf.cast(scores, tf.float64), labels, k=2),
+                lambda: unilosses.in_top_k(scores, labels, k=np.int64(2)),
+                lambda: unilosses.in_top_k(scores, tf.cast(labels, tf.uint8), k=2)]
+    for call in declined:
+        np.testing.assert_array_equal(np.asarray(call()), ref.in_top_k(s, y, 2))
+    assert not any(served)
+    with pytest.raises(TypeError, match="two frameworks"):
+        unilosses.in_top_k(s, labels, k=2)
+    for call, match in [
+            (lambda: unilosses.in_top_k(scores, labels, k=0), "k"),
+            (lambda: unilosses.in_top_k(scores, labels[:39], k=1), "shape"),
+            (lambda: unilosses.in_top_k(tf.reshape(scores, (40, 2, 3)), labels, k=1), "shape"),
+            (lambda: unilosses.in_top_k(scores, labels, k=2**24 + 1), "k")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adapter_log1p_under_xla_is_compensated_to_log1ps_precision(dtype):
     """Under XLA the adapter's log1p is log(u) - ((u - 1) - x) / u with u = 1 + x (faster

@@ -519,8 +519,28 @@ def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: A
     return loss if op is None else _eager_reduce(op, loss, None, False)
 
 
+_IN_TOP_K = tf.raw_ops.InTopKV2
+
+
+def _plain_in_top_k(x: Array, labels: Array, k: Any) -> Array | None:
+    """``in_top_k`` on a plain eager call: the op itself on float32 scores (N, classes) on the
+    CPU and int32/int64 labels (N,), whose ``tf.math`` wrapper and the generic path's checks
+    cost more than the op on small inputs.  The op's rules are in_top_k's (ties in the
+    label's favour; a non-finite score in the row, or a label out of range, False), as the
+    generic path, which calls the op too, relies on."""
+    if (type(k) is not int or not 1 <= k <= 1 << 24
+            or type(x) is not _EagerTensor or type(labels) is not _EagerTensor
+            or x.dtype != tf.float32 or x.shape.rank != 2 or x.shape.num_elements() == 0
+            or (labels.dtype != tf.int32 and labels.dtype != tf.int64)
+            or labels.shape.rank != 1 or labels.shape[0] != x.shape[0]
+            or "CPU" not in x.device or "CPU" not in labels.device):
+        return None
+    return _IN_TOP_K(predictions=x, targets=labels, k=_constant(k, labels.dtype))
+
+
 #: whole-loss kernels for plain eager calls (see ``Adapter.plain``)
-PLAIN: dict[str, Any] = {"cross_entropy_with_logits": _plain_cross_entropy}
+PLAIN: dict[str, Any] = {"cross_entropy_with_logits": _plain_cross_entropy,
+                         "in_top_k": _plain_in_top_k}
 
 
 class TensorflowAdapter(Adapter):

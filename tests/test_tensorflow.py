@@ -888,6 +888,44 @@ def test_plain_eager_cross_entropy_matches_the_generic_path(monkeypatch, reducti
             call()
 
 
+def test_eager_where_equals_tf_where_in_value_and_gradients(monkeypatch):
+    """Eagerly on small inputs the namespace's ``where`` is the op ``Select`` where every
+    argument has the condition's shape (Python numbers made constants of it): tf.where's
+    values and first and second derivatives, with inf and NaN in the branch not taken, and
+    tf.where itself for broadcasting arguments."""
+    from unilosses.backends import tensorflow as tf_backend
+    selects = []
+    real = tf_backend._SELECT
+    monkeypatch.setattr(tf_backend, "_SELECT", lambda **kw: selects.append(1) or real(**kw))
+    xp = unilosses.backends.adapter_named("tensorflow").xp
+    a = rng.standard_normal((3, 4))
+    a[0, 0], a[1, 1] = np.inf, np.nan
+    b = rng.standard_normal((3, 4))
+    x, y = tf.constant(a), tf.constant(b)
+    c = tf.constant(rng.random((3, 4)) > 0.5)
+    cases = [((c, x, y), 1), ((c, x, 2.5), 1), ((c, 0, y), 1), ((c[0, 0], x[0, 0], -1.0), 1),
+             ((c[0], x, y), 0), ((c, x, y[0]), 0), ((c, x, tf.constant(1.0, tf.float64)), 0)]
+    for args, took in cases:
+        selects.clear()
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch([x, y])
+            with tf.GradientTape(persistent=True) as tape:
+                tape.watch([x, y])
+                ours = xp.where(*args)
+                theirs = tf.where(*args)
+                lo, lt = (tf.reduce_sum(v * v * v) for v in (ours, theirs))
+            go, gt = tape.gradient(lo, [x, y]), tape.gradient(lt, [x, y])
+            so, st = (sum((tf.reduce_sum(g) for g in gs if g is not None), tf.zeros([], tf.float64))
+                      for gs in (go, gt))
+        assert len(selects) == took
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+        for u, v in list(zip(go, gt)) + list(zip(outer.gradient(so, [x, y]),
+                                                 outer.gradient(st, [x, y]))):
+            assert (u is None) == (v is None)
+            if u is not None:
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
 @pytest.mark.parametrize("label_dtype", [tf.int32, tf.int64])
 def test_plain_eager_in_top_k_matches_the_reference(monkeypatch, label_dtype):
     """A plain eager in_top_k (float32 scores, CPU) is InTopKV2 itself (``tensorflow.PLAIN``):

@@ -330,8 +330,16 @@ def _plain_cases(dtype):  # type: ignore[no-untyped-def]
     tied = t.clone()
     tied[3, :2] = torch.sigmoid(x[3, :2])
     tied[3, 2:4] = clipped[3, 2:4]
+    # finite logits: where a gradient is wanted, read instead of clamped (_plain_finite)
+    xf = x.clone()
+    xf[0, 2:4] = torch.tensor([30.0, -30.0], dtype=dtype)
     focal, focal_p = unilosses.binary_focal_loss_with_logits, unilosses.binary_focal_loss
     return [("binary_focal_loss_with_logits", focal, x, tied, {}),
+            ("binary_focal_loss_with_logits", focal, xf, tied, {"alpha": 0.5}),
+            ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
+             xf, t, {}),
+            ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
+             xf, y, {}),
             ("binary_focal_loss_with_logits", focal, x, tied, {"alpha": None, "gamma": 1.0}),
             ("binary_focal_loss_with_logits", focal, x, tied, {"alpha": 0, "gamma": 0}),
             ("binary_focal_loss", focal_p, clipped, tied, {}),
@@ -369,6 +377,37 @@ def test_plain_calls_take_the_plain_kernels_and_match_the_composition(used, redu
         with unilosses.checks(False):  # (probabilities: clipped unread)
             _compare(used, name, f, x, target, reduction=reduction, n=x.numel(), **kw)
         assert used.plain.get(name, 0) == before + 3, name
+
+
+def test_plain_logits_are_read_instead_of_clamped_where_autograd_records_them(used,
+                                                                             monkeypatch):  # type: ignore[no-untyped-def]
+    """A plain call's small logits are clamped (one kernel) unless autograd records them and
+    one read shows every |x| within max/4 (the clamp's backward node costs more than the
+    read); an inf, or no gradient wanted, keeps the clamp.  Values and gradients are the
+    composition's either way (``test_plain_calls_take_the_plain_kernels...``)."""
+    clamps = []
+    real = kernels._clamped
+    monkeypatch.setattr(kernels, "_clamped", lambda a: clamps.append(1) or real(a))
+    finite = _logits(torch.float32, (4, 5))
+    finite[0, :2] = torch.tensor([1e4, -1e4])
+    wild = finite.clone()
+    wild[1, 1] = math.inf
+    y = torch.tensor([0, 2, 4, 1])
+    t = (finite > 0).float()
+    calls = [lambda a: unilosses.sparse_categorical_cross_entropy_with_logits(a, y),
+             lambda a: unilosses.binary_cross_entropy_with_logits(a, t),
+             lambda a: unilosses.binary_focal_loss_with_logits(a, t)]
+    for f in calls:
+        for x, grad, clamped in ((finite, True, False), (wild, True, True),
+                                 (finite, False, True)):
+            clamps.clear()
+            x = x.clone().requires_grad_(grad)
+            f(x)
+            assert clamps == ([1] if clamped else [])
+        with torch.no_grad():
+            clamps.clear()
+            f(finite.clone().requires_grad_())
+            assert clamps == [1]
 
 
 def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped-def]

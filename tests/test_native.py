@@ -147,10 +147,18 @@ def test_rmse_takes_its_plain_kernel_or_the_mse_kernel(used, dtype):  # type: ig
     x = t.clone().requires_grad_(True)  # zero error: the safe sqrt's gradient is 0, not NaN
     (g,) = torch.autograd.grad(unilosses.rmse(x, t), x)
     assert used.plain["rmse"] == 3 and torch.equal(g, torch.zeros_like(t))
+    (h,) = torch.autograd.grad(torch.autograd.grad(unilosses.rmse(x, t), x, create_graph=True)[0]
+                               .sum(), x)  # (and the curvature there: the safe form's, 0)
+    assert torch.equal(h, torch.zeros_like(t))
+    for grad in (False, True):  # a NaN error is NaN, not an RMSE of 0
+        nan = p.clone()
+        nan[0] = math.nan
+        assert bool(torch.isnan(unilosses.rmse(nan.requires_grad_(grad), t)))
+    assert used.plain["rmse"] == 6
     # mixed dtypes (cast first) and float16 decline: the generic path and its mse kernel
     other = torch.float64 if dtype == torch.float32 else torch.float32
     _compare(used, "mse", lambda a, b, reduction: unilosses.rmse(a, b), p, t.to(other), n=1000)
-    assert used.plain["rmse"] == 3
+    assert used.plain["rmse"] == 6
 
 
 def test_the_gradient_at_a_tie_is_zero_on_the_kernel_path(used):  # type: ignore[no-untyped-def]

@@ -37,6 +37,16 @@ def test_stable_extras(xp):
     assert_close(xp, ops.safe_pow(ops.safe_abs(x), 0.5), np.abs(X) ** 0.5, "float64")
 
 
+def test_safe_powers_keep_nan(xp):
+    """``safe_sqrt`` and ``safe_pow`` are 0 at 0 and NaN at NaN: a NaN is not hidden as 0
+    (an RMSE of a NaN error is NaN)."""
+    a = np.array([np.nan, 0.0, 4.0, np.inf])
+    assert_close(xp, ops.safe_sqrt(xp.asarray(a)), np.sqrt(a), "float64")
+    assert_close(xp, ops.safe_pow(xp.asarray(a), 1.5), a ** 1.5, "float64")
+    out = unilosses.rmse(xp.asarray([np.nan, 1.0]), xp.asarray([0.0, 0.0]))
+    assert np.isnan(xp.to_numpy(out))
+
+
 def test_fused_arithmetic(xp):
     # the adapters' a + k b c and a + b y (torch: one kernel each, addcmul and rsub)
     rng = np.random.default_rng(5)

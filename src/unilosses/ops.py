@@ -17,7 +17,8 @@ Guarantees, on every backend:
 * ``clip``: gradient exactly 1 on the closed interval ``[lo, hi]`` and 0 outside, identical on
   every backend (``clamp``/``maximum`` split ties differently).
 * ``safe_abs``: ``|x|`` with gradient 0 at 0 (JAX's ``abs`` takes 1 there, torch's 0).
-* ``safe_sqrt``: ``sqrt(x)`` for ``x >= 0`` with gradient 0 at 0 instead of ``inf``.
+* ``safe_sqrt``: ``sqrt(x)`` for ``x >= 0`` with gradient 0 at 0 instead of ``inf`` (NaN
+  stays NaN, as it does in ``safe_pow``).
 * ``safe_pow``: ``a ** p`` for ``a >= 0`` with gradient 0 at 0 for every ``p > 0`` and
   ``0 ** 0 == 1``.
 

@@ -182,16 +182,18 @@ class Adapter:
         return x * self.xp.sign(x)
 
     def safe_sqrt(self, x: Array) -> Array:
-        """sqrt(x) for x >= 0 with gradient 0 at 0 (not inf, which times 0 is NaN)."""
-        positive = x > 0
-        return self.where(positive, self.xp.sqrt(self.where(positive, x, 1.0)), 0.0)
+        """sqrt(x) for x >= 0 with gradient 0 at 0 (not inf, which times 0 is NaN); NaN stays
+        NaN (the test is ``x <= 0``, which NaN fails: an error of NaN is not an RMSE of 0)."""
+        low = x <= 0
+        return self.where(low, 0.0, self.xp.sqrt(self.where(low, 1.0, x)))
 
     def safe_pow(self, a: Array, p: float) -> Array:
-        """a ** p for a >= 0 with gradient 0 at 0 for every p > 0, and 0 ** 0 == 1."""
+        """a ** p for a >= 0 with gradient 0 at 0 for every p > 0, and 0 ** 0 == 1; NaN stays
+        NaN."""
         if p == 0:
             return self.xp.ones_like(a)
-        positive = a > 0
-        return self.where(positive, self.where(positive, a, 1.0) ** p, 0.0)
+        low = a <= 0
+        return self.where(low, 0.0, self.where(low, 1.0, a) ** p)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         return self.xp.take_along_axis(x, indices, axis=axis)

@@ -367,16 +367,18 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
 
 
 def plain_rmse(p: Array, t: Array) -> Array | None:
-    """``sqrt(mse)``; where a gradient is wanted, the safe square root (gradient 0 at 0)."""
+    """``sqrt(mse)``, but at a zero error where a gradient is wanted: there sqrt's slope is
+    infinite, and the safe square root's gradient 0 (``m * 0``: the same value and
+    derivatives).  The 0-d mean is read to tell (its two selects cost more: forward+backward
+    on 16 elements 1.40x ``sqrt(mse_loss)``'s time, 1.05x read)."""
     if (type(p) is not _Tensor or type(t) is not _Tensor or t.dtype != p.dtype
             or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu or t.shape != p.shape
             or p.numel() == 0 or tracing(p)):
         return None
     m = _nn.mse_loss(p, t, 1)
-    if (p.requires_grad or t.requires_grad) and torch.is_grad_enabled():
-        positive = m > 0
-        return torch.where(positive, torch.sqrt(torch.where(positive, m, 1.0)), 0.0)
-    return torch.sqrt(m)  # (the same value, in one op)
+    if (p.requires_grad or t.requires_grad) and torch.is_grad_enabled() and m.item() <= 0:
+        return m * 0.0
+    return torch.sqrt(m)
 
 
 def plain_in_top_k(x: Array, labels: Array, k: Any) -> Array | None:

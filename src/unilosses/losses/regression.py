@@ -66,7 +66,8 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
 
     The square root is taken through a safe branch: at zero error its gradient is 0 (the
     derivative of ``sqrt`` at 0 is infinite, and ``0 * inf`` would give NaN), the same choice
-    ``l1_loss`` makes at its kink.  A fully masked RMSE is 0.
+    ``l1_loss`` makes at its kink.  A fully masked RMSE is 0; a NaN among the errors gives
+    NaN.
 
     Peers: ``keras.metrics.RootMeanSquaredError`` (a metric, no gradient convention).
 

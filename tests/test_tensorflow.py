@@ -926,6 +926,64 @@ def test_eager_where_equals_tf_where_in_value_and_gradients(monkeypatch):
                 np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_eager_bce_with_logits_matches_the_generic_path(monkeypatch, reduction, dtype):
+    """Outside a tape, a plain eager BCE with logits (CPU, below 2^16 elements, any rank) is the
+    generic path's formula as the ops themselves after the clip (``tensorflow.PLAIN``): the
+    generic path's values and the float64 reference's at +-inf, +-1e4, 0 and soft and hard
+    targets.  Under a tape, with smoothing or mixed dtypes it declines to the generic path,
+    which refuses bad arguments with unilosses's errors."""
+    import reference as ref
+    from unilosses.backends import tensorflow as tf_backend
+    served = []
+    name = "binary_cross_entropy_with_logits"
+    real = tf_backend.PLAIN[name]
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        out = real(*a)
+        served.append(out is not None)
+        return out
+
+    monkeypatch.setitem(tf_backend.PLAIN, name, spy)
+    unilosses.mse(tf.zeros(1), tf.zeros(1))  # (a first call loads the adapter, generically)
+    x = (3.0 * rng.standard_normal((4, 5))).astype(dtype)
+    x[0] = [np.inf, -np.inf, 1e4, -1e4, 0.0]
+    t = rng.random((4, 5)).astype(dtype)
+    t[1] = t[1] > 0.5
+    f = unilosses.binary_cross_entropy_with_logits
+    bound = np.finfo(dtype).max / 4
+    expected = ref.reduce(ref.bce_logits(np.clip(x, -bound, bound), t)[0],
+                          "mean" if reduction == "weighted_mean" else reduction)
+    for shape in ((4, 5), (20,), (2, 2, 5)):
+        xs, ts = tf.reshape(tf.constant(x), shape), tf.reshape(tf.constant(t), shape)
+        got = f(xs, ts, reduction=reduction)
+        assert served[-1]
+        with monkeypatch.context() as m:
+            m.delitem(tf_backend.PLAIN, name)
+            want = f(xs, ts, reduction=reduction)
+        assert got.dtype == want.dtype == xs.dtype and got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), **tolerance(dtype))
+        np.testing.assert_allclose(np.asarray(got).reshape(np.shape(expected)), expected,
+                                   **tolerance(dtype))
+    served.clear()
+    xt, tt = tf.constant(x), tf.constant(t)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        f(xt, tt, reduction=reduction)
+    declined = [lambda: f(xt, tt, label_smoothing=0.1, reduction=reduction),
+                lambda: f(xt, tf.cast(tt, tf.float16), reduction=reduction),
+                lambda: f(xt, tt, pos_weight=2.0, reduction=reduction)]
+    for call in declined:
+        call()
+    assert not any(served)
+    for call, match in [(lambda: f(xt, tt[:3], reduction=reduction), "shape"),
+                        (lambda: f(xt, tt, reduction="avg"), "reduction"),
+                        (lambda: f(xt, tt, label_smoothing=1.5), "label_smoothing")]:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
 @pytest.mark.parametrize("label_dtype", [tf.int32, tf.int64])
 def test_plain_eager_in_top_k_matches_the_reference(monkeypatch, label_dtype):
     """A plain eager in_top_k (float32 scores, CPU) is InTopKV2 itself (``tensorflow.PLAIN``):

@@ -204,22 +204,21 @@ def _scalar_like(value: Any, other: Any) -> Any:
 
 _SELECT = tf.raw_ops.Select
 
-#: eager constants of a Python number in a small shape, by (value, sign, dtype, shape)
+#: eager constants of a Python number in a small shape, by (value, sign, dtype, shape): at
+#: most 128 of at most 4096 elements (4 MB in float64), whatever shapes a program passes
 _FILLED: dict[tuple[Any, float, Any, tuple[int, ...]], Array] = {}
 
 
 def _filled(value: Any, dtype: Any, shape: tuple[int, ...]) -> Array | None:
-    if type(value) is not float and type(value) is not int:
+    if (type(value) is not float and type(value) is not int) or value != value:
         return None
     if not shape:
         return _constant(value, dtype)
     key = (value, math.copysign(1.0, value), dtype, shape)
     c = _FILLED.get(key)
     if c is None:
-        if value != value:
-            return None
-        c = tf.fill(shape, tf.constant(value, dtype=dtype))
-        if len(_FILLED) < 256:
+        c = tf.fill(shape, _constant(value, dtype))
+        if len(_FILLED) < 128 and math.prod(shape) <= 4096:
             _FILLED[key] = c
     return c
 
@@ -586,6 +585,35 @@ def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: A
     return loss if op is None else _eager_reduce(op, loss, None, False)
 
 
+_RELU, _SIGN, _EXP, _LOG1P = tf.raw_ops.Relu, tf.raw_ops.Sign, tf.raw_ops.Exp, tf.raw_ops.Log1p
+_ADD, _SUB, _MUL = tf.raw_ops.AddV2, tf.raw_ops.Sub, tf.raw_ops.Mul
+
+
+def _plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
+                           reduction: Any) -> Array | None:
+    """BCE with logits on a plain eager call that no tape records (targets of the logits'
+    shape and dtype, on the CPU, below _BOUND_CHECK_MIN elements, no smoothing): the generic
+    path's formula, ``(H(x) - t) x + log1p(exp(x - 2 relu(x)))`` with ``H = sign(relu(x))``,
+    on the clipped logits, as the ops themselves (``tf.raw_ops``): its wrappers and the
+    generic path's checks cost more than the ops on small inputs.  Under a tape the generic
+    path's closed-form gradient is the faster, and it is left to that."""
+    ls = label_smoothing
+    if (type(reduction) is not str or reduction not in _PLAIN_REDUCE
+            or (type(ls) is not float and type(ls) is not int) or ls != 0
+            or type(x) is not _EagerTensor or type(t) is not _EagerTensor
+            or x.dtype not in _LOGIT_BOUNDS or t.dtype != x.dtype or t.shape != x.shape
+            or not 0 < x.shape.num_elements() < _BOUND_CHECK_MIN or "CPU" not in x.device
+            or not _unrecorded(x) or not _unrecorded(t)):
+        return None
+    bound = _LOGIT_BOUNDS[x.dtype]
+    xc = _clipped(x, _constant(-bound, x.dtype), _constant(bound, x.dtype))
+    r = _RELU(features=xc)
+    sp = _LOG1P(x=_EXP(x=_SUB(x=xc, y=_ADD(x=r, y=r))))  # (r + r: 2 r exactly)
+    loss = _ADD(x=_MUL(x=_SUB(x=_SIGN(x=r), y=t), y=xc), y=sp)
+    op = _PLAIN_REDUCE[reduction]
+    return loss if op is None else _eager_reduce(op, loss, None, False)
+
+
 _IN_TOP_K = tf.raw_ops.InTopKV2
 
 
@@ -607,6 +635,7 @@ def _plain_in_top_k(x: Array, labels: Array, k: Any) -> Array | None:
 
 #: whole-loss kernels for plain eager calls (see ``Adapter.plain``)
 PLAIN: dict[str, Any] = {"cross_entropy_with_logits": _plain_cross_entropy,
+                         "binary_cross_entropy_with_logits": _plain_bce_with_logits,
                          "in_top_k": _plain_in_top_k}
 
 

@@ -825,6 +825,23 @@ def test_eager_take_along_axis_gradient_under_a_tape(monkeypatch, shape, indices
     assert taken == [1]
 
 
+def _spy_plain(monkeypatch, name):  # type: ignore[no-untyped-def]
+    """Record, per call of the TensorFlow plain kernel ``name``, whether it served the call
+    (True) or declined (False); the adapter loaded first (its first call is generic)."""
+    from unilosses.backends import tensorflow as tf_backend
+    served = []
+    real = tf_backend.PLAIN[name]
+
+    def spy(*a):  # type: ignore[no-untyped-def]
+        out = real(*a)
+        served.append(out is not None)
+        return out
+
+    monkeypatch.setitem(tf_backend.PLAIN, name, spy)
+    unilosses.mse(tf.zeros(1), tf.zeros(1))
+    return served
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plain_eager_cross_entropy_matches_the_generic_path(monkeypatch, reduction, dtype):
@@ -833,16 +850,7 @@ def test_plain_eager_cross_entropy_matches_the_generic_path(monkeypatch, reducti
     +-1e4, for int32/int64 labels and smoothed soft targets; anything else declines to the
     generic path, which refuses bad arguments with unilosses's errors."""
     from unilosses.backends import tensorflow as tf_backend
-    served = []
-    real = tf_backend.PLAIN["cross_entropy_with_logits"]
-
-    def spy(*a):  # type: ignore[no-untyped-def]
-        out = real(*a)
-        served.append(out is not None)
-        return out
-
-    monkeypatch.setitem(tf_backend.PLAIN, "cross_entropy_with_logits", spy)
-    unilosses.mse(tf.zeros(1), tf.zeros(1))  # (a first call loads the adapter, generically)
+    served = _spy_plain(monkeypatch, "cross_entropy_with_logits")
     x = 3.0 * rng.standard_normal((4, 5)).astype(dtype)
     x[0, :3] = [np.inf, -np.inf, 1e4]
     x = tf.constant(x)
@@ -936,17 +944,8 @@ def test_plain_eager_bce_with_logits_matches_the_generic_path(monkeypatch, reduc
     which refuses bad arguments with unilosses's errors."""
     import reference as ref
     from unilosses.backends import tensorflow as tf_backend
-    served = []
     name = "binary_cross_entropy_with_logits"
-    real = tf_backend.PLAIN[name]
-
-    def spy(*a):  # type: ignore[no-untyped-def]
-        out = real(*a)
-        served.append(out is not None)
-        return out
-
-    monkeypatch.setitem(tf_backend.PLAIN, name, spy)
-    unilosses.mse(tf.zeros(1), tf.zeros(1))  # (a first call loads the adapter, generically)
+    served = _spy_plain(monkeypatch, name)
     x = (3.0 * rng.standard_normal((4, 5))).astype(dtype)
     x[0] = [np.inf, -np.inf, 1e4, -1e4, 0.0]
     t = rng.random((4, 5)).astype(dtype)
@@ -992,16 +991,7 @@ def test_plain_eager_in_top_k_matches_the_reference(monkeypatch, label_dtype):
     generic path, which refuses bad arguments with unilosses's errors."""
     import reference as ref
     from unilosses.backends import tensorflow as tf_backend
-    served = []
-    real = tf_backend.PLAIN["in_top_k"]
-
-    def spy(*a):  # type: ignore[no-untyped-def]
-        out = real(*a)
-        served.append(out is not None)
-        return out
-
-    monkeypatch.setitem(tf_backend.PLAIN, "in_top_k", spy)
-    unilosses.mse(tf.zeros(1), tf.zeros(1))  # (a first call loads the adapter, generically)
+    served = _spy_plain(monkeypatch, "in_top_k")
     s = rng.integers(0, 4, (40, 6)).astype(np.float32)  # many ties
     s[1, 2], s[2, 0], s[3, 5] = np.nan, np.inf, -np.inf
     y = rng.integers(0, 6, 40)

@@ -790,20 +790,26 @@ def test_namespace_extras_for_the_closed_forms():
                                   np.minimum(a, 0.5))
 
 
-@pytest.mark.parametrize("shape,indices", [
-    ((4, 5), [[1], [4], [0], [4]]),  # a pick, as the losses take it
-    ((2, 3, 5), [[[0, 4], [1, 1], [2, 3]], [[4, 4], [0, 0], [3, 1]]]),  # repeated indices
+@pytest.mark.parametrize("shape,indices,way", [
+    ((4, 5), [[1], [4], [0], [4]], "_watched_pick"),  # a pick, as the losses take it
+    ((2, 3, 5), [[[0], [1], [4]], [[4], [0], [3]]], "_watched_pick"),
+    ((2, 3, 5), [[[0, 4], [1, 1], [2, 3]], [[4, 4], [0, 0], [3, 1]]],  # repeated indices
+     "_watched_gather"),
 ])
-def test_eager_take_along_axis_gradient_under_a_tape(monkeypatch, shape, indices):
-    """Eagerly, under a tape, the gather's gradient is a select of the picked entries
-    (``_watched_gather``): the same as TensorFlow's scatter, for a cotangent with inf and
-    NaN (the other entries stay 0), repeated indices (summed), and differentiated again."""
+def test_eager_take_along_axis_gradient_under_a_tape(monkeypatch, shape, indices, way):
+    """Eagerly, under a tape, the gather's gradient is a select of the picked entries (one
+    index per row, on small inputs: a masked select and a row sum, ``_watched_pick``;
+    otherwise ``_watched_gather``): the same as TensorFlow's scatter, for a cotangent with
+    inf and NaN and a NaN among the entries not picked (the others stay 0), repeated indices
+    (summed), and differentiated again."""
     from unilosses.backends import tensorflow as tf_backend
     taken = []
-    real = tf_backend._watched_gather
-    monkeypatch.setattr(tf_backend, "_watched_gather", lambda *a: taken.append(1) or real(*a))
+    real = getattr(tf_backend, way)
+    monkeypatch.setattr(tf_backend, way, lambda *a: taken.append(1) or real(*a))
     ad = unilosses.backends.adapter_named("tensorflow")
-    x = tf.constant(rng.standard_normal(shape))
+    v = rng.standard_normal(shape)
+    v[(0,) * (len(shape) - 1) + (2,)] = np.nan  # (not picked in any case)
+    x = tf.constant(v)
     i = tf.constant(indices, dtype=tf.int64)
     w = rng.standard_normal(np.shape(indices))
     w.flat[0], w.flat[1] = np.inf, np.nan

@@ -396,6 +396,29 @@ def _watched_gather(x: Array, indices: Array) -> Any:
     return out, grad
 
 
+#: eager rows of class indices, 0 .. C - 1, by (C, dtype)
+_CLASSES: dict[tuple[int, Any], Array] = {}
+
+
+def _watched_pick(x: Array, indices: Array) -> Array:
+    """``take_along_axis`` of one index per row (``indices`` (..., 1)) of a small ``x`` that a
+    tape records: the row's entries selected under the mask ``classes == index`` and summed
+    along it.  The gradients, a select and a broadcast, give the picked entry the cotangent
+    and the others 0 whatever it holds, as :func:`_watched_gather`, whose custom gradient
+    costs more Python on small inputs (sparse CE on probabilities, 16 elements, with
+    backward: the pick 3.4 ms against 2.2 here, in one interleaved timing).  An index out of
+    range picks 0 (the losses pass clamped labels)."""
+    key = (x.shape[-1], indices.dtype)
+    classes = _CLASSES.get(key)
+    if classes is None:
+        classes = tf.range(key[0], dtype=indices.dtype)
+        if len(_CLASSES) < 64:
+            _CLASSES[key] = classes
+    zeros = _filled(0, x.dtype, tuple(x.shape))
+    picked = _SELECT(condition=tf.raw_ops.Equal(x=classes, y=indices), x=x, y=zeros)
+    return _eager_reduce(tf.raw_ops.Sum, picked, -1, True)
+
+
 class TensorflowNamespace:
     """The array-API functions unilosses uses, over ``tf`` (not a general namespace)."""
 
@@ -766,6 +789,8 @@ class TensorflowAdapter(Adapter):
             out = self.take_along_axis(tf.transpose(x, perm), tf.transpose(indices, perm), -1)
             return tf.transpose(out, back)
         if x.dtype.is_floating and _watched(x):
+            if indices.shape[-1] == 1 and x.shape.num_elements() < _BOUND_CHECK_MIN:
+                return _watched_pick(x, indices)
             return _watched_gather(x, indices)
         return tf.gather(x, indices, axis=rank - 1, batch_dims=rank - 1)
 

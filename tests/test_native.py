@@ -821,6 +821,32 @@ def test_known_binary_reads_0_1_labels_only():  # type: ignore[no-untyped-def]
     assert not unilosses.backends.adapter_named("numpy").known_binary(np.array([0.0, 1.0]))
 
 
+@pytest.mark.parametrize("n", [16, kernels._CHECK_MIN], ids=["numpy-read", "torch-read"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type: ignore[no-untyped-def]
+    # small inputs are read through NumPy, large ones through torch: the same test, whose
+    # True means that the clamp to +-max/4 changes nothing
+    root = math.sqrt(torch.finfo(dtype).max)
+    base = torch.linspace(-3.0, 3.0, n, dtype=dtype)
+    assert kernels._bounded(base)
+    assert kernels._bounded(base.clone().requires_grad_(True))
+    assert kernels._bounded(base.reshape(-1, 8 if n == 16 else 256))
+    one = base.clone()
+    one[n // 2] = root * 0.5  # its square is finite
+    assert kernels._bounded(one)
+    for bad in (math.inf, -math.inf, math.nan, root * 2.0, torch.finfo(dtype).max / 4 * 1.5):
+        x = base.clone()
+        x[n // 3] = bad
+        assert not kernels._bounded(x), bad
+        assert not kernels._bounded(x.requires_grad_(True)), bad
+    # not read at all: strided, integer, or off the layout the dot needs
+    assert not kernels._bounded(base.reshape(-1, 2).T)
+    assert not kernels._bounded(torch.arange(n))
+    # float16 (no NumPy read there) goes through torch's dot
+    assert kernels._bounded(base[:16].to(torch.float16))
+    assert not kernels._bounded(torch.full((n,), 300.0, dtype=torch.float16))  # 9e4 > 65504
+
+
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 def test_the_hard_label_form_is_taken_for_0_1_labels_only(monkeypatch, soft):  # type: ignore[no-untyped-def]
     from unilosses.losses import focal

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
@@ -66,6 +67,16 @@ def _bounded(x: Array) -> bool:
     """
     if not x.is_cpu or not x.is_contiguous() or not x.is_floating_point():
         return False
+    if x.dtype in _BOUNDS and x.numel() < _CHECK_MIN:
+        # NumPy's dot of the tensor's own memory (a view, no copy): on small inputs torch's
+        # dispatch of ``dot`` and the ``.item()`` cost more than the product (16 elements:
+        # ~3.6 us against ~6.5)
+        try:
+            a = (x.detach() if x.requires_grad else x).numpy()
+        except RuntimeError:  # (a tensor NumPy cannot view: torch's read below)
+            pass
+        else:
+            return math.isfinite(_vdot(a, a))
     v = x.detach().view(-1)  # (not recorded by autograd)
     # the scalar read back and tested in Python: torch.isfinite on a 0-d tensor is five
     # small ops (abs, ne, mul, eq, a copy), 20-50 us
@@ -73,6 +84,7 @@ def _bounded(x: Array) -> bool:
 
 
 _BOUNDS = {dt: torch.finfo(dt).max / 4 for dt in (torch.float32, torch.float64)}
+_vdot = np.vdot
 
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 

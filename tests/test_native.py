@@ -387,6 +387,29 @@ def test_plain_calls_take_the_plain_kernels_and_match_the_composition(used, redu
         assert used.plain.get(name, 0) == before + 3, name
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_plain_clip_by_cached_bounds_equals_the_clamp_by_numbers(dtype, monkeypatch):  # type: ignore[no-untyped-def]
+    # the bounds as 0-d tensors, cached: values and gradients are those of torch.clamp with
+    # Python floats, at the bounds, beyond them, at +-inf and NaN; bounds first made inside
+    # inference_mode still serve a clamp that autograd records later
+    monkeypatch.setattr(kernels, "_CLIP_BOUNDS", {})
+    big = kernels._BOUNDS[dtype]
+    for lo, hi in ((-big, big), (1e-7, 1.0 - 1e-7)):
+        with torch.inference_mode():
+            kernels._plain_clip(torch.zeros(2, dtype=dtype), lo, hi)
+        x = torch.tensor([lo, hi, lo * 2 - 1, hi * 2, 0.5, math.inf, -math.inf, math.nan,
+                          np.nextafter(lo, 0), np.nextafter(hi, 0)], dtype=dtype)
+        a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        ca, cb = kernels._plain_clip(a, lo, hi), torch.clamp(b, lo, hi)
+        assert ca.dtype == dtype
+        torch.testing.assert_close(ca, cb, rtol=0, atol=0, equal_nan=True)
+        w = torch.arange(1.0, 11.0, dtype=dtype)
+        ga, = torch.autograd.grad((ca.nan_to_num() * w).sum(), a)
+        gb, = torch.autograd.grad((cb.nan_to_num() * w).sum(), b)
+        torch.testing.assert_close(ga, gb, rtol=0, atol=0)
+    assert len(kernels._CLIP_BOUNDS) == 2
+
+
 def test_plain_logits_are_read_instead_of_clamped_where_autograd_records_them(used,
                                                                              monkeypatch):  # type: ignore[no-untyped-def]
     """A plain call's small logits are clamped (one kernel) unless autograd records them and
@@ -394,8 +417,9 @@ def test_plain_logits_are_read_instead_of_clamped_where_autograd_records_them(us
     read); an inf, or no gradient wanted, keeps the clamp.  Values and gradients are the
     composition's either way (``test_plain_calls_take_the_plain_kernels...``)."""
     clamps = []
-    real = kernels._clamped
-    monkeypatch.setattr(kernels, "_clamped", lambda a: clamps.append(1) or real(a))
+    real = kernels._plain_clip
+    monkeypatch.setattr(kernels, "_plain_clip",
+                        lambda a, lo, hi: clamps.append(1) or real(a, lo, hi))
     finite = _logits(torch.float32, (4, 5))
     finite[0, :2] = torch.tensor([1e4, -1e4])
     wild = finite.clone()

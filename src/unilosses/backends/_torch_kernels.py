@@ -111,6 +111,27 @@ def _clamped(x: Array) -> Array:
     return torch.clamp(x, -bound, bound)
 
 
+#: a plain call's clip bounds as 0-d CPU tensors, by (lo, hi, dtype): torch.clamp takes
+#: tensor bounds in about half the time of Python floats (16 elements: ~2.1 us against ~4.0,
+#: interleaved, fastest of 9), which its argument parser converts at every call
+_CLIP_BOUNDS: dict[tuple[float, float, Any], tuple[Array, Array]] = {}
+
+
+def _plain_clip(x: Array, lo: float, hi: float) -> Array:
+    """``torch.clamp(x, lo, hi)`` of a plain call's float32/float64 CPU tensor."""
+    key = (lo, hi, x.dtype)
+    bounds = _CLIP_BOUNDS.get(key)
+    if bounds is None:
+        if len(_CLIP_BOUNDS) >= 64:  # (eps is the user's: keep the cache small)
+            _CLIP_BOUNDS.clear()
+        # ordinary tensors even when first asked inside inference_mode, where the clamp's
+        # backward could not save inference tensors later
+        with torch.inference_mode(False):
+            bounds = (torch.tensor(lo, dtype=x.dtype), torch.tensor(hi, dtype=x.dtype))
+        _CLIP_BOUNDS[key] = bounds
+    return torch.clamp(x, bounds[0], bounds[1])
+
+
 def _plain_finite(x: Array) -> Array:
     """``x`` clamped to +-max/4 (a plain call's small CPU logits), or ``x`` itself where
     autograd records it and one read shows the clamp changes nothing: there the clamp's
@@ -119,7 +140,8 @@ def _plain_finite(x: Array) -> Array:
     cheaper (1.24x against 1.69x)."""
     if x.requires_grad and torch.is_grad_enabled() and _bounded(x):
         return x
-    return _clamped(x)
+    bound = _BOUNDS[x.dtype]
+    return _plain_clip(x, -bound, bound)
 
 
 def _finite(call: Any, x: Array) -> Array:
@@ -328,7 +350,7 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
     if inside is None:  # (NaN too) the generic path's error
         return None
     if not inside:
-        p = torch.clamp(p, eps, 1.0 - eps)
+        p = _plain_clip(p, eps, 1.0 - eps)
     return _nn.binary_cross_entropy(p, t, None, r)
 
 
@@ -349,7 +371,7 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
-    q = torch.clamp(p / p.sum(1, keepdim=True), eps, 1.0 - eps)
+    q = _plain_clip(p / p.sum(1, keepdim=True), eps, 1.0 - eps)
     try:
         return _nn.nll_loss(torch.log(q), labels, None, r, _NO_INDEX)
     except IndexError:
@@ -371,7 +393,7 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
-    log_q = torch.log(torch.clamp(p / p.sum(1, keepdim=True), eps, 1.0 - eps))
+    log_q = torch.log(_plain_clip(p / p.sum(1, keepdim=True), eps, 1.0 - eps))
     if r == 0:
         return torch.mul(t, log_q).sum(1).neg()
     total = torch.dot(t.reshape(-1), log_q.reshape(-1))
@@ -499,7 +521,7 @@ def _probability_terms(p: Array, t: Array, alpha: float | None, inside: bool,
                        eps: float) -> tuple[Array, Array, float]:
     """As :func:`_logit_terms`, for probabilities: logs of ``p`` clipped to [eps, 1 - eps]
     (unless ``inside``), ``m`` of ``p`` itself."""
-    pc = p if inside else torch.clamp(p, eps, 1.0 - eps)
+    pc = p if inside else _plain_clip(p, eps, 1.0 - eps)
     a, b = t * torch.log(pc), (1.0 - t) * torch.log1p(-pc)
     ce = a + b if alpha is None else torch.add(a * alpha, b, alpha=1.0 - alpha)
     return t - p, ce, -1.0

@@ -388,11 +388,12 @@ def test_plain_calls_take_the_plain_kernels_and_match_the_composition(used, redu
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_plain_clip_by_cached_bounds_equals_the_clamp_by_numbers(dtype, monkeypatch):  # type: ignore[no-untyped-def]
-    # the bounds as 0-d tensors, cached: values and gradients are those of torch.clamp with
-    # Python floats, at the bounds, beyond them, at +-inf and NaN; bounds first made inside
-    # inference_mode still serve a clamp that autograd records later
-    monkeypatch.setattr(kernels, "_CLIP_BOUNDS", {})
+def test_plain_constants_as_cached_tensors_equal_python_numbers(dtype, monkeypatch):  # type: ignore[no-untyped-def]
+    # plain calls pass their constants as cached 0-d tensors: values and gradients are those
+    # of the same op with Python numbers, bit for bit (the clip at and beyond its bounds,
+    # +-inf and NaN; products, differences, selects, comparisons); constants first made
+    # inside inference_mode still serve ops that autograd records later
+    monkeypatch.setattr(kernels, "_CONSTANTS", {})
     big = kernels._BOUNDS[dtype]
     for lo, hi in ((-big, big), (1e-7, 1.0 - 1e-7)):
         with torch.inference_mode():
@@ -407,7 +408,15 @@ def test_plain_clip_by_cached_bounds_equals_the_clamp_by_numbers(dtype, monkeypa
         ga, = torch.autograd.grad((ca.nan_to_num() * w).sum(), a)
         gb, = torch.autograd.grad((cb.nan_to_num() * w).sum(), b)
         torch.testing.assert_close(ga, gb, rtol=0, atol=0)
-    assert len(kernels._CLIP_BOUNDS) == 2
+    assert len(kernels._CONSTANTS) == 4
+    c = kernels._const
+    x = torch.randn(1000, dtype=dtype, generator=torch.Generator().manual_seed(5)) * 10
+    keep = x > 0
+    for got, want in ((x * c(0.1, dtype), x * 0.1), (torch.sub(c(1.0, dtype), x), 1.0 - x),
+                      (torch.where(keep, x, c(0.5, dtype)), torch.where(keep, x, 0.5)),
+                      (torch.lt(x, c(3, dtype)), x < 3), (x * c(-1.0 / 7, dtype), x * (-1.0 / 7))):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_plain_logits_are_read_instead_of_clamped_where_autograd_records_them(used,

@@ -88,6 +88,28 @@ def test_labels_must_be_integer(xp):
             xp.asarray(P), xp.asarray(np.zeros(2, np.int64)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("labels", [np.int64, np.int32])
+def test_the_wrong_kind_of_target_is_refused_on_every_path(xp, dtype, labels):
+    # the sparse and the categorical loss share the plain kernels of torch and TensorFlow,
+    # tried from an adapter's second call on: integer labels given to the categorical loss,
+    # or one-hot targets to the sparse one, are still refused there, not taken as the other
+    x = xp.asarray(np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]], dtype))
+    y = xp.asarray(np.array([0, 1], labels))
+    one_hot = xp.asarray(np.eye(3, dtype=dtype)[[0, 1]])
+    unilosses.mse(x, x)
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"`targets` has shape \(2,\)"):
+            unilosses.categorical_cross_entropy_with_logits(x, y)
+        with pytest.raises(TypeError, match="`labels` must hold integer class indices"):
+            unilosses.sparse_categorical_cross_entropy_with_logits(x, one_hot)
+    # and each takes its own kind: the float64 reference, log-sum-exp minus the label's logit
+    rows = np.array([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    want = np.mean(np.log(np.exp(rows).sum(1)) - [3.0, 5.0])
+    for got in (unilosses.sparse_categorical_cross_entropy_with_logits(x, y),
+                unilosses.categorical_cross_entropy_with_logits(x, one_hot)):
+        assert abs(float(np.asarray(got)) - want) <= 8 * np.finfo(dtype).eps * want
+
 def test_anchor_state_shape(xp):
     x = xp.asarray(np.zeros((2, 5, 3)))
     with pytest.raises(ValueError, match=r"`anchor_state` has shape \(2, 4\).*\(2, 5\)"):

@@ -311,10 +311,12 @@ def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
 
 
 def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
-                        reduction: str) -> Array | None:
-    """Integer labels (int64, one per row) or probability targets (x's shape and dtype), the
-    classes along the last axis of a 2-D ``x``.  An out-of-range label makes torch raise on
-    the CPU: the generic path then gives unilosses's error (or clamps it, checks off)."""
+                        reduction: str, sparse: bool) -> Array | None:
+    """Integer labels (int64, one per row) where ``sparse`` (the sparse loss), else
+    probability targets (x's shape and dtype), the classes along the last axis of a 2-D
+    ``x``.  An out-of-range label makes torch raise on the CPU: the generic path then gives
+    unilosses's error (or clamps it, checks off); the wrong kind of target for the loss, its
+    error."""
     r = _code(reduction)
     ls = label_smoothing
     if (r is None or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
@@ -322,8 +324,9 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
             or type(targets) is not _Tensor or x.dtype not in _BOUNDS or x.ndim != 2
             or not x.is_cpu or not targets.is_cpu):
         return None
-    if targets.dtype == torch.int64:
-        if targets.ndim != 1 or targets.shape[0] != x.shape[0]:
+    if sparse:
+        if (targets.dtype != torch.int64 or targets.ndim != 1
+                or targets.shape[0] != x.shape[0]):
             return None
     elif targets.dtype != x.dtype or targets.shape != x.shape:
         return None

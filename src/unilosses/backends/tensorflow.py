@@ -568,13 +568,14 @@ _LOGIT_BOUNDS = {dt: float(np.finfo(dt.as_numpy_dtype).max) / 4
 
 
 def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
-                         reduction: Any) -> Array | None:
+                         reduction: Any, sparse: bool) -> Array | None:
     """Cross-entropy with logits on a plain eager call: 2-D logits on the CPU, classes last,
-    below _BOUND_CHECK_MIN elements, int32/int64 labels (one per row) or targets of the
-    logits' shape and dtype; the clip to +-max/4 and the fused op itself.  Tried before any
-    of the generic path's checks (``Adapter.plain``), which on small inputs cost more than the
-    op; anything else declines (None) to the generic path, which converts, checks or refuses
-    it, as it does a label out of range, which the sparse op refuses itself."""
+    below _BOUND_CHECK_MIN elements, int32/int64 labels (one per row, where ``sparse``: the
+    sparse loss) or targets of the logits' shape and dtype (the categorical one); the clip to
+    +-max/4 and the fused op itself.  Tried before any of the generic path's checks
+    (``Adapter.plain``), which on small inputs cost more than the op; anything else declines
+    (None) to the generic path, which converts, checks or refuses it, as it does a label out
+    of range, which the sparse op refuses itself."""
     ls = label_smoothing
     if (type(reduction) is not str or reduction not in _PLAIN_REDUCE
             or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
@@ -583,9 +584,9 @@ def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: A
             or x.dtype not in _LOGIT_BOUNDS or x.shape.rank != 2
             or not 0 < x.shape.num_elements() < _BOUND_CHECK_MIN or "CPU" not in x.device):
         return None
-    sparse = targets.dtype == tf.int32 or targets.dtype == tf.int64
-    if sparse:
-        if ls or targets.shape.rank != 1 or targets.shape[0] != x.shape[0]:
+    if sparse:  # (the sparse loss: integer labels; the categorical one: targets like x)
+        if (ls or (targets.dtype != tf.int32 and targets.dtype != tf.int64)
+                or targets.shape.rank != 1 or targets.shape[0] != x.shape[0]):
             return None
     elif targets.dtype != x.dtype or targets.shape != x.shape:
         return None

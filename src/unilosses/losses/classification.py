@@ -478,7 +478,7 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
     """
     if class_weights is None and weights is None and where is None:
         fused = plain("cross_entropy_with_logits", logits, targets, axis, label_smoothing,
-                      reduction)
+                      reduction, False)
         if fused is not None:
             return fused
     return _categorical(logits, targets, axis, label_smoothing, class_weights, reduction,
@@ -654,7 +654,7 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
     """
     if ignore_index is None and class_weights is None and weights is None and where is None:
         fused = plain("cross_entropy_with_logits", logits, labels, axis, label_smoothing,
-                      reduction)
+                      reduction, True)
         if fused is not None:
             return fused
     return _sparse(logits, labels, axis, ignore_index, label_smoothing, class_weights,

@@ -229,6 +229,23 @@ def test_bce_on_probabilities_kernel(used, n, reduction, dtype, exact, smoothing
              reduction=reduction, n=n, label_smoothing=smoothing)
 
 
+@pytest.mark.parametrize("n, grad", [(16, False), (1500, True)], ids=["plain", "kernel"])
+def test_bce_targets_outside_0_1_are_taken_as_elsewhere(n, grad):  # type: ignore[no-untyped-def]
+    # torch's kernel refuses a target outside [0, 1] or NaN on the CPU, which unilosses
+    # takes as given (as NumPy, JAX and TensorFlow do, and torch's path for larger inputs)
+    unilosses.mse(torch.zeros(1), torch.zeros(1))  # (plain calls from the adapter's second)
+    p = torch.linspace(0.05, 0.95, n, dtype=torch.float64)
+    for bad in (1.5, -0.25, math.nan):
+        t = torch.full((n,), 0.5, dtype=torch.float64)
+        t[n // 2] = bad
+        want = unilosses.binary_cross_entropy(p.numpy(), t.numpy(), reduction="none")
+        pg = p.clone().requires_grad_(grad)
+        got = unilosses.binary_cross_entropy(pg, t, reduction="none")
+        np.testing.assert_allclose(got.detach().numpy(), want, rtol=1e-13, atol=0)
+        total = unilosses.binary_cross_entropy(pg, t, reduction="sum")
+        np.testing.assert_allclose(float(total), np.sum(want), rtol=1e-12)
+
+
 def test_bce_on_probabilities_kernel_only_where_it_is_faster(used):  # type: ignore[no-untyped-def]
     """On the CPU torch's kernel is a scalar loop: beyond the limits the composition runs;
     forward alone has the lower limit.  A target that needs a gradient (torch's kernel has

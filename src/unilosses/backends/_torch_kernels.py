@@ -220,7 +220,16 @@ def bce(call: Any, p: Array, t: Array) -> Array | None:
         return None  # (torch has no gradient for the target; compiled, the composition fuses)
     if p.is_cpu and p.numel() > _BCE_CPU_MAX[p.requires_grad]:
         return None
-    return _nn.binary_cross_entropy(p, t, None, _ENUM[r])
+    return _target_checked_bce(p, t, _ENUM[r])
+
+
+def _target_checked_bce(p: Array, t: Array, r: int) -> Array | None:
+    """torch's kernel, or None where it refuses a target outside [0, 1] or NaN (on the CPU),
+    which unilosses takes as given (soft targets, as Keras), as the generic path does."""
+    try:
+        return _nn.binary_cross_entropy(p, t, None, r)
+    except RuntimeError:
+        return None
 
 
 def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
@@ -358,7 +367,7 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
         return None
     if not inside:
         p = _plain_clip(p, eps, 1.0 - eps)
-    return _nn.binary_cross_entropy(p, t, None, r)
+    return _target_checked_bce(p, t, r)
 
 
 def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothing: Any,

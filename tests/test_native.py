@@ -1697,6 +1697,36 @@ def test_compiled_sigmoid_logs_match_the_eager_ones(dtype):  # type: ignore[no-u
 
 # -- JAX: the focal closed form as a custom JVP ------------------------------------------------
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_jax_cross_entropy_curvature_is_softmax_s_minus_s_st(smoothing):  # type: ignore[no-untyped-def]
+    # the one-sided clip min(x - m, 0) meets its bound at each row's largest logit: its
+    # custom derivative gives that element 1, and so must the derivative of that derivative
+    # (a Hessian; jnp.minimum's own splits the tie, which halved the curvature there)
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = np.array([[0.3, -1.2, 2.0, 0.5], [1.5, 1.5, -0.5, 0.0], [1e4, -2.0, 0.0, 1.0]])
+    y = np.array([1, 0, 3])
+    t = (1 - smoothing) * np.eye(4)[y] + smoothing / 4
+
+    def sparse(a):  # type: ignore[no-untyped-def]
+        return unilosses.sparse_categorical_cross_entropy_with_logits(
+            a, jnp.asarray(y), label_smoothing=smoothing, reduction="sum")
+
+    def dense(a):  # type: ignore[no-untyped-def]
+        return unilosses.categorical_cross_entropy_with_logits(a, jnp.asarray(t),
+                                                               reduction="sum")
+
+    s = np.exp(x - x.max(1, keepdims=True))
+    s /= s.sum(1, keepdims=True)
+    want = np.stack([np.diag(r) - np.outer(r, r) for r in s])  # t sums to 1 in each row
+    for f in (sparse, dense):
+        for h in (jax.hessian(f), jax.jit(jax.hessian(f))):
+            got = np.asarray(h(jnp.asarray(x)))
+            got = np.stack([got[i, :, i, :] for i in range(3)])
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+            assert np.all(np.asarray(h(jnp.asarray(x)))[0, :, 1, :] == 0)  # rows apart
+
+
 @pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
                                   "anchor_focal_loss_with_logits"])
 @pytest.mark.parametrize("gamma", [2.0, 0.5])

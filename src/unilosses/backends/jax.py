@@ -57,7 +57,9 @@ def _safe_abs_jvp(primals: Any, tangents: Any) -> Any:
     # jnp.abs differentiates to 1 at 0; unilosses's rule is sign(x), 0 there.  The forward
     # stays one abs (x * sign(x) costs a second pass under XLA on CPU)
     (x,), (dx,) = primals, tangents
-    return jnp.abs(x), jnp.sign(x) * dx
+    # (the value through _safe_abs itself: a second derivative then differentiates it by
+    # this rule, not by jnp.abs's, which disagrees at 0)
+    return _safe_abs(x), jnp.sign(x) * dx
 
 
 # A one-sided clip as XLA's own minimum or maximum, which its CPU fusion (XNNPACK's "ynn"
@@ -76,7 +78,10 @@ def _one_sided(op: Any, keeps_x: Any) -> Any:
     @clipped.defjvp
     def jvp(primals: Any, tangents: Any) -> Any:
         (x, bound), (dx, dbound) = primals, tangents
-        return op(x, bound), jnp.where(keeps_x(x, bound), dx, dbound)
+        # the value through ``clipped`` itself: differentiated again (a Hessian), it takes
+        # this rule, where op's own would split a tie (sparse CE's curvature at each row's
+        # largest logit came out halved)
+        return clipped(x, bound), jnp.where(keeps_x(x, bound), dx, dbound)
 
     return clipped
 

@@ -180,6 +180,19 @@ def test_in_top_k_ties_and_invalid(xp):
         np.testing.assert_array_equal(got, ref.in_top_k(s, y, k))
 
 
+def test_in_top_k_of_no_classes_is_false(xp):
+    # no class to rank: every label lies outside [0, 0), so every row is False (the rule
+    # for a label out of range), on every backend and both paths
+    s = xp.asarray(np.zeros((3, 0)))
+    y = xp.asarray(np.array([0, -1, 2]))
+    for _ in range(2):  # (torch and TensorFlow try their plain calls from the second on)
+        for k in (1, 3):
+            got = xp.to_numpy(unilosses.in_top_k(s, y, k=k))
+            assert got.dtype == np.bool_
+            np.testing.assert_array_equal(got, [False, False, False])
+    assert float(xp.to_numpy(unilosses.top_k_accuracy(s, y, k=1))) == 0.0
+
+
 def test_top_k_accuracy(xp):
     s = rng.normal(size=(20, 5))
     y = rng.integers(0, 5, 20)

@@ -29,11 +29,14 @@ def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
                 f"`k`={k} is above {exact}, the largest count that {call.dtype} predictions "
                 f"rank exactly; pass float64 predictions."
             )
+    ad = call.ad
+    classes = ad.shape(scores)[-1]
+    if classes == 0:  # no class to rank: every label lies out of range, so every row False
+        return (labels >= 0) & (labels < 0)
     fused = call.native("in_top_k", scores, labels, k)
     if fused is not None:
         return fused
-    xp, ad = call.xp, call.ad
-    classes = ad.shape(scores)[-1]
+    xp = call.xp
     valid = (labels >= 0) & (labels < classes)
     safe = ad.where(valid, labels, 0)
     target = ad.take_along_axis(scores, xp.expand_dims(safe, axis=-1), -1)

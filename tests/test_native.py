@@ -413,7 +413,9 @@ def test_plain_constants_as_cached_tensors_equal_python_numbers(dtype, monkeypat
     monkeypatch.setattr(kernels, "_CONSTANTS", {})
     c = kernels._const
     with torch.inference_mode():
-        c(0.1, dtype), c(1.0, dtype)
+        c(0.1, dtype)
+    with torch.device("meta"):  # (a default device set by the user)
+        assert c(1.0, dtype).device.type == "cpu"
     x = torch.randn(1000, dtype=dtype, generator=torch.Generator().manual_seed(5)) * 10
     x[:3] = torch.tensor([math.inf, -math.inf, math.nan], dtype=dtype)
     keep = x > 0

@@ -127,9 +127,10 @@ def _const(value: float, dtype: Any) -> Array:
         if len(_CONSTANTS) >= 256:  # (eps, alpha and the batch size are the user's)
             _CONSTANTS.clear()
         # ordinary tensors even when first asked inside inference_mode (autograd may save
-        # them later, which it refuses for inference tensors)
+        # them later, which it refuses for inference tensors), on the CPU whatever the
+        # default device (plain calls are the CPU's)
         with torch.inference_mode(False):
-            c = _CONSTANTS[value, dtype] = torch.tensor(value, dtype=dtype)
+            c = _CONSTANTS[value, dtype] = torch.tensor(value, dtype=dtype, device="cpu")
     return c
 
 

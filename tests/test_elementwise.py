@@ -233,6 +233,29 @@ def test_regression_huge_errors_float32(ad_backend):
         np.testing.assert_allclose(g, [1.0, -1.0, 0.0], rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype,betas", [("float32", (1e-39, 1e-60)),
+                                         ("float64", (1e-310, 5e-324))])
+@pytest.mark.parametrize("where", [False, True])
+def test_smooth_l1_of_a_subnormal_beta_is_l1(ad_backend, dtype, betas, where):
+    # 1 / beta overflows for a beta subnormal in the dtype (NumPy gave inf, JAX and TensorFlow
+    # NaN); below the dtype's range beta is 0 there: L1 (torch's kernel's reading), not 0 / 0.
+    # Errors of normal size lie in the linear branch: |d| - beta / 2 rounds to |d|, slope sign(d)
+    # (0 at d = 0).  ``where`` takes torch off its fused kernel, onto the written-once formula.
+    b = ad_backend
+    p = np.array([0.0, 0.5, -3.0, 1e30, 1e-30], dtype)
+    t = np.zeros(5, dtype)
+    for beta in betas:
+        mask = {"where": b.asarray(np.ones(5, bool))} if where else {}
+        v = b.to_numpy(unilosses.smooth_l1(b.asarray(p), b.asarray(t), beta=beta,
+                                           reduction="none", **mask))
+        np.testing.assert_array_equal(v, np.abs(p))
+        _, g = b.value_and_grad(
+            lambda a, y, beta=beta, mask=mask: unilosses.smooth_l1(
+                a, y, beta=beta, reduction="sum", **mask),
+            b.asarray(p), b.asarray(t))
+        np.testing.assert_array_equal(g, np.sign(p))
+
+
 def test_ties_agree_across_backends(ad_backend):
     """Zero error and logit 0: the same, correct derivative on every backend."""
     b = ad_backend

@@ -129,6 +129,19 @@ def _huber(call: Any, d: Array, delta: float) -> Array:
     return ad.where(small, 0.5 * dq * dq, delta * (al - 0.5 * delta))
 
 
+def _smooth_l1(call: Any, d: Array, beta: float) -> Array:
+    """``huber(d, beta) / beta`` without ``1 / beta``, which overflows for a beta subnormal
+    in the dtype (below ~3e-39 in float32).  A beta that rounds to 0 in the dtype (or that a
+    backend flushes to 0) takes the linear branch everywhere, L1, as torch's kernel does,
+    rather than 0 / 0 at a zero error."""
+    ad = call.ad
+    a = ad.safe_abs(d)
+    small = a < beta  # (at a = beta both branches give beta / 2 and slope 1)
+    dq = ad.where(small, d, 0.0)
+    al = ad.where(small, beta, a)
+    return ad.where(small, (0.5 * dq) * (dq / beta), al - 0.5 * beta)
+
+
 def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reduction: str = "mean",
           weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Huber loss: quadratic for errors up to ``delta``, linear beyond.
@@ -198,7 +211,7 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     if fused is not None:
         return fused
     d = call.clean(p, 0.0) - call.clean(t, 0.0)
-    return call.reduce(_huber(call, d, beta) * (1.0 / beta))
+    return call.reduce(_smooth_l1(call, d, beta))
 
 
 #: beyond this |d|, log cosh(d) = |d| - log 2 to every digit (the rest, log1p(e^(-2|d|)), is

@@ -79,6 +79,29 @@ def test_k(xp):
     assert xp.to_numpy(unilosses.in_top_k(xp.asarray(P, "float32"), y, k=2**24)).all()
 
 
+@pytest.mark.parametrize("fn,option,kind", [
+    ("in_top_k", "k", "an integer"), ("top_k_accuracy", "k", "an integer"),
+    ("huber", "delta", "a Python number"), ("smooth_l1", "beta", "a Python number"),
+    ("binary_cross_entropy_with_logits", "label_smoothing", "a Python number"),
+    ("sparse_categorical_cross_entropy_with_logits", "label_smoothing", "a Python number"),
+    ("binary_focal_loss_with_logits", "gamma", "a Python number"),
+    ("binary_focal_loss_with_logits", "alpha", "a number in"),
+    ("quantile_loss", "quantiles", "a number in"), ("dice_loss", "smooth", "a Python number"),
+])
+@pytest.mark.parametrize("boolean", [True, np.True_, np.array([True, False, True])])
+def test_a_boolean_option_is_refused_not_taken_as_1(xp, fn, option, kind, boolean):
+    # float(True) and int(True) are 1: k=True was top-1, alpha=True silently gave 0
+    x = xp.asarray(np.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], np.float32))
+    labels = xp.asarray(np.array([0, 2], np.int64))
+    top_k = fn in ("in_top_k", "top_k_accuracy")
+    second = labels if top_k or fn.startswith("sparse") else x
+    f = getattr(unilosses, fn)
+    f(x, second, **({"k": 1} if top_k else {}))  # (plain paths are tried from a 2nd call)
+    for _ in range(2):
+        with pytest.raises(TypeError, match=f"`{option}` must be {kind}.*got the boolean"):
+            f(x, second, **{option: boolean})
+
+
 def test_labels_must_be_integer(xp):
     with pytest.raises(TypeError, match="`labels` must hold integer class indices"):
         unilosses.sparse_categorical_cross_entropy_with_logits(xp.asarray(P),

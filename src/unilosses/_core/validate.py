@@ -16,11 +16,19 @@ def check_reduction(reduction: Any) -> None:
         )
 
 
+def refuse_boolean(name: str, value: Any, kind: str) -> None:
+    """Refuse a Python, NumPy or framework boolean (scalar or array) for a numeric option:
+    ``float``/``int`` would take it as 0 or 1, and ``alpha=True`` is a slip, not a number."""
+    if isinstance(value, bool) or "bool" in str(getattr(value, "dtype", "")):
+        raise TypeError(f"`{name}` must be {kind}, got the boolean {value!r}.")
+
+
 def _number(name: str, value: Any) -> float:
     kind = type(value)
     # exact types first: on a 16-element loss the isinstance tests cost a tenth of the call
     if kind is not float and kind is not int and (
             isinstance(value, bool) or not isinstance(value, (int, float))):
+        refuse_boolean(name, value, "a Python number")
         try:
             value = float(value)  # numpy scalars and 0-d host arrays
         except (TypeError, ValueError):
@@ -61,6 +69,7 @@ def check_unit_interval(name: str, value: Any) -> float:
 
 def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
+        refuse_boolean(name, value, "an integer")
         try:
             iv = int(value)
         except (TypeError, ValueError):

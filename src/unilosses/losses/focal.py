@@ -12,6 +12,7 @@ from .._core.validate import (
     check_unit_interval,
     fmt_shape,
     normalize_axis,
+    refuse_boolean,
 )
 from .classification import (
     EPSILON,
@@ -35,9 +36,11 @@ def _alpha(alpha: Any) -> tuple[float | None, Any]:
     """(a float or None, an array or None): a per-class ``alpha`` is an array or a sequence."""
     if alpha is None:
         return None, None
-    if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
-        return check_unit_interval("alpha", alpha), None
-    return None, alpha
+    if type(alpha) is not float and type(alpha) is not int:  # (exact: a bool is an int)
+        refuse_boolean("alpha", alpha, "a number in [0, 1] or per-class weights")
+        if not isinstance(alpha, (int, float)):
+            return None, alpha
+    return check_unit_interval("alpha", alpha), None
 
 
 def _scalar(a: Any) -> bool:

@@ -10,6 +10,7 @@ from .._core.validate import (
     check_unit_interval,
     fmt_shape,
     normalize_axis,
+    refuse_boolean,
 )
 
 Array = Any
@@ -412,7 +413,9 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
     >>> unilosses.quantile_loss(p, t, quantiles=[0.1, 0.5, 0.9], reduction="none")
     array([[0.1, 0. , 0.1]])
     """
-    many = not (isinstance(quantiles, (int, float)) and not isinstance(quantiles, bool))
+    if type(quantiles) is not float and type(quantiles) is not int:  # (a bool is an int)
+        refuse_boolean("quantiles", quantiles, "a number in [0, 1] or a 1-D array of levels")
+    many = not isinstance(quantiles, (int, float))
     if not many:
         q = check_unit_interval("quantiles", quantiles)
         call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction,

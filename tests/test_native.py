@@ -266,6 +266,35 @@ def test_bce_on_probabilities_kernel_only_where_it_is_faster(used):  # type: ign
     _close(gt, -torch.log(p / (1 - p)), torch.float64)
 
 
+def test_bce_kernel_off_the_cpu_only_after_the_range_check(used):  # type: ignore[no-untyped-def]
+    """Off the CPU torch's kernel asserts ``0 <= p <= 1`` on the device, which a NaN fails
+    (the clip keeps it): an assert that ends the process's CUDA context, where the formula
+    gives NaN.  Only probabilities the range check has read (and so found free of NaN) may
+    reach it.  ('meta' stands for such a device here: nothing is read on it, as when checks
+    are off.)"""
+    p = torch.full((64,), 0.25, device="meta")
+    for on in (True, False):
+        with unilosses.checks(on):
+            out = unilosses.binary_cross_entropy(p, p, reduction="sum")
+        assert out.device.type == "meta" and out.shape == ()
+    assert used.calls.get("binary_cross_entropy", 0) == 0
+    with unilosses.checks(False):  # on the CPU the kernel refuses NaN with an error instead
+        unilosses.binary_cross_entropy(torch.full((64,), 0.25), torch.full((64,), 0.25))
+    assert used.calls["binary_cross_entropy"] == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available here")
+def test_bce_of_a_nan_probability_on_cuda(used):  # type: ignore[no-untyped-def]
+    p = torch.tensor([0.25, math.nan, 0.75], device="cuda")
+    t = torch.tensor([0.0, 1.0, 1.0], device="cuda")
+    with unilosses.checks(False):
+        assert torch.isnan(unilosses.binary_cross_entropy(p, t)).item()
+    with pytest.raises(ValueError, match="outside \\[0, 1\\] \\(or NaN\\)"):
+        unilosses.binary_cross_entropy(p, t)
+    assert used.calls.get("binary_cross_entropy", 0) == 0
+    torch.cuda.synchronize()  # (a device-side assert would surface here)
+
+
 @pytest.mark.parametrize("shape", SIZES, ids=["small", "large"])
 def test_infinite_logits_stay_finite_on_the_kernel_path(used, shape):  # type: ignore[no-untyped-def]
     x = _logits(torch.float32, shape)

@@ -171,7 +171,9 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     if not inside_clip(call, p):
         p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
     t = _smooth_binary(call.clean(t, 0.0), ls)
-    fused = call.native("binary_cross_entropy", p, t)
+    # whether the range check above ran (and so refused NaN): a kernel may rely on it
+    checked = not call.ad.is_tracing(p) and checks_enabled()
+    fused = call.native("binary_cross_entropy", p, t, checked=checked)
     if fused is not None:
         return fused
     return call.reduce(-(t * xp.log(p) + (1.0 - t) * call.ad.log1p(-p)))

@@ -94,6 +94,31 @@ def test_weights_and_mask(xp, case, dtype):
     assert_close(xp, out, ref.reduce(val, "mean", w.astype(dtype), m), dtype, scale=5)
 
 
+@pytest.mark.parametrize("number", [np.float64(2.5), np.float32(2.5), np.int64(2), np.True_,
+                                    np.False_])
+def test_numpy_scalars_are_numbers(xp, number):
+    # ``weights=w.mean()`` and ``where=np.True_`` are NumPy scalars: they were refused as
+    # "arrays from two frameworks", even next to NumPy arrays (they carry an array namespace)
+    p, t = _regression_inputs()
+    x, y = xp.asarray(p, "float32"), xp.asarray(t, "float32")
+    option = "where" if isinstance(number, np.bool_) else "weights"
+    for reduction in ("sum", "weighted_mean"):
+        got = unilosses.huber(x, y, reduction=reduction, **{option: number})
+        assert xp.is_native(got)
+        want = unilosses.huber(x, y, reduction=reduction, **{option: number.item()})
+        np.testing.assert_array_equal(xp.to_numpy(got), xp.to_numpy(want))
+    labels = xp.asarray(np.array([0, 1, 1, 0]))
+    want = unilosses.sparse_categorical_cross_entropy_with_logits(x, labels, weights=2.5)
+    got = unilosses.sparse_categorical_cross_entropy_with_logits(x, labels,
+                                                                 weights=np.float32(2.5))
+    np.testing.assert_array_equal(xp.to_numpy(got), xp.to_numpy(want))
+
+
+def test_numpy_scalar_predictions_keep_their_dtype():
+    got = unilosses.mse(np.float32(3.0), np.float64(1.0))
+    assert got == 4.0 and got.dtype == np.float32
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_mask_equals_slicing_and_blocks_nan(xp, case):
     fn, kw, _, _ = CASES[case]

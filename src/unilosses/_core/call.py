@@ -16,6 +16,7 @@ it to :meth:`Call.reduce`.  The semantics below are documented once, in README "
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -284,6 +285,20 @@ def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: s
     return Call(ad, dtype, loss_shape, None, None, reduction), list(arrays)
 
 
+def _numbers_from_numpy_scalars(np: Any, arrays: tuple[Any, ...], weights: Any,
+                                where: Any) -> tuple[tuple[Any, ...], Any, Any]:
+    """NumPy scalars (``w.mean()``, ``np.float32(2)``, ``np.True_``) as the Python numbers
+    they hold, which every framework takes (and which carry none), rather than as arrays of
+    a framework of their own; predictions as a 0-d NumPy array, which keeps their dtype."""
+    generic = np.generic
+    if not any(isinstance(a, generic) for a in (*arrays, weights, where)):
+        return arrays, weights, where
+    first = np.asarray(arrays[0]) if isinstance(arrays[0], generic) else arrays[0]
+    rest = tuple(a.item() if isinstance(a, generic) else a for a in arrays[1:])
+    return ((first, *rest), weights.item() if isinstance(weights, generic) else weights,
+            where.item() if isinstance(where, generic) else where)
+
+
 def prepare(
     names: tuple[str, ...],
     arrays: tuple[Any, ...],
@@ -308,6 +323,9 @@ def prepare(
             return plain
     if reduction not in REDUCTIONS:
         check_reduction(reduction)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        arrays, weights, where = _numbers_from_numpy_scalars(np, arrays, weights, where)
     if weights is None and where is None:
         ad = resolve(names, arrays)
     else:

@@ -331,6 +331,21 @@ def test_kl_batchmean_with_mask_and_3d(xp):
     assert_close(xp, out, terms[rows].sum() / 2, "float64")
 
 
+def test_kl_batchmean_of_rows_without_elements(xp):
+    # the kept-row count took a max over the zero-size axis: an error on NumPy, torch and JAX
+    empty = np.zeros((3, 0))
+    for where in (None, xp.asarray(np.ones((3, 0), bool))):
+        out = U.kl_divergence(xp.asarray(empty), xp.asarray(empty), axis=None,
+                              reduction="batchmean", where=where)
+        assert_close(xp, out, 0.0, "float64")
+    logp = np.log(np.full((2, 1, 3), 1 / 3))
+    t = np.array([[[0.2, 0.3, 0.5]], [[0.6, 0.2, 0.2]]])
+    terms = ref.kl(logp, t)
+    out = U.kl_divergence(xp.asarray(logp), xp.asarray(t), axis=None, reduction="batchmean",
+                          where=xp.asarray(np.array([[[True, True, False]], [[False] * 3]])))
+    assert_close(xp, out, terms[0, 0, :2].sum() / 1, "float64")
+
+
 def test_kl_zero_target_with_minus_inf_log_prediction(ad_backend):
     """0 log 0 and 0 * log 0: both 0, gradient 0 (torch's kl_div gives NaN there)."""
     b = ad_backend

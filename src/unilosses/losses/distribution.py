@@ -108,7 +108,8 @@ def _batch_count(call: Call, loss: Array) -> Any:
         return float(max(shape[0], 1))
     kept = xp.ones_like(loss) if call.mask is None else ad.astype(call.mask, call.dtype)
     if len(shape) > 1:
-        kept = xp.max(kept, axis=tuple(range(1, len(shape))))
+        # (a sum, not a max: the max of a zero-size axis is an error, its sum 0, no entry)
+        kept = ad.astype(xp.sum(kept, axis=tuple(range(1, len(shape)))) > 0, call.dtype)
     n = xp.sum(kept)
     return ad.where(n > 0, n, 1.0)
 

@@ -591,6 +591,61 @@ def test_unknown_dims_mask_and_weights_broadcast():
         assert_close(TF, f(x, y, tf.constant([True])), expected.numpy(), "float32")
 
 
+_CLASS_AXIS = {
+    "sparse_ce": lambda x, y, t: unilosses.sparse_categorical_cross_entropy_with_logits(x, y),
+    "sparse_ce_smoothed": lambda x, y, t: unilosses.sparse_categorical_cross_entropy_with_logits(
+        x, y, label_smoothing=0.1),
+    "sparse_ce_ignore_index": lambda x, y, t:
+        unilosses.sparse_categorical_cross_entropy_with_logits(x, y, ignore_index=2),
+    "sparse_ce_class_weights": lambda x, y, t:
+        unilosses.sparse_categorical_cross_entropy_with_logits(
+            x, y, label_smoothing=0.1, class_weights=tf.constant([1.0, 2.0, 0.5, 1.0])),
+    "sparse_ce_probabilities": lambda x, y, t: unilosses.sparse_categorical_cross_entropy(
+        tf.nn.softmax(x), y, weights=tf.ones_like(x[:, 0])),
+    "sparse_focal": lambda x, y, t: unilosses.sparse_categorical_focal_loss_with_logits(
+        x, y, label_smoothing=0.1),
+    "categorical_ce_smoothed": lambda x, y, t: unilosses.categorical_cross_entropy_with_logits(
+        x, t, label_smoothing=0.1),
+    "categorical_focal": lambda x, y, t: unilosses.categorical_focal_loss_with_logits(
+        x, t, label_smoothing=0.1),
+    "in_top_k": lambda x, y, t: tf.cast(unilosses.in_top_k(x, y, k=2), tf.float32),
+    "top_k_accuracy": lambda x, y, t: unilosses.top_k_accuracy(x, y, k=2),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", sorted(_CLASS_AXIS))
+def test_unknown_class_dimension(name, jit):
+    """Traced with the class dimension None too (input_signature [None, None]): the class
+    count is read at run time (label range clamp, smoothing's 1/C, in_top_k's range), where
+    `classes - 1` with None had failed to trace."""
+    x = tf.constant(rng.normal(size=(16, 4)).astype(np.float32))
+    y = tf.constant(rng.integers(0, 4, size=16))
+    t = tf.one_hot(y, 4)
+    fn = _CLASS_AXIS[name]
+    f = tf.function(fn, jit_compile=jit, input_signature=[
+        tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int64),
+        tf.TensorSpec([None, None], tf.float32)])
+    assert_close(TF, f(x, y, t), fn(x, y, t).numpy(), "float32")
+
+
+@pytest.mark.parametrize("loss", [unilosses.dice_loss, unilosses.tversky_loss])
+def test_unknown_batch_dimension_with_weights_of_the_overlap_losses(loss):
+    # the loss shape (predictions without the summed axes) was built as a tuple holding None,
+    # which weights could not be broadcast to
+    p = tf.constant(rng.uniform(size=(4, 3)).astype(np.float32))
+    t = tf.constant((rng.uniform(size=(4, 3)) < 0.4).astype(np.float32))
+    w = tf.constant([1.0, 2.0, 0.5, 1.0])
+    m = tf.constant([True, False, True])
+    for kw in ({"reduction": "weighted_mean"}, {"where": m}):
+        want = loss(p, t, axis=-1, weights=w, **kw)
+        for jit in (False, True):
+            f = tf.function(lambda a, b, kw=kw: loss(a, b, axis=-1, weights=w, **kw),
+                            jit_compile=jit,
+                            input_signature=[tf.TensorSpec([None, 3], tf.float32)] * 2)
+            assert_close(TF, f(p, t), want.numpy(), "float32")
+
+
 # -- losses added after this backend: against the NumPy backend ------------------------------
 # Their float64 references live in their own tests (which also run on TensorFlow through the
 # xp fixture); here they are checked for what is TensorFlow-specific: tf.Tensor/tf.Variable in,

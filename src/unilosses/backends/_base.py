@@ -53,6 +53,11 @@ class Adapter:
     def shape(self, x: Array) -> tuple[Any, ...]:
         return tuple(x.shape)
 
+    def dim(self, x: Array, axis: int) -> Any:
+        """The size of ``x`` along ``axis`` at run time, for where ``shape`` says None
+        (TensorFlow traced with that dimension unknown): a 0-d int64 array there."""
+        return self.shape(x)[axis]
+
     def extrema(self, x: Array) -> tuple[Any, Any] | None:
         """(min, max) of a non-empty real ``x`` as Python numbers (NaN if any is NaN), read in
         one pass where that is cheap; None otherwise (then checks compare elementwise).  Not

@@ -77,6 +77,8 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
         t = targets
         if label_smoothing:
             classes = call.ad.shape(x)[-1]
+            if classes is None:  # (traced with the class dimension None)
+                classes = tf.cast(tf.shape(x)[-1], t.dtype)
             t = t * (1.0 - label_smoothing) + label_smoothing / classes
         if ndim == 2 and tf.executing_eagerly():
             loss = _DENSE(features=xc, labels=t)[0]

@@ -730,6 +730,9 @@ class TensorflowAdapter(Adapter):
     def shape(self, x: Array) -> tuple[Any, ...]:
         return _static_shape(x)
 
+    def dim(self, x: Array, axis: int) -> Any:
+        return tf.shape(x, out_type=tf.int64)[axis]
+
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
         if like is not None and dtype is None and not hasattr(value, "shape"):
             # through NumPy, so Python floats stay float64 until prepare casts them to the

@@ -292,10 +292,11 @@ def _bce_logits_value_grad(call: Call, x: Array, t: Array, grad: bool = True,
     return v, g if xc is x else ad.where(xc == x, g, 0.0)
 
 
-def _smooth(call: Call, t: Array, label_smoothing: float, classes: int) -> Array:
+def _smooth(call: Call, t: Array, label_smoothing: float, x: Array, axis: int) -> Array:
+    """Targets smoothed towards the uniform over ``x``'s classes along ``axis``."""
     if label_smoothing == 0.0:
         return t
-    return t * (1.0 - label_smoothing) + label_smoothing / classes
+    return t * (1.0 - label_smoothing) + per_class(call, label_smoothing, x, axis)
 
 
 def nonnegative_probabilities(call: Call, p: Array, axis: int) -> Array:
@@ -394,13 +395,13 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
             classes = call.ad.shape(p)[ax]
             total = call.reduced_sum(
                 lambda pb, tb: -xp.sum(tb * xp.log(_renormalized(call, pb, -1)), axis=-1),
-                q, _smooth(call, t, ls, classes), columns=classes, blocks_only=True,
+                q, _smooth(call, t, ls, p, ax), columns=classes, blocks_only=True,
                 value_and_grad=lambda pb, tb, **kw: _categorical_value_grad(call, pb, tb, **kw))
             if total is not None:
                 return total
         logp = call.xp.log(_renormalized(call, q, ax))
     t = call.clean(t, 0.0, axis=ax)
-    ts = _smooth(call, t, ls, call.ad.shape(p)[ax])
+    ts = _smooth(call, t, ls, p, ax)
     if cw is None:
         return call.reduce(-xp.sum(ts * logp, axis=ax))
     # torch's weighted cross-entropy: each class's term times its weight; "weighted_mean"
@@ -500,13 +501,25 @@ def check_ignore_index(ignore_index: Any) -> None:
         raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}.")
 
 
-def checked_labels(call: Call, y: Array, classes: Any, ax: int,
+def per_class(call: Call, value: float, x: Array, axis: int) -> Any:
+    """``value`` divided by the number of classes, ``x``'s size along ``axis``."""
+    classes = call.ad.shape(x)[axis]
+    if classes is not None:  # (known: an int, or torch.compile's symbolic size)
+        return value / classes
+    return value / call.ad.astype(call.ad.dim(x, axis), call.dtype)
+
+
+def checked_labels(call: Call, y: Array, x: Array, ax: int,
                    ignore_index: int | None) -> Array:
-    """Labels with ``ignore_index`` masked out, range-checked (eagerly) and clamped."""
+    """Labels of ``x``'s classes along ``ax`` with ``ignore_index`` masked out,
+    range-checked (eagerly) and clamped."""
     ad = call.ad
+    classes = ad.shape(x)[ax]
     if ignore_index is not None:
         call.restrict(y != ignore_index)
     y = call.clean(y, 0)
+    if classes is None:  # (TensorFlow traced with the class dimension None: no value check)
+        return call.xp.minimum(ad.clip(y, 0, None), ad.astype(ad.dim(x, ax) - 1, y.dtype))
     checked = call.require_within(y, 0, classes - 1, lambda: (
         f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
         + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
@@ -536,13 +549,12 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     xp, ad = call.xp, call.ad
     p = out[0]
     cw = prepared_class_weights(call, out, 2, ax, ndim)
-    classes = ad.shape(p)[ax]
     if logits and cw is None and ignore_index is None:
         fused = call.native("cross_entropy_with_logits", p, out[1], ax, ls,
-                            labels=lambda: checked_labels(call, out[1], classes, ax, None))
+                            labels=lambda: checked_labels(call, out[1], p, ax, None))
         if fused is not None:
             return fused
-    y = checked_labels(call, out[1], classes, ax, ignore_index)
+    y = checked_labels(call, out[1], p, ax, ignore_index)
     if logits:
         x = call.clean(p, 0.0, axis=ax)
         if cw is None:
@@ -578,7 +590,7 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     wy = pick(call, xp.broadcast_to(cw, ad.shape(logp)), y, ax)
     nll = -wy * pick(call, logp, y, ax)
     if ls:
-        nll = (1.0 - ls) * nll - (ls / classes) * xp.sum(cw * logp, axis=ax)
+        nll = (1.0 - ls) * nll - per_class(call, ls, p, ax) * xp.sum(cw * logp, axis=ax)
     return call.reduce(nll, norm=wy)
 
 

@@ -26,6 +26,7 @@ from .classification import (
     inside_clip,
     logit_bound,
     normalized_probabilities,
+    per_class,
     pick,
 )
 
@@ -620,9 +621,8 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
                         same_shape=() if sparse else ("targets",))
     xp, ad = call.xp, call.ad
     p = out[0]
-    classes = ad.shape(p)[ax]
     if len(out) > 2:
-        check_class_vector(call, "alpha", out[2], classes)
+        check_class_vector(call, "alpha", out[2], ad.shape(p)[ax])
         _check_alpha_values(call, out[2])
         a = along_axis(call, out[2], ax, ndim)
     if logits:
@@ -638,12 +638,12 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
     if a is not None:
         term = a * term
     if sparse:
-        y = checked_labels(call, out[1], classes, ax, ignore_index)
+        y = checked_labels(call, out[1], p, ax, ignore_index)
         loss = pick(call, term, y, ax)
         if ls:
-            loss = (1.0 - ls) * loss + (ls / classes) * xp.sum(term, axis=ax)
+            loss = (1.0 - ls) * loss + per_class(call, ls, p, ax) * xp.sum(term, axis=ax)
         return call.reduce(loss)
-    t = _smooth(call, call.clean(out[1], 0.0, axis=ax), ls, classes)
+    t = _smooth(call, call.clean(out[1], 0.0, axis=ax), ls, p, ax)
     return call.reduce(xp.sum(t * term, axis=ax))
 
 

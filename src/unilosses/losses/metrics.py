@@ -31,7 +31,9 @@ def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
             )
     ad = call.ad
     classes = ad.shape(scores)[-1]
-    if classes == 0:  # no class to rank: every label lies out of range, so every row False
+    if classes is None:  # (TensorFlow traced with the class dimension None)
+        classes = ad.astype(ad.dim(scores, -1), labels.dtype)
+    elif classes == 0:  # no class to rank: every label lies out of range, so every row False
         return (labels >= 0) & (labels < 0)
     fused = call.native("in_top_k", scores, labels, k)
     if fused is not None:

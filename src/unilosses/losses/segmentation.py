@@ -50,9 +50,12 @@ def _overlap(predictions: Array, targets: Array, axis: Any, reduction: str, weig
     fp = total(p * (1.0 - t))
     fn = total((1.0 - p) * t)
     mass = total(p + t)
-    loss_shape = tuple(d for i, d in enumerate(pshape) if i not in axes)
-    if len(loss_shape) == len(pshape):
-        loss_shape = pshape
+    # pshape's own slices, joined: a backend's shape with unknown dimensions (TensorFlow's,
+    # traced with a None batch) keeps its run-time shape along, for broadcasting the weights
+    loss_shape = pshape[:0]
+    for i in range(len(pshape)):
+        if i not in axes:
+            loss_shape = loss_shape + pshape[i:i + 1]
     mask = None
     if call.mask is not None:
         # a coefficient whose pixels are all masked is left out of the reduction, as if sliced

@@ -102,6 +102,20 @@ def test_a_boolean_option_is_refused_not_taken_as_1(xp, fn, option, kind, boolea
             f(x, second, **{option: boolean})
 
 
+@pytest.mark.parametrize("axis,error,match", [
+    (2, ValueError, r"`axis`=2 is out of range for predictions with 2 dimension"),
+    (-3, ValueError, r"`axis`=-3 is out of range"),
+    (True, TypeError, r"`axis` must be None, an int or a tuple of ints, got True"),
+    ((0, 0), ValueError, r"`axis`=\(0, 0\) repeats an axis"),
+    ((0, 1.0), TypeError, r"`axis` must be None, an int or a tuple of ints"),
+])
+def test_rmse_axis_is_checked(xp, axis, error, match):
+    # it went to the reduction unchecked: a bare IndexError, each backend's own error for a
+    # repeated axis, and axis=True taken as axis 1 by JAX and TensorFlow
+    with pytest.raises(error, match=match):
+        unilosses.rmse(xp.asarray(P), xp.asarray(P), axis=axis)
+
+
 def test_labels_must_be_integer(xp):
     with pytest.raises(TypeError, match="`labels` must hold integer class indices"):
         unilosses.sparse_categorical_cross_entropy_with_logits(xp.asarray(P),

@@ -132,6 +132,24 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return axis % ndim
 
 
+def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (None: all axes, an int or a tuple of ints) as sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"`axis` must be None, an int or a tuple of ints, got {axis!r}.")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"`axis`={axis!r} is out of range for predictions with {ndim} "
+                             f"dimension(s).")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"`axis`={axis!r} repeats an axis.")
+    return tuple(sorted(out))
+
+
 def size_of(shape: tuple[Any, ...]) -> int | None:
     """The number of elements of ``shape``; None if a dimension is unknown (traced TF)."""
     return None if any(d is None for d in shape) else math.prod(shape)

@@ -9,6 +9,7 @@ from .._core.validate import (
     check_positive,
     check_unit_interval,
     fmt_shape,
+    normalize_axes,
     normalize_axis,
     refuse_boolean,
 )
@@ -84,6 +85,8 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
             return fused
     call, (p, t) = prepare(_PT, (predictions, targets), reduction="mean", weights=weights,
                            where=where)
+    if axis is not None:
+        axis = normalize_axes(axis, len(call.ad.shape(p)))
     ms = call.native("mse", p, t) if axis is None else None
     if ms is None:
         d = call.clean(p, 0.0) - call.clean(t, 0.0)

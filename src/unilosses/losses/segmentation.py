@@ -6,26 +6,9 @@ from typing import Any
 
 from .._core.call import Call, prepare
 from .._core.dispatch import resolve
-from .._core.validate import check_broadcastable, check_nonnegative
+from .._core.validate import check_broadcastable, check_nonnegative, normalize_axes
 
 Array = Any
-
-
-def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) and not isinstance(axis, bool) else tuple(axis)
-    out = []
-    for a in axes:
-        if isinstance(a, bool) or not isinstance(a, int):
-            raise TypeError(f"`axis` must be None, an int or a tuple of ints, got {axis!r}.")
-        if not -ndim <= a < ndim:
-            raise ValueError(f"`axis`={axis!r} is out of range for predictions with {ndim} "
-                             f"dimension(s).")
-        out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"`axis`={axis!r} repeats an axis.")
-    return tuple(sorted(out))
 
 
 def _overlap(predictions: Array, targets: Array, axis: Any, reduction: str, weights: Any,
@@ -38,7 +21,7 @@ def _overlap(predictions: Array, targets: Array, axis: Any, reduction: str, weig
                            reduction=reduction, where=where)
     xp, ad = call.xp, call.ad
     pshape = ad.shape(p)
-    axes = _axes(axis, len(pshape))
+    axes = normalize_axes(axis, len(pshape))
     # masked pixels are cleaned to 0: they add to no sum, and NaN there reaches nothing
     p, t = call.clean(p, 0.0), call.clean(t, 0.0)
     s = axes if axes else None

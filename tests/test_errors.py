@@ -116,6 +116,32 @@ def test_rmse_axis_is_checked(xp, axis, error, match):
         unilosses.rmse(xp.asarray(P), xp.asarray(P), axis=axis)
 
 
+@pytest.mark.parametrize("option", ["weights", "where", "targets"])
+def test_a_string_for_an_array_argument_is_named(xp, option):
+    # torch and JAX had raised their own conversion errors, naming nothing
+    kw = {"targets": xp.asarray(P)}
+    kw[option] = "abc"
+    with pytest.raises(TypeError, match=f"`{option}` must be an array .*got str"):
+        unilosses.mse(xp.asarray(P), kw.pop("targets"), **kw)
+    if option == "weights":  # (the overlap losses' weights are per coefficient, their own)
+        with pytest.raises(TypeError, match="`weights` must be an array .*got str"):
+            unilosses.dice_loss(xp.asarray(P), xp.asarray(P), axis=1, weights="abc")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, flag: unilosses.gaussian_nll(x, x, x, full=flag),
+    lambda x, flag: unilosses.poisson_nll(x, x, full=flag),
+    lambda x, flag: unilosses.poisson_nll(x, x, log_input=flag),
+    lambda x, flag: unilosses.kl_divergence(x, x, log_target=flag),
+], ids=["gaussian_nll-full", "poisson_nll-full", "poisson_nll-log_input", "kl-log_target"])
+@pytest.mark.parametrize("flag", ["no", 1, np.array([True, False])], ids=["str", "int", "array"])
+def test_a_flag_must_be_a_bool(xp, call, flag):
+    # "no" was truthy (poisson_nll(full="no") added Stirling's term), an array ambiguous
+    with pytest.raises(TypeError, match=r"`(full|log_input|log_target)` must be True or False"):
+        call(xp.asarray(P), flag)
+    call(xp.asarray(P), np.True_)  # (NumPy's bools are bools)
+
+
 def test_labels_must_be_integer(xp):
     with pytest.raises(TypeError, match="`labels` must hold integer class indices"):
         unilosses.sparse_categorical_cross_entropy_with_logits(xp.asarray(P),

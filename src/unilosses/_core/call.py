@@ -285,6 +285,15 @@ def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: s
     return Call(ad, dtype, loss_shape, None, None, reduction), list(arrays)
 
 
+def check_host_value(name: str, x: Any) -> None:
+    """A Python number or list may stand for an array argument; anything else (a string) is
+    refused here, naming it, rather than by a framework's conversion."""
+    if not isinstance(x, (int, float, list, tuple)):
+        raise TypeError(
+            f"`{name}` must be an array (or a Python number or list), got {type(x).__name__}."
+        )
+
+
 def _numbers_from_numpy_scalars(np: Any, arrays: tuple[Any, ...], weights: Any,
                                 where: Any) -> tuple[tuple[Any, ...], Any, Any]:
     """NumPy scalars (``w.mean()``, ``np.float32(2)``, ``np.True_``) as the Python numbers
@@ -333,11 +342,8 @@ def prepare(
     xp = ad.xp
 
     for name, x in zip(names, arrays):
-        if not (hasattr(x, "shape") or isinstance(x, (int, float, list, tuple))):
-            raise TypeError(
-                f"`{name}` must be an array (or a Python number or list), got "
-                f"{type(x).__name__}."
-            )
+        if not hasattr(x, "shape"):
+            check_host_value(name, x)
     p = arrays[0]
     if not hasattr(p, "shape"):
         p = ad.asarray(p)
@@ -375,6 +381,7 @@ def prepare(
     mask = None
     if where is not None:
         if not hasattr(where, "shape"):
+            check_host_value("where", where)
             where = ad.asarray(where, like=p)
         else:
             _same_device(ad, device, names[0], "where", where)
@@ -388,6 +395,7 @@ def prepare(
     w = None
     if weights is not None:
         if not hasattr(weights, "shape"):
+            check_host_value("weights", weights)
             weights = ad.asarray(weights, like=p)
         else:
             _same_device(ad, device, names[0], "weights", weights)

@@ -23,6 +23,16 @@ def refuse_boolean(name: str, value: Any, kind: str) -> None:
         raise TypeError(f"`{name}` must be {kind}, got the boolean {value!r}.")
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """A Python or NumPy bool: a string such as ``"no"`` would be truthy, an array's truth
+    ambiguous."""
+    if value is True or value is False:
+        return value
+    if type(value).__name__ in ("bool", "bool_") and getattr(value, "shape", ()) == ():
+        return bool(value)  # (NumPy's np.True_ / np.False_)
+    raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+
+
 def _number(name: str, value: Any) -> float:
     kind = type(value)
     # exact types first: on a 16-element loss the isinstance tests cost a tenth of the call

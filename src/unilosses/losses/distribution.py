@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.validate import check_broadcastable, check_positive, normalize_axis
+from .._core.validate import check_broadcastable, check_flag, check_positive, normalize_axis
 
 Array = Any
 
@@ -72,6 +72,7 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
     0.601986
     """
     batchmean = reduction == "batchmean"
+    log_target = check_flag("log_target", log_target)
     ndim = len(getattr(log_predictions, "shape", ()))
     ax = None if axis is None else normalize_axis(axis, max(ndim, 1))
     call, (x, t) = prepare(("log_predictions", "targets"), (log_predictions, targets),
@@ -151,6 +152,7 @@ def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True
     0.859141
     """
     eps = check_positive("eps", eps)
+    log_input, full = check_flag("log_input", log_input), check_flag("full", full)
     call, (x, k) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)
     xp, ad = call.xp, call.ad
@@ -213,6 +215,7 @@ def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full
     0.596574
     """
     eps = check_positive("eps", eps)
+    full = check_flag("full", full)
     pshape = tuple(getattr(predictions, "shape", ()))
     vshape = tuple(getattr(variance, "shape", ()))
     per_row = len(pshape) >= 1 and vshape == pshape[:-1] and vshape != pshape

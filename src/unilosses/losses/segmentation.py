@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import Call, prepare
+from .._core.call import Call, check_host_value, prepare
 from .._core.dispatch import resolve
 from .._core.validate import check_broadcastable, check_nonnegative, normalize_axes
 
@@ -47,6 +47,7 @@ def _overlap(predictions: Array, targets: Array, axis: Any, reduction: str, weig
     w = None
     if weights is not None:
         if not hasattr(weights, "shape"):
+            check_host_value("weights", weights)
             weights = ad.asarray(weights, like=p)
         if not (ad.is_floating(weights) or ad.is_integral(weights)):
             raise TypeError(f"`weights` must be a real array, got dtype {weights.dtype}.")

@@ -346,6 +346,25 @@ def test_kl_batchmean_of_rows_without_elements(xp):
     assert_close(xp, out, terms[0, 0, :2].sum() / 1, "float64")
 
 
+def test_kl_log_target_of_minus_inf_is_a_zero_target(ad_backend):
+    """A log-target of -inf is t = 0: its term is 0 with gradient 0, as in the probability
+    form (exp(-inf) * (-inf - x) had given NaN, as torch's and optax's do)."""
+    b = ad_backend
+    logp = np.log(np.array([[0.2, 0.3, 0.5], [0.1, 0.6, 0.3]]))
+    t = np.array([[0.0, 0.4, 0.6], [0.5, 0.5, 0.0]])
+    logp[1, 2] = -np.inf  # (with its target 0 too)
+    with np.errstate(divide="ignore"):
+        log_t = np.log(t)
+    v, g = b.value_and_grad(lambda a, c: U.kl_divergence(a, c, log_target=True, reduction="sum"),
+                            b.asarray(logp), b.asarray(log_t))
+    kept = t > 0
+    terms = np.where(kept, t * (np.log(np.where(kept, t, 1.0)) - np.where(kept, logp, 0.0)), 0.0)
+    np.testing.assert_allclose(v, terms.sum(), rtol=1e-13)
+    np.testing.assert_array_equal(g, -t)
+    v_probabilities = U.kl_divergence(b.asarray(logp), b.asarray(t), reduction="sum")
+    np.testing.assert_allclose(v, b.to_numpy(v_probabilities), rtol=1e-13)
+
+
 def test_kl_zero_target_with_minus_inf_log_prediction(ad_backend):
     """0 log 0 and 0 * log 0: both 0, gradient 0 (torch's kl_div gives NaN there)."""
     b = ad_backend

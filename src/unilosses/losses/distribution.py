@@ -51,8 +51,10 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
 
     Terms with :math:`t_c = 0` are exactly 0 with gradient 0, even where
     :math:`\log p_c = -\infty` (torch gives NaN there: ``0 * -inf``).  With ``log_target``
-    the term is :math:`e^{t_c}(t_c - \log p_c)`.  Targets are checked to be non-negative
-    (eagerly).  The gradient with respect to :math:`\log p_c` is :math:`-t_c`.
+    the term is :math:`e^{t_c}(t_c - \log p_c)`, and 0 for a target of :math:`-\infty`
+    (:math:`\log 0`), as for :math:`t_c = 0` above (torch and optax give NaN there).  Targets
+    are checked to be non-negative (eagerly).  The gradient with respect to
+    :math:`\log p_c` is :math:`-t_c`.
 
     Peers: ``torch.nn.functional.kl_div`` (``axis=None``; ``reduction="batchmean"``),
     ``optax.kl_divergence`` (``axis=-1``, unreduced), ``keras.losses.KLDivergence``
@@ -82,7 +84,11 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
     x = call.clean(x, 0.0) if ax is None else call.clean(x, 0.0, axis=ax)
     t = call.clean(t, 0.0) if ax is None else call.clean(t, 0.0, axis=ax)
     if log_target:
-        term = xp.exp(t) * (t - x)
+        # a target of log 0 = -inf gives 0, as t = 0 does in the probability form (exp(-inf)
+        # times -inf would be NaN); its branch sees 0 instead, so no inf reaches a gradient
+        zero = t == -math.inf
+        ts = ad.where(zero, 0.0, t)
+        term = ad.where(zero, 0.0, xp.exp(ts) * (ts - x))
     else:
         call.require(t >= 0.0, lambda: (
             "`targets` holds negative values (or NaN); they must be probabilities (pass "

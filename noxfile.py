@@ -21,7 +21,7 @@ TORCH = os.environ.get("UNILOSSES_TORCH_REQUIREMENT", "torch")
 TENSORFLOW = os.environ.get("UNILOSSES_TF_REQUIREMENT", "tensorflow")
 JAX = "jax[cpu]>=0.4.31"
 STRICT = "array-api-strict>=2.3"
-TEST = ("pytest>=8", "hypothesis>=6.100")
+TEST = ("pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100")
 
 #: what each ``tests`` session installs besides the package and TEST (numpy is a runtime
 #: dependency, so the "numpy" session is the package alone)

@@ -10,8 +10,23 @@ import numpy as np
 from ._base import Adapter, Array
 
 
+def _ml_float(dtype: Any) -> bool:
+    """ml_dtypes' floats (bfloat16, float8_*: JAX's types on NumPy arrays), which NumPy's
+    ``isdtype`` refuses as not its own: 16 bits or fewer, computed in float32 as float16."""
+    return dtype.kind == "V" and (dtype.name == "bfloat16" or dtype.name.startswith("float8"))
+
+
 class NumpyAdapter(Adapter):
     name = "numpy"
+
+    def is_floating(self, x: Array) -> bool:
+        return x.dtype.kind == "f" or _ml_float(x.dtype)
+
+    def is_integral(self, x: Array) -> bool:
+        return x.dtype.kind in "iub"
+
+    def is_half(self, dtype: Any) -> bool:
+        return dtype == np.float16 or _ml_float(dtype)
 
     def __init__(self) -> None:
         super().__init__(xp_numpy)

@@ -209,7 +209,7 @@ def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | N
 _BCE_CPU_MAX = (1 << 10, 1 << 12)
 
 
-def bce(call: Any, p: Array, t: Array, checked: bool) -> Array | None:
+def bce(call: Any, p: Array, t: Array, checked: Callable[[], bool]) -> Array | None:
     # p is already clipped to [eps, 1 - eps] (or inside it), where log(p) >= -16.2: torch's
     # clamp of the log at -100 never acts, and it computes log1p(-p) as the composition does
     r = _reduction(call, p)
@@ -218,10 +218,10 @@ def bce(call: Any, p: Array, t: Array, checked: bool) -> Array | None:
     if p.is_cpu:
         if p.numel() > _BCE_CPU_MAX[p.requires_grad]:
             return None
-    elif not checked:
+    elif not checked():
         # off the CPU the kernel asserts p in [0, 1] on the device, which a NaN fails (the
         # clip keeps it): a device-side assert that ends the process's CUDA context, where the
-        # formula gives NaN.  Only the range check (``checked``) has refused NaN beforehand.
+        # formula gives NaN.  Only the range check (``checked()``) has refused NaN beforehand.
         return None
     return _target_checked_bce(p, t, _ENUM[r])
 

@@ -19,6 +19,9 @@ def _ml_float(dtype: Any) -> bool:
 class NumpyAdapter(Adapter):
     name = "numpy"
 
+    def __init__(self) -> None:
+        super().__init__(xp_numpy)
+
     def is_floating(self, x: Array) -> bool:
         return x.dtype.kind == "f" or _ml_float(x.dtype)
 
@@ -27,9 +30,6 @@ class NumpyAdapter(Adapter):
 
     def is_half(self, dtype: Any) -> bool:
         return dtype == np.float16 or _ml_float(dtype)
-
-    def __init__(self) -> None:
-        super().__init__(xp_numpy)
 
     def device(self, x: Array) -> Any:
         return "cpu"

@@ -171,9 +171,10 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     if not inside_clip(call, p):
         p = call.ad.clip(p, EPSILON, 1.0 - EPSILON)
     t = _smooth_binary(call.clean(t, 0.0), ls)
-    # whether the range check above ran (and so refused NaN): a kernel may rely on it
-    checked = not call.ad.is_tracing(p) and checks_enabled()
-    fused = call.native("binary_cross_entropy", p, t, checked=checked)
+    # whether the range check above ran (and so refused NaN), which a kernel may rely on;
+    # asked only by one that does (torch's, off the CPU)
+    fused = call.native("binary_cross_entropy", p, t,
+                        checked=lambda: not call.ad.is_tracing(p) and checks_enabled())
     if fused is not None:
         return fused
     return call.reduce(-(t * xp.log(p) + (1.0 - t) * call.ad.log1p(-p)))

@@ -1415,6 +1415,70 @@ def test_tensorflow_cross_entropy_kernel(monkeypatch, sparse, reduction, dtype, 
     assert np.isfinite(np.asarray(g1)).all()
 
 
+@pytest.mark.parametrize("rows", [6, 20000], ids=["small", "large"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", ["eager", "graph", "jit_compile"])
+def test_tensorflow_dense_cross_entropy_of_targets_not_summing_to_one(mode, dtype, rows):  # type: ignore[no-untyped-def]
+    """The dense op's own gradient is softmax - t, the loss's only where each row of targets
+    sums to 1; multi-hot, unnormalised and all-zero rows need s softmax - t.  Value and both
+    gradients against a float64 formula, with the rows summing to 1 (which take the op's own
+    gradient eagerly on small inputs) and without, 2-D and 3-D, with and without a tape on
+    the targets; the plain eager call on small inputs included."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(31)
+    x = (2 * rng.standard_normal((rows, 5))).astype(dtype)
+    x[0, :2] = [1e4, -1e4]
+    onehot = np.eye(5, dtype=dtype)[rng.integers(0, 5, rows)]
+    other = rng.random((rows, 5)).astype(dtype)  # soft, unnormalised
+    other[1] = [1, 1, 0, 0, 1]  # multi-hot
+    other[2] = 0  # nothing to predict
+    other[3] = np.array([0.2, 0.3, 0.5, 0, 0], dtype) * 3
+    cases = [(onehot, None), (other, None), (onehot, 0.1), (other.reshape(2, -1, 5), None)]
+
+    def reference(x, t, ls):  # type: ignore[no-untyped-def]
+        x, t = x.astype(np.float64).reshape(t.shape), t.astype(np.float64)
+        if ls:
+            t = t * (1 - ls) + ls / t.shape[-1]
+        lsm = x - x.max(-1, keepdims=True)
+        lsm -= np.log(np.exp(lsm).sum(-1, keepdims=True))
+        weights = np.arange(1, t[..., 0].size + 1).reshape(t.shape[:-1]) / t[..., 0].size
+        gx = weights[..., None] * (t.sum(-1, keepdims=True) * np.exp(lsm) - t)
+        gt = -weights[..., None] * lsm * (1 - ls if ls else 1)
+        return -(t * lsm).sum(-1), gx, gt
+
+    def run(x, t, ls, watch_targets):  # type: ignore[no-untyped-def]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            if watch_targets:
+                tape.watch(t)
+            out = unilosses.categorical_cross_entropy_with_logits(x, t, label_smoothing=ls,
+                                                                  reduction="none")
+            weights = tf.reshape(tf.range(1, tf.size(out) + 1), tf.shape(out))
+            total = tf.reduce_sum(out * tf.cast(weights, out.dtype)
+                                  / tf.cast(tf.size(out), out.dtype))
+        return out, tape.gradient(total, x), (tape.gradient(total, t) if watch_targets
+                                              else tf.zeros_like(t))
+
+    eps = np.finfo(dtype).eps
+    for t, ls in cases:
+        want, gx_want, gt_want = reference(x, t, ls)
+        xs = x.reshape(t.shape)
+        for watch_targets in (False, True):
+            f = run if mode == "eager" else tf.function(run, jit_compile=mode == "jit_compile")
+            out, gx, gt = (np.asarray(a) for a in f(tf.constant(xs), tf.constant(t),
+                                                    ls or 0.0, watch_targets))
+            scale = np.abs(want).max()
+            assert np.abs(out - want).max() <= 64 * eps * scale, (ls, t.shape)
+            assert np.abs(gx - gx_want).max() <= 64 * eps, (ls, t.shape, watch_targets)
+            if watch_targets:
+                assert np.abs(gt - gt_want).max() <= 64 * eps * np.abs(gt_want).max()
+    if mode == "eager":  # outside a tape: the op alone, its value
+        out = unilosses.categorical_cross_entropy_with_logits(tf.constant(x), tf.constant(other),
+                                                              reduction="none")
+        assert np.abs(np.asarray(out) - reference(x, other, None)[0]).max() <= (
+            64 * eps * np.abs(reference(x, other, None)[0]).max())
+
+
 @pytest.mark.parametrize("rows", [13108, 4])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["sparse", "categorical", "bce_logits", "focal_logits"])

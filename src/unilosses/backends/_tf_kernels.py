@@ -3,7 +3,9 @@
 
 ``tf.nn.softmax_cross_entropy_with_logits`` and its sparse form compute the loss and the
 gradient ``softmax - target`` in one kernel (and one XLA op); the composition reads and writes
-the logits several times, up to 2.3x slower with backward.  Their semantics are the loss's
+the logits several times, up to 2.3x slower with backward.  That gradient is the loss's only
+where each row of targets sums to 1: for others (multi-hot, unnormalised soft targets) the
+dense op's gradient is corrected (:func:`dense_cross_entropy`).  Their semantics are the loss's
 exactly once the logits are clamped as ``finite_logits`` does (``tf.clip_by_value``, the
 adapter's clip) and the labels are range-checked (then clamped) as the generic path does (or,
 eagerly on the CPU, by the op itself, which raises; the generic path then takes over); the
@@ -18,12 +20,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 try:  # whether a graph is being traced for XLA (tf.function(jit_compile=True)): as Keras asks
     from tensorflow.python.ops import control_flow_util as _control_flow
 except ImportError:  # pragma: no cover - another TensorFlow
     _control_flow = None
+
+try:  # which tensors a GradientTape watches: private, so read defensively
+    from tensorflow.python.eager import record as _record
+    _record.should_record_backprop  # noqa: B018
+except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
+    _record = None
 
 Array = Any
 
@@ -38,6 +47,80 @@ def in_xla() -> bool:
 #: the tf.nn wrappers' conversions and shape checks cost more than the op on small inputs
 _SPARSE = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits
 _DENSE = tf.raw_ops.SoftmaxCrossEntropyWithLogits
+
+
+def _dense_any_targets(x: Array, t: Array) -> Array:
+    """The dense op on rank-2 ``x`` and ``t``, its gradient in ``x`` that of
+    ``-sum(t log_softmax(x))`` whatever the rows of ``t`` sum to."""
+    # eagerly the targets' gradient only where a tape records them (the op's own registered
+    # gradient computes it always, a log-softmax: at 10000 x 100 this form's backward, the
+    # correction included, took 0.97 of the op's)
+    targets_too = not tf.executing_eagerly() or _recorded(t)
+
+    @tf.custom_gradient
+    def loss(x: Array, t: Array) -> Any:
+        rows, backprop = _DENSE(features=x, labels=t)
+        s = tf.reduce_sum(t, axis=-1, keepdims=True)
+
+        def grad(upstream: Array) -> Any:
+            # the op's gradient is softmax - t; the loss's is s softmax - t, with s the row's
+            # sum of targets: s (softmax - t) + (s - 1) t, the op's where every s is 1
+            g = tf.expand_dims(upstream, -1)
+            ones = tf.reduce_all(tf.abs(s - 1.0) <= _sum_tolerance(t.dtype.as_numpy_dtype))
+            gx = tf.cond(ones, lambda: g * backprop,
+                         lambda: g * (s * backprop + (s - 1.0) * t))
+            return gx, (-g * tf.nn.log_softmax(x) if targets_too else None)
+
+        return rows, grad
+
+    return loss(x, t)
+
+
+def _recorded(x: Array) -> bool:
+    """Whether a tape records ``x`` (True where that cannot be asked: a variable)."""
+    return (_record is None or not isinstance(x, tf.Tensor)
+            or bool(_record.should_record_backprop([x])))
+
+
+#: eagerly, up to this many elements on the CPU the targets' row sums are read, and where
+#: every one is 1 (within 8 ulps) the op runs alone: tf.custom_gradient costs some Python
+_READ_SUMS_BELOW = 1 << 16
+
+
+def _sum_tolerance(dtype: Any) -> float:
+    """How far from 1 a row's sum of targets may lie for the op's own gradient: its error is
+    (s - 1) softmax, within a few ulps."""
+    return 8 * float(np.finfo(dtype).eps)
+
+
+def dense_cross_entropy(x: Array, t: Array) -> Array:
+    """``-sum(t log_softmax(x))`` along the last axis, by the dense op.
+
+    The op's registered gradient, ``softmax - t``, holds only where each row of ``t`` sums to
+    1 (one-hot, smoothed or normalised soft targets); multi-hot or unnormalised targets need
+    ``s softmax - t``, which torch's kernel and the composition give.  So where the logits are
+    differentiated (traced, or eagerly under a tape that records them) the op runs under
+    :func:`_dense_any_targets`, but on small eager inputs whose row sums are read and found
+    1 (within a few ulps: the gradient's error is (s - 1) softmax).  Eagerly outside a tape
+    the op alone (its gradient in the targets, ``-log_softmax(x)``, is right for any)."""
+    if x.shape.rank == 2:
+        return _dense_rows(x, t)
+    classes = tf.shape(x)[-1:]
+    rows = _dense_rows(tf.reshape(x, tf.concat([[-1], classes], 0)),
+                       tf.reshape(t, tf.concat([[-1], classes], 0)))
+    return tf.reshape(rows, tf.shape(x)[:-1])
+
+
+def _dense_rows(x: Array, t: Array) -> Array:
+    if tf.executing_eagerly():
+        if not _recorded(x):
+            return _DENSE(features=x, labels=t)[0]
+        if x.shape.num_elements() < _READ_SUMS_BELOW and "CPU" in t.device:
+            # (NumPy's reductions of a small host array cost less than TensorFlow's eager ops)
+            a = t.numpy()
+            if a.size == 0 or np.abs(a.sum(axis=-1) - 1.0).max() <= _sum_tolerance(a.dtype):
+                return _DENSE(features=x, labels=t)[0]
+    return _dense_any_targets(x, t)
 
 
 def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
@@ -80,10 +163,7 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
             if classes is None:  # (traced with the class dimension None)
                 classes = tf.cast(tf.shape(x)[-1], t.dtype)
             t = t * (1.0 - label_smoothing) + label_smoothing / classes
-        if ndim == 2 and tf.executing_eagerly():
-            loss = _DENSE(features=xc, labels=t)[0]
-        else:
-            loss = tf.nn.softmax_cross_entropy_with_logits(labels=t, logits=xc)
+        loss = dense_cross_entropy(xc, t)
     return call.reduce(loss)
 
 

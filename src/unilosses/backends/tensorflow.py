@@ -21,14 +21,9 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-try:  # which tensors a GradientTape watches: private, so read defensively
-    from tensorflow.python.eager import record as _record
-    _record.should_record_backprop  # noqa: B018
-except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
-    _record = None
-
 from . import _tf_kernels
 from ._base import Adapter, Array
+from ._tf_kernels import _record  # which tensors a GradientTape watches (None: unknown)
 from ._tf_kernels import in_xla as _in_xla
 
 # A full float32 reduction of an input under XLA (tf.function(jit_compile=True), CPU) is
@@ -604,7 +599,7 @@ def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: A
         t = targets
         if ls:
             t = t * (1.0 - ls) + ls / x.shape[1]
-        loss = _tf_kernels._DENSE(features=xc, labels=t)[0]
+        loss = _tf_kernels.dense_cross_entropy(xc, t)
     op = _PLAIN_REDUCE[reduction]
     return loss if op is None else _eager_reduce(op, loss, None, False)
 

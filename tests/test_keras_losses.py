@@ -84,6 +84,15 @@ def _keras_pairs(keras: Any) -> list[tuple[str, Any, Any, Any, Any]]:
          Y01, PROB),
         ("focal_logits", uk.BinaryFocalCrossentropy(from_logits=True, alpha=None),
          kl.BinaryFocalCrossentropy(from_logits=True, gamma=2.0), Y01, X),
+        # Keras's switch for alpha, under its own name
+        ("focal_unbalanced", uk.BinaryFocalCrossentropy(apply_class_balancing=False, gamma=1.5),
+         kl.BinaryFocalCrossentropy(apply_class_balancing=False, gamma=1.5), Y01, PROB),
+        ("focal_balanced_logits",
+         uk.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.4, from_logits=True),
+         kl.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.4, from_logits=True),
+         Y01, X),
+        ("sparse_ignore_class", uk.SparseCategoricalCrossentropy(from_logits=True, ignore_class=2),
+         kl.SparseCategoricalCrossentropy(from_logits=True, ignore_class=2), LABELS, X),
         # the catalogue of issue 9
         ("categorical_focal", uk.CategoricalFocalCrossentropy(alpha=[0.1, 0.2, 0.3, 0.4]),
          kl.CategoricalFocalCrossentropy(alpha=[0.1, 0.2, 0.3, 0.4]), SOFT, smoothed),
@@ -116,7 +125,7 @@ def keras_check_matches_keras_losses(tmp: Path) -> None:
 
     for label, ours, theirs, y_true, y_pred in _keras_pairs(keras):
         settings = [(None, None), ("sum_over_batch_size", SW)]
-        if label == "sparse_ignore":
+        if label.startswith("sparse_ignore"):
             settings = [(r, sw) for r in REDUCTIONS for sw in (None, SW)]
         for reduction, sw in settings:
             ours.reduction = theirs.reduction = reduction
@@ -358,6 +367,31 @@ def keras_check_ignore_index_in_a_compiled_step(tmp: Path) -> None:
     _close(model.evaluate(x, labels, batch_size=8, verbose=0), want, scale=4)
 
 
+def keras_check_positional_options_follow_keras(tmp: Path) -> None:
+    """Where Keras has the class, the options ours takes positionally are Keras's first ones,
+    in its order (``ignore_index`` for Keras's ``ignore_class``): a call written for Keras
+    reads the same, or is refused."""
+    import inspect
+
+    import keras
+
+    import unilosses.keras as uk
+
+    def positional(cls: Any) -> list[str]:
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        return [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+
+    compared = 0
+    for name in uk.__all__:
+        theirs = getattr(keras.losses, name, None)
+        if theirs is None:
+            continue
+        ours = [{"ignore_index": "ignore_class"}.get(n, n) for n in positional(getattr(uk, name))]
+        assert ours == positional(theirs)[:len(ours)], (name, ours, positional(theirs))
+        compared += 1
+    assert compared >= 19, compared
+
+
 def keras_check_errors(tmp: Path) -> None:
     import unilosses.keras as uk
 
@@ -370,6 +404,17 @@ def keras_check_errors(tmp: Path) -> None:
         (lambda: uk.Dice(smooth=-1.0), ValueError, "smooth"),
         (lambda: uk.Quantile(quantile=0.5), TypeError, "unexpected option(s) quantile"),
         (lambda: uk.AnchorFocalCrossentropy(normalize="anchor"), ValueError, "normalize"),
+        # Keras's positional order where ours differs: refused, not read as another option
+        (lambda: uk.BinaryFocalCrossentropy(True), TypeError, "positional"),
+        (lambda: uk.BinaryCrossentropy(True, 0.0, -1, "sum"), TypeError, "positional"),
+        (lambda: uk.SparseCategoricalCrossentropy(True, None, "sum"), TypeError, "positional"),
+        (lambda: uk.SparseCategoricalCrossentropy(ignore_index=1, ignore_class=1), TypeError,
+         "not both"),
+        (lambda: uk.SparseCategoricalCrossentropy(ignore_class="1"), TypeError, "ignore_class"),
+        (lambda: uk.BinaryFocalCrossentropy(apply_class_balancing=1), TypeError,
+         "apply_class_balancing"),
+        (lambda: uk.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=None), ValueError,
+         "alpha"),
         (lambda: uk.MeanSquaredError()(np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")),
          ValueError, "must match exactly"),
     ]:

@@ -60,12 +60,20 @@ Each class, the functions it calls (``from_logits`` False / True) and Keras's cl
     mean over a sample's boxes); none (KerasCV's ``GIoULoss``/``CIoULoss`` take other box
     formats)
 
+Positional options follow Keras's own order as far as they mean the same; the rest are
+keywords only, so that a Keras call is read as Keras means it or refused, never read as
+another option.
+
 Differences from Keras's classes with the same name: ``BinaryFocalCrossentropy`` has
-``alpha=0.25`` on by default (``alpha=None`` turns it off; Keras needs
-``apply_class_balancing=True``) and applies no label smoothing;
-``SparseCategoricalCrossentropy`` names Keras's ``ignore_class`` ``ignore_index`` and also takes
-``label_smoothing``; ``Tversky``'s ``alpha`` weighs the false positives as Keras documents,
-where Keras's code weighs the false negatives (``Tversky(alpha=a, beta=b)`` here is Keras's
+``alpha=0.25`` on by default (``alpha=None`` or Keras's ``apply_class_balancing=False`` turns
+it off; Keras needs ``apply_class_balancing=True``), applies no label smoothing, and for soft
+targets (not 0/1) takes :func:`unilosses.binary_focal_loss`'s factor ``|t - p|**gamma`` with
+``alpha`` inside the two log terms, where Keras's is ``(1 - p_t)**gamma`` times its
+alpha-weighted BCE (equal for 0/1 targets); ``BinaryCrossentropy`` takes ``pos_weight`` as a
+keyword; ``SparseCategoricalCrossentropy`` names Keras's ``ignore_class`` ``ignore_index`` (and
+takes it under either name) and also takes ``label_smoothing``, as a keyword;
+``Tversky``'s ``alpha`` weighs the false positives as Keras documents, where Keras's code
+weighs the false negatives (``Tversky(alpha=a, beta=b)`` here is Keras's
 ``Tversky(alpha=b, beta=a)``).  The classes of the catalogue (from
 ``CategoricalFocalCrossentropy`` on) take their options as keywords only.
 
@@ -296,7 +304,7 @@ class BinaryCrossentropy(_Loss):
     _options = ("from_logits", "label_smoothing", "axis", "pos_weight")
 
     def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1,
-                 pos_weight: float | list[float] | None = None, *,
+                 *, pos_weight: float | list[float] | None = None,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
@@ -365,19 +373,25 @@ class SparseCategoricalCrossentropy(_Loss):
     :func:`unilosses.sparse_categorical_cross_entropy_with_logits`.
 
     Labels may come as floats (Keras converts ``y_true`` to the loss's dtype) and with a
-    trailing axis of 1.  Samples whose label equals ``ignore_index`` (Keras's ``ignore_class``)
-    get loss 0 and are left out of the count of ``"sum_over_batch_size"``, as in Keras.
+    trailing axis of 1.  Samples whose label equals ``ignore_index`` (Keras's ``ignore_class``,
+    also taken under that name) get loss 0 and are left out of the count of
+    ``"sum_over_batch_size"``, as in Keras.
     """
 
     _options = ("from_logits", "ignore_index", "label_smoothing", "axis", "class_weights")
 
-    def __init__(self, from_logits: bool = False, ignore_index: int | None = None,
-                 label_smoothing: float = 0.0, axis: int = -1, *,
+    def __init__(self, from_logits: bool = False, ignore_index: int | None = None, *,
+                 label_smoothing: float = 0.0, axis: int = -1,
                  class_weights: list[float] | None = None,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
-                 dtype: Any = None) -> None:
+                 dtype: Any = None, ignore_class: int | None = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
+        if ignore_class is not None:  # Keras's name
+            if ignore_index is not None:
+                raise TypeError("Pass `ignore_index` or Keras's name for it, `ignore_class`, "
+                                "not both.")
+            ignore_index = _ignore_index("ignore_class", ignore_class)
         self.ignore_index = _ignore_index("ignore_index", ignore_index)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
@@ -411,16 +425,26 @@ class BinaryFocalCrossentropy(_Loss):
     """Binary focal loss averaged over ``axis``, per sample:
     :func:`unilosses.binary_focal_loss` or, with ``from_logits=True``,
     :func:`unilosses.binary_focal_loss_with_logits`.  ``alpha=None`` turns class balancing
-    off; a list is one value per class (the last axis)."""
+    off, as does Keras's ``apply_class_balancing=False``; a list is one value per class (the
+    last axis).  Options are keywords only: Keras's class takes ``apply_class_balancing``
+    first."""
 
     _options = ("from_logits", "alpha", "gamma", "axis")
 
-    def __init__(self, from_logits: bool = False, alpha: float | None = 0.25,
-                 gamma: float = 2.0, axis: int = -1, *,
+    def __init__(self, *, from_logits: bool = False, alpha: float | None = 0.25,
+                 gamma: float = 2.0, axis: int = -1,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
-                 dtype: Any = None) -> None:
+                 dtype: Any = None, apply_class_balancing: bool | None = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
+        if apply_class_balancing is not None:  # Keras's switch for alpha
+            if not isinstance(apply_class_balancing, bool):
+                raise TypeError("`apply_class_balancing` must be True or False, got "
+                                f"{apply_class_balancing!r}.")
+            if not apply_class_balancing:
+                alpha = None
+            elif alpha is None:
+                raise ValueError("apply_class_balancing=True needs an `alpha`.")
         self.alpha = _alpha(alpha)
         self.gamma = check_nonnegative("gamma", gamma)
         self.axis = _axis(axis)

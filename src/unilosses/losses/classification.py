@@ -48,7 +48,9 @@ def finite_logits(call: Call, x: Array) -> Array:
     An infinite logit is meaningful (certainty), but ``0 * inf`` in the loss formulas would
     make it NaN; a quarter of the dtype's maximum behaves the same in every log-sigmoid and
     log-softmax (no overflow when two are added) while staying finite.  The gradient there is
-    0, the limit of the true gradient for a correct certain prediction.  Where one read shows
+    0, the limit of the true gradient for a correct certain prediction; for a wrong one too,
+    the clamp's derivative (the loss is flat beyond the bound, where the unclamped loss's
+    slope tends to 1: torch's kernels give NaN at an infinite logit).  Where one read shows
     the clamp changes nothing (``Adapter.bounded``: eagerly, on large inputs), it is skipped.
     """
     return x if call.ad.bounded(x) else clamped_logits(call, x)
@@ -134,7 +136,9 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     predictions : array, floating
         Probabilities in [0, 1].
     targets : array, same shape
-        Labels in {0, 1} or soft labels in [0, 1] (bool/int are cast).
+        Labels in {0, 1} or soft labels in [0, 1] (bool/int are cast), taken as given: values
+        outside [0, 1] are not refused, as Keras and optax take them (torch's CPU kernel
+        refuses them); the loss is then the formula's, which can be negative.
     label_smoothing : float in [0, 1]
         Targets become :math:`t (1 - s) + s / 2` (towards 0.5, Keras's convention).
 

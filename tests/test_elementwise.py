@@ -311,3 +311,39 @@ def test_focal_soft_label_equal_prediction_gamma_half(ad_backend):
         lambda a, y: unilosses.binary_focal_loss_with_logits(a, y, gamma=0.5, reduction="sum"),
         b.asarray(x), b.asarray(t))
     assert np.all(np.isfinite(g))
+
+
+def _focal_target_grad(x, t, alpha, gamma):  # type: ignore[no-untyped-def]
+    """d/dt of -|t - s|^gamma (a t log s + (1 - a)(1 - t) log(1 - s)), s = sigmoid(x), in
+    float64 (its derivative in t exists at t = 0 and 1, where s is not t)."""
+    s = 1 / (1 + np.exp(-x))
+    a1, a0 = (1.0, 1.0) if alpha is None else (alpha, 1 - alpha)
+    ce = a1 * t * np.log(s) + a0 * (1 - t) * np.log1p(-s)
+    m = t - s
+    return -(gamma * np.abs(m) ** (gamma - 1) * np.sign(m) * ce
+             + np.abs(m) ** gamma * (a1 * np.log(s) - a0 * np.log1p(-s)))
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("alpha", [0.25, None])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_focal_logits_gradient_in_hard_targets(ad_backend, gamma, alpha, dtype):
+    """Targets of exactly 0 or 1 differentiated (a teacher's rounded sigmoid, say): the factor
+    |t - p|^gamma is computed in log space as log p or log(1 - p) there, constant in t, so
+    its slope in t is carried separately; the anchor focal loss shares it."""
+    b = ad_backend
+    x = np.array([2.0, -1.0, 0.5, 3.0, -4.0, 1.5, 0.0, -0.7])
+    t = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.3])  # hard but one
+    want = _focal_target_grad(x, t, alpha, gamma)
+    tol = 256 * np.finfo(dtype).eps
+    _, g = b.value_and_grad(
+        lambda y, a: unilosses.binary_focal_loss_with_logits(a, y, alpha=alpha, gamma=gamma,
+                                                             reduction="sum"),
+        b.asarray(t, dtype), b.asarray(x, dtype))
+    np.testing.assert_allclose(g, want, rtol=tol, atol=tol)
+    state = np.ones(2, dtype=np.int64)  # every anchor an object: normalised by 2
+    _, g = b.value_and_grad(
+        lambda y, a, s: unilosses.anchor_focal_loss_with_logits(a, y, s, alpha=alpha,
+                                                                gamma=gamma),
+        b.asarray(t.reshape(2, 4), dtype), b.asarray(x.reshape(2, 4), dtype), b.asarray(state))
+    np.testing.assert_allclose(g, want.reshape(2, 4) / 2, rtol=tol, atol=tol)

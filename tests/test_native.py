@@ -1477,6 +1477,26 @@ def test_tensorflow_dense_cross_entropy_of_targets_not_summing_to_one(mode, dtyp
                                                               reduction="none")
         assert np.abs(np.asarray(out) - reference(x, other, None)[0]).max() <= (
             64 * eps * np.abs(reference(x, other, None)[0]).max())
+        # forward mode (a ForwardAccumulator alone), and forward over reverse (a Hessian-vector
+        # product): eagerly the op's own JVP comes from its registered gradient
+        v = rng.standard_normal(x.shape).astype(dtype)
+        x64, t64, v64 = x.astype(np.float64), other.astype(np.float64), v.astype(np.float64)
+        sm = np.exp(x64 - x64.max(-1, keepdims=True))
+        sm /= sm.sum(-1, keepdims=True)
+        s = t64.sum(-1, keepdims=True)
+        hv = s * (sm * v64 - sm * (sm * v64).sum(-1, keepdims=True))
+        xt = tf.constant(x)
+        with tf.autodiff.ForwardAccumulator(xt, tf.constant(v)) as acc:
+            out = unilosses.categorical_cross_entropy_with_logits(xt, tf.constant(other),
+                                                                  reduction="sum")
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                inner = unilosses.categorical_cross_entropy_with_logits(
+                    xt, tf.constant(other), reduction="sum")
+            g = tape.gradient(inner, xt)
+        jvp = ((s * sm - t64) * v64).sum()
+        assert abs(float(acc.jvp(out)) - jvp) <= 64 * eps * np.abs((s * sm - t64) * v64).sum()
+        assert np.abs(np.asarray(acc.jvp(g)) - hv).max() <= 64 * eps * max(np.abs(hv).max(), 1)
 
 
 @pytest.mark.parametrize("rows", [13108, 4])

@@ -17,6 +17,7 @@ Huber) are compositions with different subgradients at 0, so they are not used.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,14 @@ try:  # which tensors a GradientTape watches: private, so read defensively
     _record.should_record_backprop  # noqa: B018
 except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
     _record = None
+
+_unrecorded = contextlib.nullcontext if _record is None else _record.stop_recording
+
+try:  # which tensors a ForwardAccumulator carries a tangent for: likewise private
+    from tensorflow.python import pywrap_tfe as _pywrap_tfe
+    _tangents = _pywrap_tfe.TFE_Py_PackJVPs
+except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
+    _tangents = None
 
 Array = Any
 
@@ -57,18 +66,27 @@ def _dense_any_targets(x: Array, t: Array) -> Array:
     # correction included, took 0.97 of the op's)
     targets_too = not tf.executing_eagerly() or _recorded(t)
 
+    # eagerly under a forward accumulator the op runs unrecorded (the accumulator would take
+    # its own JVP, from its registered gradient) and the gradient recomputes the softmax from
+    # x, which then carries the tangent (forward over reverse)
+    forward_mode = tf.executing_eagerly() and _carries_tangent(x)
+
     @tf.custom_gradient
     def loss(x: Array, t: Array) -> Any:
-        rows, backprop = _DENSE(features=x, labels=t)
+        with _unrecorded() if forward_mode else contextlib.nullcontext():
+            rows, backprop = _DENSE(features=x, labels=t)
         s = tf.reduce_sum(t, axis=-1, keepdims=True)
 
         def grad(upstream: Array) -> Any:
             # the op's gradient is softmax - t; the loss's is s softmax - t, with s the row's
             # sum of targets: s (softmax - t) + (s - 1) t, the op's where every s is 1
             g = tf.expand_dims(upstream, -1)
-            ones = tf.reduce_all(tf.abs(s - 1.0) <= _sum_tolerance(t.dtype.as_numpy_dtype))
-            gx = tf.cond(ones, lambda: g * backprop,
-                         lambda: g * (s * backprop + (s - 1.0) * t))
+            if forward_mode:
+                gx = g * (s * tf.nn.softmax(x) - t)
+            else:
+                ones = tf.reduce_all(tf.abs(s - 1.0) <= _sum_tolerance(t.dtype.as_numpy_dtype))
+                gx = tf.cond(ones, lambda: g * backprop,
+                             lambda: g * (s * backprop + (s - 1.0) * t))
             return gx, (-g * tf.nn.log_softmax(x) if targets_too else None)
 
         return rows, grad
@@ -76,10 +94,18 @@ def _dense_any_targets(x: Array, t: Array) -> Array:
     return loss(x, t)
 
 
+def _carries_tangent(x: Array) -> bool:
+    """Whether a forward accumulator carries a tangent for ``x`` (True where that cannot be
+    asked)."""
+    return _tangents is None or not isinstance(x, tf.Tensor) or bool(_tangents([x])[1])
+
+
 def _recorded(x: Array) -> bool:
-    """Whether a tape records ``x`` (True where that cannot be asked: a variable)."""
+    """Whether a tape records ``x`` or a forward accumulator carries a tangent for it, whose
+    derivative the op's registered gradient would then give (True where that cannot be
+    asked: a variable, another TensorFlow)."""
     return (_record is None or not isinstance(x, tf.Tensor)
-            or bool(_record.should_record_backprop([x])))
+            or bool(_record.should_record_backprop([x])) or _carries_tangent(x))
 
 
 #: eagerly, up to this many elements on the CPU the targets' row sums are read, and where

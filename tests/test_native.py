@@ -246,6 +246,30 @@ def test_bce_targets_outside_0_1_are_taken_as_elsewhere(n, grad):  # type: ignor
         np.testing.assert_allclose(float(total.detach()), np.sum(want), rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_bce_with_logits_pos_weight_targets_gradient_stays_finite(used, dtype):  # type: ignore[no-untyped-def]
+    """With pos_weight, torch's kernel's gradient in the targets overflows at a clamped logit
+    (it scales the cotangent by pos_weight times the logit before the mean's division); where
+    the targets want a gradient the composition runs: d/dt = pw softplus(-x) - softplus(x)
+    of the clamped logit, divided by the count."""
+    bound = torch.finfo(dtype).max / 4
+    x = torch.tensor([-math.inf, -bound, math.inf, 3.0], dtype=dtype)
+    t = torch.full((4,), 0.5, dtype=dtype, requires_grad=True)
+    loss = unilosses.binary_cross_entropy_with_logits(x, t, pos_weight=2.5)
+    (g,) = torch.autograd.grad(loss * 3.0, t)
+    assert used.calls.get("binary_cross_entropy_with_logits", 0) == 0
+    xc = x.double().clamp(-float(bound), float(bound))
+    sp = torch.nn.functional.softplus
+    want = torch.where(xc.abs() > 1e6, torch.where(xc < 0, -2.5 * xc, -xc),
+                       2.5 * sp(-xc, threshold=1e308) - sp(xc, threshold=1e308)) * (3.0 / 4)
+    assert bool(torch.isfinite(g).all())
+    _close(g, want.to(dtype), dtype)
+    v, gx = _value_and_grad(unilosses.binary_cross_entropy_with_logits,
+                            torch.linspace(-3, 3, 40, dtype=dtype), torch.rand(40, dtype=dtype),
+                            pos_weight=2.5)
+    assert used.calls["binary_cross_entropy_with_logits"] == 1  # (targets without a gradient)
+
+
 def test_bce_on_probabilities_kernel_only_where_it_is_faster(used):  # type: ignore[no-untyped-def]
     """On the CPU torch's kernel is a scalar loop: beyond the limits the composition runs;
     forward alone has the lower limit.  A target that needs a gradient (torch's kernel has

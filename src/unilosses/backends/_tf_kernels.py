@@ -35,7 +35,7 @@ try:  # which tensors a GradientTape watches: private, so read defensively
 except (ImportError, AttributeError):  # pragma: no cover - another TensorFlow
     _record = None
 
-_unrecorded = contextlib.nullcontext if _record is None else _record.stop_recording
+_stop_recording = contextlib.nullcontext if _record is None else _record.stop_recording
 
 try:  # which tensors a ForwardAccumulator carries a tangent for: likewise private
     from tensorflow.python import pywrap_tfe as _pywrap_tfe
@@ -73,7 +73,7 @@ def _dense_any_targets(x: Array, t: Array) -> Array:
 
     @tf.custom_gradient
     def loss(x: Array, t: Array) -> Any:
-        with _unrecorded() if forward_mode else contextlib.nullcontext():
+        with _stop_recording() if forward_mode else contextlib.nullcontext():
             rows, backprop = _DENSE(features=x, labels=t)
         s = tf.reduce_sum(t, axis=-1, keepdims=True)
 

@@ -97,7 +97,7 @@ def step(model: torch.nn.Module, loss_fn, x, t, s) -> tuple[float, np.ndarray]: 
 
 def main() -> None:
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    faulthandler.dump_traceback_later(150, exit=True)  # a hang shows where, then exits
+    faulthandler.dump_traceback_later(270, exit=True)  # a hang shows where, then exits
     torch.set_num_threads(1)
     x, t, s = make_data()
     res: dict[str, np.ndarray] = {}

@@ -347,3 +347,83 @@ def test_focal_logits_gradient_in_hard_targets(ad_backend, gamma, alpha, dtype):
                                                                 gamma=gamma),
         b.asarray(t.reshape(2, 4), dtype), b.asarray(x.reshape(2, 4), dtype), b.asarray(state))
     np.testing.assert_allclose(g, want.reshape(2, 4) / 2, rtol=tol, atol=tol)
+
+
+#: errors for log_cosh's derivatives: tiny (where ``|d| - min(|d|, tail)`` through autodiff
+#: had quantised the slope to multiples of 2^-24 in float32), around float32's tail (12),
+#: and from 29 to 40 (where JAX's derivative of ``m^2 / (2 + 2m)`` underflowed to 2x)
+_LOG_COSH_ERRORS = np.array([1e-30, 3e-8, 1e-6, -4e-4, 1e-2, 0.5, -3.0, 11.9, 12.0, 12.5, 25.0,
+                             -29.5, 35.0, 39.9, 40.0, 45.0, 1e30, 0.0])
+
+
+def _log_cosh_call(b, mode, dtype):  # type: ignore[no-untyped-def]
+    """log_cosh(x, y) summed: ``plain`` (the closed forms), or through the composition that
+    autodiff differentiates (``where``/``weights``: all kept, weight 1)."""
+    n = len(_LOG_COSH_ERRORS)
+    kw = {}
+    if mode == "where":
+        kw["where"] = b.asarray(np.ones(n, bool))
+    elif mode == "weights":
+        kw["weights"] = b.asarray(np.ones(n), dtype)
+    return lambda x, y: unilosses.log_cosh(x, y, reduction="sum", **kw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["plain", "where", "weights", "targets"])
+def test_log_cosh_slope_to_a_few_eps_relative(ad_backend, mode, dtype):
+    """tanh(d) to a few eps of itself, however small or large: in the predictions, and in
+    the targets (which take the composition on torch)."""
+    b = ad_backend
+    d = _LOG_COSH_ERRORS.astype(dtype)
+    zeros = b.asarray(np.zeros(len(d)), dtype)
+    if mode == "targets":
+        f = _log_cosh_call(b, "plain", dtype)
+        _, g = b.value_and_grad(lambda y, x: f(x, y), zeros, b.asarray(d))
+        g = -g
+    else:
+        _, g = b.value_and_grad(_log_cosh_call(b, mode, dtype), b.asarray(d), zeros)
+    want = np.tanh(d.astype(np.float64))
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(g, want, rtol=8 * eps, atol=0)
+
+
+def _second_derivative(b, f, x, y):  # type: ignore[no-untyped-def]
+    """The diagonal of the Hessian of the elementwise sum ``f`` in ``x``."""
+    if b.name == "torch":
+        import torch
+
+        x = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(x, y), x, create_graph=True)
+        return torch.autograd.grad(g.sum(), x)[0].detach().cpu().numpy()
+    if b.name == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda a: jax.grad(f)(a, y).sum())(x))
+    import tensorflow as tf
+
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            v = f(x, y)
+        g = tf.reduce_sum(inner.gradient(v, x))
+    return outer.gradient(g, x).numpy()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["plain", "where"])
+def test_log_cosh_curvature(ad_backend, mode, dtype):
+    """1 - tanh(d)^2 to a few eps (absolute: it cancels), through the closed forms and the
+    composition, eagerly and under jit."""
+    b = ad_backend
+    d = _LOG_COSH_ERRORS.astype(dtype)
+    f = _log_cosh_call(b, mode, dtype)
+    x, y = b.asarray(d), b.asarray(np.zeros(len(d)), dtype)
+    want = 1.0 - np.tanh(d.astype(np.float64)) ** 2
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(_second_derivative(b, f, x, y), want, rtol=0, atol=8 * eps)
+    if b.name == "jax":
+        import jax
+
+        np.testing.assert_allclose(_second_derivative(b, jax.jit(f), x, y), want, rtol=0,
+                                   atol=8 * eps)

@@ -427,6 +427,10 @@ def _plain_cases(dtype):  # type: ignore[no-untyped-def]
             ("categorical_cross_entropy", unilosses.categorical_cross_entropy, clipped * 3,
              soft, {}),
             ("rmse", lambda a, b, reduction: unilosses.rmse(a, b), p, t, {}),
+            # zero, tiny and huge errors, either side of float32's tail (12), +-inf
+            ("log_cosh", unilosses.log_cosh, torch.where(torch.isfinite(x), x, 0.0)
+             + torch.tensor([0.0, 1e-6, -11.9, 13.0, 45.0], dtype=dtype),
+             torch.where(torch.isfinite(x), x, x.clamp(-1.0, 1.0)), {}),
             ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
              x, t, {}),
             ("binary_cross_entropy", unilosses.binary_cross_entropy, p, t, {}),

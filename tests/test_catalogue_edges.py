@@ -544,3 +544,86 @@ X, Y, OH = rng.normal(size=(3, 4)), np.array([0, 1, 3]), np.eye(4)[[0, 1, 3]]
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# -- the reduced axis of list predictions and of 0-d ones -------------------------------------
+#: losses that reduce over an axis of their predictions (classes, a vector), with targets
+AXIS_LOSSES = {
+    "categorical_cross_entropy": (U.categorical_cross_entropy, "soft"),
+    "categorical_cross_entropy_with_logits": (U.categorical_cross_entropy_with_logits, "soft"),
+    "sparse_categorical_cross_entropy": (U.sparse_categorical_cross_entropy, "labels"),
+    "sparse_categorical_cross_entropy_with_logits": (
+        U.sparse_categorical_cross_entropy_with_logits, "labels"),
+    "poly1_cross_entropy_with_logits": (U.poly1_cross_entropy_with_logits, "soft"),
+    "categorical_focal_loss": (U.categorical_focal_loss, "soft"),
+    "categorical_focal_loss_with_logits": (U.categorical_focal_loss_with_logits, "soft"),
+    "sparse_categorical_focal_loss": (U.sparse_categorical_focal_loss, "labels"),
+    "sparse_categorical_focal_loss_with_logits": (U.sparse_categorical_focal_loss_with_logits,
+                                                  "labels"),
+    "kl_divergence": (U.kl_divergence, "soft"),
+    "categorical_hinge": (U.categorical_hinge, "soft"),
+    "cosine_similarity_loss": (U.cosine_similarity_loss, "soft"),
+}
+
+
+def _axis_inputs(kind):  # type: ignore[no-untyped-def]
+    p = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    if kind == "labels":
+        return p, np.array([1, 0])
+    return p, np.array([[0.0, 1.0, 0.0], [0.5, 0.25, 0.25]])
+
+
+@pytest.mark.parametrize("name", sorted(AXIS_LOSSES))
+def test_list_predictions_reduce_over_their_last_axis(xp, name):
+    """Predictions given as nested Python lists (next to a framework's targets, or alone) have
+    the shape of the array they stand for: the loss reduces over their last axis, as over
+    an array's (the class axis had been taken as 0, a silently different number)."""
+    fn, kind = AXIS_LOSSES[name]
+    p, t = _axis_inputs(kind)
+    got = fn(p.tolist(), xp.asarray(t))  # (in the framework's default float dtype)
+    dtype = str(np.dtype(xp.to_numpy(got).dtype))
+    want = fn(xp.asarray(p, dtype), xp.asarray(t, None if kind == "labels" else dtype))
+    assert_close(xp, got, xp.to_numpy(want), dtype)
+    np.testing.assert_allclose(np.asarray(fn(p.tolist(), t.tolist())),
+                               np.asarray(fn(p, t)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(AXIS_LOSSES))
+def test_zero_d_predictions_of_an_axis_loss_are_refused(xp, name):
+    """A 0-d prediction has no axis to reduce over: unilosses's error on every backend (NumPy
+    and torch had reduced over "axis 0" of it, JAX and TensorFlow raised their own errors)."""
+    fn, kind = AXIS_LOSSES[name]
+    t = xp.asarray(np.array(1) if kind == "labels" else np.array(1.0))
+    with pytest.raises(ValueError, match=r"is 0-d, but this loss reduces over its `axis`=-1"):
+        fn(xp.asarray(np.array(0.3)), t)
+
+
+def test_categorical_hinge_without_classes_is_zero(ad_backend):
+    """(N, 0): no wrong class's score (the maximum of none is -inf), a loss of 0 and a zero
+    gradient on every backend (TensorFlow's; the others had refused a maximum over nothing)."""
+    b = ad_backend
+    x = np.zeros((3, 0))
+    v, g = b.value_and_grad(lambda p, t: U.categorical_hinge(p, t, reduction="sum"),
+                            b.asarray(x), b.asarray(x))
+    assert v == 0.0 and g.shape == (3, 0)
+    assert_close(b, U.categorical_hinge(b.asarray(x), b.asarray(x), reduction="none"),
+                 np.zeros(3), "float64")
+
+
+def test_list_arguments_whose_shape_is_read_before_conversion():
+    """Boxes, in_top_k's scores, gaussian_nll's per-row variance, the anchor focal loss's
+    predictions and quantile targets as Python lists: shapes read from the lists (they had
+    been refused as 0-d, or taken per element)."""
+    boxes, target = np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[1.0, 1.0, 3.0, 3.0]])
+    assert U.giou_loss(boxes.tolist(), target.tolist()) == U.giou_loss(boxes, target)
+    s, y = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]]), np.array([1, 2])
+    np.testing.assert_array_equal(U.in_top_k(s.tolist(), y.tolist(), k=1), [True, False])
+    p, t, v = np.array([[1.0, 2.0], [0.0, 1.0]]), np.array([[0.5, 2.0], [1.0, 1.0]]), [2.0, 0.5]
+    assert U.gaussian_nll(p.tolist(), t.tolist(), v) == U.gaussian_nll(p, t, np.array(v))
+    state = np.array([[1, 0]])
+    x, lab = np.array([[[0.3, -1.0], [2.0, 0.5]]]), np.array([[[1.0, 0.0], [0.0, 0.0]]])
+    assert (U.anchor_focal_loss_with_logits(x.tolist(), lab, state)
+            == U.anchor_focal_loss_with_logits(x, lab, state))
+    q = np.array([0.1, 0.9])
+    assert (U.quantile_loss(p.tolist(), t[:, 0].tolist(), quantiles=q)
+            == U.quantile_loss(p, t[:, 0], quantiles=q))

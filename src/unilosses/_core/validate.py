@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 REDUCTIONS = ("mean", "sum", "none", "weighted_mean")
 
 
@@ -140,6 +142,33 @@ def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
             f"use a value in [{-ndim}, {ndim - 1}]."
         )
     return axis % ndim
+
+
+def host_shape(x: Any) -> tuple[Any, ...]:
+    """The shape of an array argument, or of the array a Python list (or number) stands for,
+    before any conversion; () for what has none (a ragged list: the conversion refuses it)."""
+    shape = getattr(x, "shape", None)
+    if shape is not None:
+        return tuple(shape)
+    if isinstance(x, (list, tuple)):
+        try:
+            return tuple(np.shape(x))
+        except ValueError:
+            return ()
+    return ()
+
+
+def reduced_axis(axis: Any, x: Any, name: str) -> int:
+    """``axis`` of the argument ``x`` (named ``name``) over which a loss reduces (its classes,
+    its vector), non-negative; a 0-d ``x``, which has none, is refused (NumPy and torch would
+    reduce a 0-d array over "axis 0", JAX and TensorFlow raise their own errors)."""
+    ndim = len(host_shape(x))
+    if ndim == 0:
+        raise ValueError(
+            f"`{name}` is 0-d, but this loss reduces over its `axis`={axis!r} (the classes, "
+            f"or the vector); give it at least one axis, e.g. x.reshape(1, -1) for one sample."
+        )
+    return normalize_axis(axis, ndim)
 
 
 def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:

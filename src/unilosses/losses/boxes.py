@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.validate import check_positive, fmt_shape
+from .._core.validate import check_positive, fmt_shape, host_shape
 
 Array = Any
 
@@ -49,7 +49,7 @@ class _Geometry:
 def _prepare(boxes: Array, target_boxes: Array, eps: float, reduction: str, weights: Any,
              where: Any) -> tuple[Call, _Geometry]:
     check_positive("eps", eps)
-    shape = tuple(getattr(boxes, "shape", ()))
+    shape = host_shape(boxes)
     if not shape or shape[-1] not in (4, None):
         raise ValueError(
             f"`boxes` has shape {fmt_shape(shape)}; it must be (..., 4): (x1, y1, x2, y2) along "

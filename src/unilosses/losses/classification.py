@@ -12,7 +12,8 @@ from .._core.validate import (
     check_broadcastable,
     check_unit_interval,
     fmt_shape,
-    normalize_axis,
+    host_shape,
+    reduced_axis,
     size_of,
 )
 
@@ -378,8 +379,8 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
                  class_weights: Any, reduction: str, weights: Any, where: Any,
                  logits: bool) -> Array:
     ls = check_unit_interval("label_smoothing", label_smoothing)
-    ndim = len(getattr(predictions, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
+    ndim = len(host_shape(predictions))
+    ax = reduced_axis(axis, predictions, "logits" if logits else "predictions")
     names, arrays = class_weight_arrays((("logits" if logits else "predictions"), "targets"),
                                         (predictions, targets), class_weights)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
@@ -545,8 +546,8 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
             where: Any, logits: bool) -> Array:
     ls = check_unit_interval("label_smoothing", label_smoothing)
     check_ignore_index(ignore_index)
-    ndim = len(getattr(predictions, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
+    ndim = len(host_shape(predictions))
+    ax = reduced_axis(axis, predictions, "logits" if logits else "predictions")
     names, arrays = class_weight_arrays((("logits" if logits else "predictions"), "labels"),
                                         (predictions, labels), class_weights)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
@@ -726,8 +727,7 @@ def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon
     0.670117
     """
     eps = check_finite("epsilon", epsilon)
-    ndim = len(getattr(logits, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
+    ax = reduced_axis(axis, logits, "logits")
     call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
                            weights=weights, where=where, class_axis=ax)
     xp = call.xp

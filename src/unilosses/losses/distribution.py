@@ -6,7 +6,13 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.validate import check_broadcastable, check_flag, check_positive, normalize_axis
+from .._core.validate import (
+    check_broadcastable,
+    check_flag,
+    check_positive,
+    host_shape,
+    reduced_axis,
+)
 
 Array = Any
 
@@ -75,8 +81,7 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
     """
     batchmean = reduction == "batchmean"
     log_target = check_flag("log_target", log_target)
-    ndim = len(getattr(log_predictions, "shape", ()))
-    ax = None if axis is None else normalize_axis(axis, max(ndim, 1))
+    ax = None if axis is None else reduced_axis(axis, log_predictions, "log_predictions")
     call, (x, t) = prepare(("log_predictions", "targets"), (log_predictions, targets),
                            reduction="sum" if batchmean else reduction, weights=weights,
                            where=where, class_axis=ax, same_shape=("targets",))
@@ -222,8 +227,7 @@ def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full
     """
     eps = check_positive("eps", eps)
     full = check_flag("full", full)
-    pshape = tuple(getattr(predictions, "shape", ()))
-    vshape = tuple(getattr(variance, "shape", ()))
+    pshape, vshape = host_shape(predictions), host_shape(variance)
     per_row = len(pshape) >= 1 and vshape == pshape[:-1] and vshape != pshape
     call, (p, t, v) = prepare(("predictions", "targets", "variance"),
                               (predictions, targets, variance), reduction=reduction,

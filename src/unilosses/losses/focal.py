@@ -11,7 +11,8 @@ from .._core.validate import (
     check_nonnegative,
     check_unit_interval,
     fmt_shape,
-    normalize_axis,
+    host_shape,
+    reduced_axis,
     refuse_boolean,
 )
 from .classification import (
@@ -443,7 +444,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
         raise ValueError("`normalizer` applies to normalize='batch' only; with "
                          "normalize='image' each image is divided by its own positive count.")
     pname = "logits" if logits else "predictions"
-    pshape = tuple(getattr(predictions, "shape", ()))
+    pshape = host_shape(predictions)
     if len(pshape) < 2:
         raise ValueError(
             f"`{pname}` must have shape (..., anchors, classes), got {fmt_shape(pshape)}."
@@ -617,9 +618,9 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
     gamma = check_nonnegative("gamma", gamma)
     check_ignore_index(ignore_index)
     a, a_array = _alpha(alpha)
-    ndim = len(getattr(predictions, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
     pname, tname = ("logits" if logits else "predictions"), ("labels" if sparse else "targets")
+    ndim = len(host_shape(predictions))
+    ax = reduced_axis(axis, predictions, pname)
     names, arrays = _with_alpha((pname, tname), (predictions, targets), a_array)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         class_axis=ax, labels=(tname,) if sparse else (),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.validate import normalize_axis
+from .._core.validate import reduced_axis
 
 Array = Any
 
@@ -118,12 +119,16 @@ def categorical_hinge(predictions: Array, targets: Array, /, *, axis: int = -1,
     >>> round(float(unilosses.categorical_hinge(p, t)), 6)
     0.85
     """
-    ndim = len(getattr(predictions, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
+    ax = reduced_axis(axis, predictions, "predictions")
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where, class_axis=ax)
     xp = call.xp
     p, t = call.clean(p, 0.0, axis=ax), call.clean(t, 0.0, axis=ax)
     pos = xp.sum(t * p, axis=ax)
-    neg = xp.max((1.0 - t) * p, axis=ax)
+    if call.ad.shape(p)[ax] == 0:
+        # no classes: no wrong class's score, the maximum of none -inf (TensorFlow's), the
+        # loss 0 (NumPy, torch and JAX refuse a maximum over nothing)
+        neg = pos - math.inf
+    else:
+        neg = xp.max((1.0 - t) * p, axis=ax)
     return call.reduce(_positive_part(call, neg - pos + 1.0))

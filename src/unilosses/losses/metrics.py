@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import plain, prepare
-from .._core.validate import check_positive_int, fmt_shape
+from .._core.validate import check_positive_int, fmt_shape, host_shape
 
 Array = Any
 
 
 def _check_2d(predictions: Any) -> None:
-    shape = tuple(getattr(predictions, "shape", ()))
+    shape = host_shape(predictions)
     if len(shape) != 2:
         raise ValueError(
             f"`predictions` must have shape (N, classes), got {fmt_shape(shape)}; "

@@ -9,8 +9,9 @@ from .._core.validate import (
     check_positive,
     check_unit_interval,
     fmt_shape,
+    host_shape,
     normalize_axes,
-    normalize_axis,
+    reduced_axis,
     refuse_boolean,
 )
 
@@ -443,8 +444,7 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
         call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction,
                                weights=weights, where=where)
     else:
-        pshape = tuple(getattr(predictions, "shape", ()))
-        tshape = tuple(getattr(targets, "shape", ()))
+        pshape, tshape = host_shape(predictions), host_shape(targets)
         expand = len(pshape) >= 1 and tshape == pshape[:-1]
         call, (p, t, q) = prepare(_PT + ("quantiles",), (predictions, targets, quantiles),
                                   reduction=reduction, weights=weights, where=where,
@@ -502,8 +502,7 @@ def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int =
     array([-0.707107,  1.      ])
     """
     eps = check_positive("eps", eps)
-    ndim = len(getattr(predictions, "shape", ()))
-    ax = normalize_axis(axis, max(ndim, 1))
+    ax = reduced_axis(axis, predictions, "predictions")
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where, class_axis=ax, same_shape=("targets",))
     xp, ad = call.xp, call.ad

@@ -2008,3 +2008,62 @@ def test_log_cosh_curvature_at_zero_on_every_path():  # type: ignore[no-untyped-
     check(curvature(False))  # the eager closed form
     check(curvature(True))  # the composition
     check(tf.function(lambda: curvature(False))())  # traced: the closed form
+
+
+def _targets_vmap_cases():  # type: ignore[no-untyped-def]
+    g = torch.Generator().manual_seed(21)
+    u = unilosses
+    cases = []
+    for n in (16, 1000, 4096, 100_000):  # plain calls, the generic path, blocks
+        x = torch.randn(n, generator=g, dtype=torch.float64)
+        p = torch.sigmoid(x)
+        t = torch.stack([(torch.rand(n, generator=g) < 0.5).double(),
+                         torch.rand(n, generator=g, dtype=torch.float64)])
+        cases += [(u.binary_focal_loss_with_logits, x, t), (u.binary_focal_loss, p, t),
+                  (u.log_cosh, x, t), (u.rmse, x, t), (u.mse, x, t),
+                  (u.binary_cross_entropy_with_logits, x, t), (u.binary_cross_entropy, p, t)]
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    soft = torch.softmax(torch.randn(2, 6, 5, generator=g, dtype=torch.float64), -1)
+    state = torch.tensor([[1, 0, -1], [1, 1, 0]])
+    cases += [(u.categorical_cross_entropy_with_logits, x, soft),
+              (u.categorical_cross_entropy, torch.softmax(x, -1), soft),
+              (lambda a, b: u.anchor_focal_loss_with_logits(a.reshape(2, 3, 5),
+                                                            b.reshape(2, 3, 5), state),
+               x, soft)]
+    return cases
+
+
+def test_vmap_and_grad_over_the_targets_alone():
+    """torch.func over the targets while the predictions stay plain tensors (per-example
+    target gradients, a batch of teachers): the plain calls and the block-wise Functions
+    look at every array, not the first alone (a wrapped target had reached a Function
+    without functorch rules, or a read of its values)."""
+    for fn, x, t in _targets_vmap_cases():
+        unilosses.mse(x, x)  # (the adapter loaded: the plain paths are live)
+        loop = torch.stack([fn(x, t[0]), fn(x, t[1])])
+        _close(torch.func.vmap(lambda b, f=fn, a=x: f(a, b))(t), loop, torch.float64, x.numel())
+        grads = torch.func.vmap(torch.func.grad(lambda b, f=fn, a=x: f(a, b)))(t)
+        for i in range(2):
+            ti = t[i].clone().requires_grad_(True)
+            (want,) = torch.autograd.grad(fn(x, ti), ti)
+            _close(grads[i], want, torch.float64)
+        # and over the predictions, the targets plain
+        xs = torch.stack([x, x * 0.5])
+        _close(torch.func.vmap(lambda a, f=fn, b=t[1]: f(a, b))(xs),
+               torch.stack([fn(xs[0], t[1]), fn(xs[1], t[1])]), torch.float64, x.numel())
+
+
+def test_rmse_forward_mode_at_zero_error():
+    """A dual tensor does not require grad: at zero error the tangent is the safe square
+    root's, 0, as reverse mode and torch.func.jvp give (sqrt's was inf * 0 = NaN)."""
+    import torch.autograd.forward_ad as fwAD
+
+    p = torch.randn(40, dtype=torch.float64)
+    unilosses.mse(p, p)
+    for a, b in ((p, p), (p, p + 1.0)):
+        with fwAD.dual_level():
+            d = fwAD.make_dual(a.clone(), torch.ones_like(a))
+            tangent = fwAD.unpack_dual(unilosses.rmse(d, b)).tangent
+        want = torch.func.jvp(lambda q, c=b: unilosses.rmse(q, c), (a,), (torch.ones_like(a),))[1]
+        assert torch.isfinite(tangent) and torch.equal(tangent, want), (tangent, want)
+    assert float(tangent) == pytest.approx(-1.0)  # d/dq sqrt(mean((q - p - 1)^2)) . 1

@@ -95,12 +95,19 @@ def functorch_wrapped(x: Array) -> bool:
     return _is_wrapped is not None and bool(_is_wrapped(x))
 
 
-def tracing(x: Array) -> bool:
+def tracing(x: Array, *others: Array) -> bool:
     """Whether ``x`` has no values to read (``TorchAdapter.is_tracing``): under torch.compile
     they are fake; under torch.func transforms (vmap, grad) wrapped, and reading one back
     would be data-dependent control flow; on the meta device there are none.  (``is_meta``:
-    ``x.device.type`` builds a device object, 5x the time, which counts on tiny calls.)"""
-    return torch.compiler.is_compiling() or functorch_wrapped(x) or x.is_meta
+    ``x.device.type`` builds a device object, 5x the time, which counts on tiny calls.)
+    ``others``: the call's other arrays, on x's device, which a transform may wrap alone
+    (vmap over the targets; the gradient in them)."""
+    if torch.compiler.is_compiling() or functorch_wrapped(x) or x.is_meta:
+        return True
+    for a in others:
+        if functorch_wrapped(a):
+            return True
+    return False
 
 
 def _clamped(x: Array) -> Array:
@@ -320,7 +327,7 @@ def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
     if (r is None or not _zero(label_smoothing) or type(x) is not _Tensor
             or type(t) is not _Tensor
             or t.dtype != x.dtype or x.dtype not in _BOUNDS or not x.is_cpu or not t.is_cpu
-            or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or tracing(x)):
+            or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or tracing(x, t)):
         return None
     return torch.binary_cross_entropy_with_logits(_plain_finite(x), t, None, None, r)
 
@@ -345,7 +352,7 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
             return None
     elif targets.dtype != x.dtype or targets.shape != x.shape:
         return None
-    if not 0 < x.numel() < _CHECK_MIN or tracing(x):
+    if not 0 < x.numel() < _CHECK_MIN or tracing(x, targets):
         return None
     try:
         return _nn.cross_entropy_loss(_plain_finite(x), targets, None, r, _NO_INDEX,
@@ -366,7 +373,7 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
             or type(t) is not _Tensor
             or t.dtype != p.dtype or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu
             or t.shape != p.shape or t.requires_grad
-            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or tracing(p)):
+            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or tracing(p, t)):
         return None
     inside = _probabilities_inside(p, eps, check)
     if inside is None:  # (NaN too) the generic path's error
@@ -389,7 +396,7 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
             or type(labels) is not _Tensor or p.dtype not in _BOUNDS or p.ndim != 2
             or labels.dtype != torch.int64 or labels.ndim != 1 or labels.shape[0] != p.shape[0]
             or not p.is_cpu or not labels.is_cpu or not 0 < p.numel() < _CHECK_MIN
-            or tracing(p)):
+            or tracing(p, labels)):
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
@@ -411,7 +418,7 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
             or (axis != -1 and axis != 1) or type(p) is not _Tensor or type(t) is not _Tensor
             or p.dtype not in _BOUNDS or t.dtype != p.dtype or p.ndim != 2
             or t.shape != p.shape or not p.is_cpu or not t.is_cpu
-            or not 0 < p.numel() < _CHECK_MIN or tracing(p)):
+            or not 0 < p.numel() < _CHECK_MIN or tracing(p, t)):
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
@@ -426,10 +433,11 @@ def plain_rmse(p: Array, t: Array) -> Array | None:
     """``sqrt(mse)``, but at a zero error where a gradient is wanted: there sqrt's slope is
     infinite, and the safe square root's gradient 0 (``m * 0``: the same value and
     derivatives).  The 0-d mean is read to tell (its two selects cost more: forward+backward
-    on 16 elements 1.40x ``sqrt(mse_loss)``'s time, 1.05x read)."""
+    on 16 elements 1.40x ``sqrt(mse_loss)``'s time, 1.05x read).  In forward mode (dual
+    tensors, which do not require grad) the generic path's safe square root."""
     if (type(p) is not _Tensor or type(t) is not _Tensor or t.dtype != p.dtype
             or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu or t.shape != p.shape
-            or p.numel() == 0 or tracing(p)):
+            or p.numel() == 0 or tracing(p, t) or _forward_ad()):
         return None
     m = _nn.mse_loss(p, t, 1)
     if (p.requires_grad or t.requires_grad) and torch.is_grad_enabled() and m.item() <= 0:
@@ -497,7 +505,7 @@ def plain_log_cosh(p: Array, t: Array, reduction: Any) -> Array | None:
     r = _code(reduction)
     if (r is None or type(p) is not _Tensor or type(t) is not _Tensor or t.dtype != p.dtype
             or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu or t.shape != p.shape
-            or not 0 < p.numel() < _CHECK_MIN or tracing(p)):
+            or not 0 < p.numel() < _CHECK_MIN or tracing(p, t)):
         return None
     if torch.is_grad_enabled() and (p.requires_grad or t.requires_grad):
         if t.requires_grad or _forward_ad():
@@ -514,7 +522,7 @@ def plain_in_top_k(x: Array, labels: Array, k: Any) -> Array | None:
             or type(labels) is not _Tensor or x.dtype not in _BOUNDS or x.ndim != 2
             or labels.dtype != torch.int64 or labels.ndim != 1
             or labels.shape[0] != x.shape[0] or not x.is_cpu or not labels.is_cpu
-            or not 0 < x.numel() < _CHECK_MIN or tracing(x)):
+            or not 0 < x.numel() < _CHECK_MIN or tracing(x, labels)):
         return None
     try:
         target = torch.gather(x, 1, labels.unsqueeze(1))
@@ -567,7 +575,7 @@ def _plain_focal_inputs(x: Array, t: Array, alpha: Any, gamma: Any, logits: bool
     with a gradient up to _FOCAL_GRAD_MAX elements."""
     return (_focal_options(alpha, gamma) and type(x) is _Tensor and type(t) is _Tensor
             and t.dtype == x.dtype and x.dtype in _BOUNDS and x.is_cpu and t.is_cpu
-            and t.shape == x.shape and 0 < x.numel() < _CHECK_MIN and not tracing(x)
+            and t.shape == x.shape and 0 < x.numel() < _CHECK_MIN and not tracing(x, t)
             and not (logits and x.numel() > _FOCAL_GRAD_MAX and x.requires_grad
                      and torch.is_grad_enabled()))
 
@@ -648,7 +656,7 @@ def _plain_anchor(x: Array, t: Array, state: Array, alpha: Any, gamma: Any, norm
     if (normalizer is not None or type(normalize) is not str or normalize != "batch"
             or not _plain_focal_inputs(x, t, alpha, gamma, logits)
             or type(state) is not _Tensor or state.dtype != torch.int64 or x.ndim < 2
-            or state.shape != x.shape[:-1] or not state.is_cpu):
+            or state.shape != x.shape[:-1] or not state.is_cpu or tracing(state)):
         return None
     if check():
         extrema = torch.aminmax(state)

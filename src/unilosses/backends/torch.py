@@ -119,7 +119,9 @@ class TorchAdapter(Adapter):
             if blocks_only or light:
                 return None
             return _torch_kernels.closed_form_sum(value_and_grad, *arrays, scale=scale)
-        if _torch_kernels.functorch_wrapped(arrays[0]):
+        # (any of them: vmap over the targets wraps them alone, and the Functions of the
+        # block-wise sums have no functorch rules)
+        if _torch_kernels.tracing(*arrays):
             return None
         return _torch_kernels.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                           scale=scale, columns=columns,

@@ -97,11 +97,15 @@ def _focal_from_logits(call: Call, x: Array, y: Array, alpha: float | None,
     am = ad.safe_abs(m)
     soft_ok = am > 0
     log_soft = xp.log(ad.where(soft_ok, am, 1.0))
-    # log q and log p are constant in y, where log |m| has the slope 1 / m: a term of value 0
-    # (y - y) carries it, so that targets differentiated at 0 or 1 get their gradient (its
-    # 1 / m held finite, past m's normal range, and constant: the value and x's gradient stay)
-    slope = (y - ad.stop_gradient(y)) * ad.stop_gradient(
-        1.0 / ad.where(am >= float(xp.finfo(call.dtype).smallest_normal), m, 1.0))
+    # log q and log p are constant in y, where log |m| is not: as m is linear in y (slope 1),
+    # log |m(x, y)| = log |m(x, y0)| + log1p((y - y0) / m(x, y0)), whose second term, of value
+    # 0 at y0 = y held constant, carries every derivative in y and the mixed ones, so that
+    # targets differentiated at 0 or 1 get their gradient and curvature (m(x, y0) held finite
+    # past its normal range, where the slope is taken as 1; the value and x's gradient stay)
+    y0 = ad.stop_gradient(y)
+    m0 = y0 * ad.sigmoid(-x) - (1.0 - y0) * ad.sigmoid(x)
+    slope = ad.log1p((y - y0) / ad.where(
+        ad.safe_abs(m0) >= float(xp.finfo(call.dtype).smallest_normal), m0, 1.0))
     log_mod = ad.where(hard_one, log_q + slope, ad.where(hard_zero, log_p + slope, log_soft))
     factor = xp.exp(gamma * log_mod)
     factor = ad.where(hard_one | hard_zero | soft_ok, factor, 0.0)

@@ -232,7 +232,7 @@ def _log_cosh_tail(call: Call) -> float:
 
 
 def _log_cosh_terms(call: Call, d: Array, curvature: bool = False) -> tuple[Array, Array]:
-    r"""log cosh(d) for the error ``d``, to 2 eps of float32/float64 and finite for finite d,
+    r"""log cosh(d) for the error ``d``, to 2.5 eps of float32/float64 and finite for finite d,
     and :math:`m = \mathrm{expm1}(u)`, :math:`u = \min(|d|, 12)` (float32; 40 in float64), from
     which tanh follows.
 
@@ -297,7 +297,7 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
 
     Computed as :math:`\mathrm{log1p}\big(m^2 / (2 + 2m)\big) + (|d| - u)` with
     :math:`d = p - t`, :math:`u = \min(|d|, 12)` (40 in float64) and
-    :math:`m = \mathrm{expm1}(u)`: to 2 eps everywhere (the usual ``|d| + softplus(-2|d|) -
+    :math:`m = \mathrm{expm1}(u)`: to 2.5 eps everywhere (the usual ``|d| + softplus(-2|d|) -
     log 2`` loses all relative accuracy for small errors through cancellation), and it never
     overflows.  The derivative is
     :math:`\tanh(d)`; where a backend can (torch eager on large inputs, compiled torch, JAX),

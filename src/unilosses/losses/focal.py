@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._core.call import Call, plain, prepare
@@ -100,12 +101,14 @@ def _focal_from_logits(call: Call, x: Array, y: Array, alpha: float | None,
     # log q and log p are constant in y, where log |m| is not: as m is linear in y (slope 1),
     # log |m(x, y)| = log |m(x, y0)| + log1p((y - y0) / m(x, y0)), whose second term, of value
     # 0 at y0 = y held constant, carries every derivative in y and the mixed ones, so that
-    # targets differentiated at 0 or 1 get their gradient and curvature (m(x, y0) held finite
-    # past its normal range, where the slope is taken as 1; the value and x's gradient stay)
+    # targets differentiated at 0 or 1 get their gradient and curvature.  1 / m(x, y0) is
+    # taken where its square is finite (|m| from sqrt(smallest normal), else 1): the
+    # derivatives in x multiply 0 = y - y0 by it, which must not be inf (NaN at logits of
+    # +-1e4); the value and x's gradient stay
     y0 = ad.stop_gradient(y)
     m0 = y0 * ad.sigmoid(-x) - (1.0 - y0) * ad.sigmoid(x)
-    slope = ad.log1p((y - y0) / ad.where(
-        ad.safe_abs(m0) >= float(xp.finfo(call.dtype).smallest_normal), m0, 1.0))
+    floor = math.sqrt(float(xp.finfo(call.dtype).smallest_normal))
+    slope = ad.log1p((y - y0) * (1.0 / ad.where(ad.safe_abs(m0) >= floor, m0, 1.0)))
     log_mod = ad.where(hard_one, log_q + slope, ad.where(hard_zero, log_p + slope, log_soft))
     factor = xp.exp(gamma * log_mod)
     factor = ad.where(hard_one | hard_zero | soft_ok, factor, 0.0)

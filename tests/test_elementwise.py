@@ -387,27 +387,32 @@ def test_log_cosh_slope_to_a_few_eps_relative(ad_backend, mode, dtype):
     np.testing.assert_allclose(g, want, rtol=8 * eps, atol=0)
 
 
-def _second_derivative(b, f, x, y):  # type: ignore[no-untyped-def]
-    """The diagonal of the Hessian of the elementwise sum ``f`` in ``x``."""
+def _second_derivative(b, f, a, c, outer=0):  # type: ignore[no-untyped-def]
+    """d/d(a, c)[outer] of the sum of d/da of the elementwise sum ``f(a, c)``, element by
+    element: with ``outer`` 0 the diagonal of the Hessian in ``a``, with 1 the mixed
+    derivative in ``a`` and then ``c``."""
     if b.name == "torch":
         import torch
 
-        x = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(f(x, y), x, create_graph=True)
-        return torch.autograd.grad(g.sum(), x)[0].detach().cpu().numpy()
+        a, c = a.clone().requires_grad_(True), c.clone().requires_grad_(outer == 1)
+        (g,) = torch.autograd.grad(f(a, c), a, create_graph=True)
+        return torch.autograd.grad(g.sum(), (a, c)[outer])[0].detach().cpu().numpy()
     if b.name == "jax":
         import jax
 
-        return np.asarray(jax.grad(lambda a: jax.grad(f)(a, y).sum())(x))
+        inner = jax.grad(f)
+        if outer == 0:
+            return np.asarray(jax.grad(lambda u: inner(u, c).sum())(a))
+        return np.asarray(jax.grad(lambda v: inner(a, v).sum())(c))
     import tensorflow as tf
 
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(x)
-            v = f(x, y)
-        g = tf.reduce_sum(inner.gradient(v, x))
-    return outer.gradient(g, x).numpy()
+    with tf.GradientTape() as tape_outer:
+        tape_outer.watch((a, c)[outer])
+        with tf.GradientTape() as tape_inner:
+            tape_inner.watch(a)
+            v = f(a, c)
+        g = tf.reduce_sum(tape_inner.gradient(v, a))
+    return tape_outer.gradient(g, (a, c)[outer]).numpy()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -440,29 +445,6 @@ def _focal_target_curvature(x, t, alpha, gamma):  # type: ignore[no-untyped-def]
             + 2 * gamma * np.abs(m) ** (gamma - 1) * np.sign(m) * dce)
 
 
-def _mixed_derivative(b, f, y, x):  # type: ignore[no-untyped-def]
-    """d/dx of d/dy of the elementwise sum ``f(y, x)``, element by element."""
-    if b.name == "torch":
-        import torch
-
-        y, x = y.clone().requires_grad_(True), x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(f(y, x), y, create_graph=True)
-        return torch.autograd.grad(g.sum(), x)[0].detach().cpu().numpy()
-    if b.name == "jax":
-        import jax
-
-        return np.asarray(jax.grad(lambda a: jax.grad(f)(y, a).sum())(x))
-    import tensorflow as tf
-
-    with tf.GradientTape() as outer:
-        outer.watch(x)
-        with tf.GradientTape() as inner:
-            inner.watch(y)
-            v = f(y, x)
-        g = tf.reduce_sum(inner.gradient(v, y))
-    return outer.gradient(g, x).numpy()
-
-
 @pytest.mark.parametrize("gamma", [0.5, 2.0, 3.0])
 @pytest.mark.parametrize("alpha", [0.25, None])
 def test_focal_logits_curvature_in_hard_targets(ad_backend, gamma, alpha):
@@ -492,4 +474,5 @@ def test_focal_logits_curvature_in_hard_targets(ad_backend, gamma, alpha):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         fd = (b.value_and_grad(f, y, b.asarray((x + h).reshape(shape)))[1]
               - b.value_and_grad(f, y, b.asarray((x - h).reshape(shape)))[1]) / (2 * h)
-        np.testing.assert_allclose(_mixed_derivative(b, f, y, a), fd, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(_second_derivative(b, f, y, a, outer=1), fd, rtol=1e-6,
+                                   atol=1e-8)

@@ -1206,3 +1206,35 @@ def test_autograph_converts_every_function_without_falling_back():
                 except Exception as e:  # noqa: BLE001 - any conversion error is the finding
                     failed.append(f"{name}.{f.__qualname__}: {str(e).splitlines()[0]}")
     assert count > 150 and not failed, failed
+
+
+_EMPTY_EXTRA = {
+    "kl_divergence": (unilosses.kl_divergence, (5,)),
+    "cosine_similarity_loss": (unilosses.cosine_similarity_loss, (5,)),
+    "categorical_hinge": (unilosses.categorical_hinge, (5,)),
+    "dice_loss": (lambda p, t: unilosses.dice_loss(p, t, axis=1), (5,)),
+    "giou_loss": (unilosses.giou_loss, (4,)),
+    "quantile_loss": (unilosses.quantile_loss, (5,)),
+    "mape": (unilosses.mape, (5,)),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_empty_batch_of_unknown_size_is_zero(jit):
+    """Traced with the batch dimension None, an empty batch's mean is 0 as eagerly (the mean
+    of nothing), not 0/0: the count, unknown when traced, is read at run time."""
+    for name in sorted(CASES):
+        fn, kw = CASES[name][:2]
+        args = [a[:0] for a in _tf_args(name, "float32")]
+        run = _value_and_grad(fn, kw, name not in METRICS)
+        v_eager, _ = run(*args)
+        v, g = tf.function(run, jit_compile=jit, input_signature=_signature(name, args))(*args)
+        np.testing.assert_array_equal(v.numpy(), v_eager.numpy(), err_msg=name)
+        if name not in ("in_top_k",):
+            assert v.numpy() == 0.0, name
+        assert np.all(np.isfinite(g.numpy())), name
+    for name, (fn, tail) in sorted(_EMPTY_EXTRA.items()):
+        p = tf.zeros((0, *tail))
+        spec = tf.TensorSpec([None, *tail], tf.float32)
+        out = tf.function(fn, jit_compile=jit, input_signature=[spec, spec])(p, p)
+        assert out.numpy() == 0.0 == fn(p, p).numpy(), name

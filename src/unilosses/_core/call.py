@@ -168,6 +168,15 @@ class Call:
         return (inside is not None and extrema is not None
                 and bool(extrema[0] >= inside[0] and extrema[1] <= inside[1]))
 
+    def _run_time_count(self, loss: Array, axis: Any) -> Any:
+        """The number of elements of ``loss`` along ``axis`` (None: all), the dimensions the
+        static shape leaves unknown read at run time (``Adapter.dim``)."""
+        count: Any = 1
+        for a in _axes(len(self.loss_shape), axis):
+            d = self.loss_shape[a]
+            count = count * (self.ad.dim(loss, a) if d is None else d)
+        return count
+
     def reduce(self, loss: Array, axis: Any = None, *, norm: Array | None = None) -> Array:
         """Apply weights, mask and the reduction to the elementwise ``loss``.
 
@@ -183,13 +192,19 @@ class Call:
             return loss
         weighted = self.reduction == "weighted_mean" and (self.weights is not None
                                                            or norm is not None)
-        if self.mask is None and self.reduction != "sum" and not weighted \
-                and _count(self.loss_shape, axis) != 0:
+        n = _count(self.loss_shape, axis)
+        if self.mask is None and self.reduction != "sum" and not weighted and n is not None \
+                and n != 0:
             # one op, where sum / n would be two eagerly (the mean of nothing is 0, below)
             return xp.mean(loss, axis=axis)
         total = xp.sum(loss, axis=axis)
         if self.reduction == "sum":
             return total
+        if self.mask is None and not weighted and n is None:
+            # a size known only at run time (TensorFlow traced with a None dimension), which
+            # may be 0: the mean of nothing is 0 there too, not NaN
+            count = ad.astype(self._run_time_count(loss, axis), self.dtype)
+            return total / ad.where(count > 0, count, 1.0)
         if weighted:
             w = self.weights if norm is None else norm if self.weights is None else \
                 self.weights * norm
@@ -203,6 +218,12 @@ class Call:
             return total  # of nothing: 0, where a mean would be NaN
         count = xp.sum(ad.astype(self.mask, self.dtype), axis=axis)
         return total / ad.where(count > 0, count, 1.0)
+
+
+def _axes(ndim: int, axis: Any) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    return (axis,) if isinstance(axis, int) else tuple(axis)
 
 
 def _count(shape: tuple[Any, ...], axis: Any) -> int | None:

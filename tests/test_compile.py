@@ -462,6 +462,32 @@ def test_torch_compile_varying_float_options(name):
         _compare_torch(call(compiled), call(eager), args, c, dtype)
 
 
+@needs_torch
+@pytest.mark.usefixtures("fresh_dynamo")
+@pytest.mark.parametrize("dynamic", [True, None], ids=["dynamic", "automatic"])
+def test_torch_compile_axis_as_an_argument(dynamic):
+    """The axis of rmse, dice and tversky passed into the compiled function and changed from
+    call to call: dynamo traces it as a symbolic integer (at once with dynamic=True, after the
+    first change otherwise), which the axes' normalisation compares but must not sort or hash
+    (a graph break, so an error under fullgraph)."""
+    g = torch.Generator().manual_seed(3)
+    p, t = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    s = torch.rand(2, 3, 3, 2, generator=g)
+    m = (torch.rand(2, 3, 3, 2, generator=g) > 0.5).float()
+    calls = [(unilosses.rmse, (p, t), (0, 1, -1, (0, 1))),
+             (unilosses.dice_loss, (s, m), ((1, 2), (0, 1, 2), (2, 1), -1)),
+             (unilosses.tversky_loss, (s, m), ((1, 2), (1, 2, 3), 3))]
+    for fn, args, axes in calls:
+        torch._dynamo.reset()  # (one code object: its recompiles, one per axis, add up)
+        compiled = torch.compile(lambda a, b, axis, f=fn: f(a, b, axis=axis),
+                                 backend="aot_eager", fullgraph=True, dynamic=dynamic)
+        for axis in axes:
+            want = fn(*args, axis=axis)
+            assert_close(TORCH, compiled(*args, axis), want.numpy(), "float32")
+    with pytest.raises(ValueError, match="repeats an axis"):  # (the pairwise check, eagerly)
+        unilosses.rmse(p, t, axis=(1, -1))
+
+
 INDUCTOR = {
     # the gather, the ignore mask and label smoothing
     "sparse_categorical_cross_entropy_with_logits": False,

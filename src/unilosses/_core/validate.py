@@ -184,9 +184,18 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
             raise ValueError(f"`axis`={axis!r} is out of range for predictions with {ndim} "
                              f"dimension(s).")
         out.append(a % ndim)
-    if len(set(out)) != len(out):
-        raise ValueError(f"`axis`={axis!r} repeats an axis.")
-    return tuple(sorted(out))
+    # compared pair by pair, not through set() and sorted(): torch.compile traces an axis
+    # given as an argument as a symbolic integer, which it compares (guarding on the
+    # answer) but refuses to hash or sort by
+    ordered: list[Any] = []
+    for a in out:
+        k = len(ordered)
+        while k and ordered[k - 1] > a:
+            k -= 1
+        if k and ordered[k - 1] == a:
+            raise ValueError(f"`axis`={axis!r} repeats an axis.")
+        ordered.insert(k, a)
+    return tuple(ordered)
 
 
 def size_of(shape: tuple[Any, ...]) -> int | None:

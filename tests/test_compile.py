@@ -542,6 +542,33 @@ def test_torch_compile_as_the_first_call_in_a_process():
 
 
 @needs_torch
+def test_torch_compile_does_not_recompile_for_other_calls_in_the_process():
+    """A compiled loss is guarded on the size of dispatch's cache of types: the types known
+    early are cached early (a framework's array classes as its adapter loads, the Python
+    types of numbers and lists), so neither the compiled call's own first use nor eager
+    calls on NumPy arrays, lists or numbers elsewhere in the process recompile it."""
+    script = textwrap.dedent("""
+        import numpy as np, torch, unilosses
+        from torch._dynamo.utils import counters
+        f = torch.compile(lambda a, b: unilosses.mse(a, b), backend="aot_eager",
+                          fullgraph=True, dynamic=True)
+        p, t = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5)
+        f(p, t); f(p, t)
+        unilosses.mse(np.ones(3), np.zeros(3))
+        unilosses.mse([1.0, 2.0], [0.0, 1.0])
+        unilosses.mse(1.0, 2.0)
+        unilosses.mse(np.ones(3), np.zeros(3), weights=(1.0, 2.0, 3.0))
+        f(p, t); f(torch.randn(6, 5, requires_grad=True), torch.randn(6, 5))
+        print(counters["stats"]["unique_graphs"])
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().splitlines()[-1] == "1"
+
+
+@needs_torch
 @pytest.mark.parametrize("name", NAMES)
 def test_torch_func_vmap(name):
     """torch.func.vmap over a leading batch axis equals one eager call per example, stacked

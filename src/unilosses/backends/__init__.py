@@ -37,7 +37,12 @@ _DETECTORS: list[_Detector] = [
 #: backend names in the order reports list them
 KNOWN_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "tensorflow")
 
-_BY_TYPE: dict[type, Adapter | None] = {}
+#: adapters by an argument's exact type (None: not an array).  torch.compile guards a traced
+#: loss on this dict's size, so every entry that can be known early is made early (the
+#: Python types that stand for numbers and lists, a framework's array classes when its
+#: adapter loads): an entry added later would recompile every compiled loss
+_BY_TYPE: dict[type, Adapter | None] = dict.fromkeys(
+    (list, tuple, int, float, bool, complex, str, type(None)))
 _BY_NAME: dict[str, Adapter] = {}
 
 
@@ -55,8 +60,23 @@ def adapter_named(name: str) -> Adapter:
                 module = importlib.import_module(modname)
             adapter = module.load()
             _BY_NAME[name] = adapter
+            _register_classes(name, adapter)
             return adapter
     raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(KNOWN_BACKENDS)}")
+
+
+def _register_classes(name: str, adapter: Adapter) -> None:
+    """The framework's own array classes in ``_BY_TYPE``, as soon as its adapter loads
+    (subclasses and other concrete types are added when first seen)."""
+    for bname, modname, classes, _ in _DETECTORS:
+        mod = sys.modules.get(modname)
+        if bname == name and mod is not None:
+            try:
+                found = classes(mod)
+            except AttributeError:  # (a partial install: the types are found when seen)
+                return
+            for cls in found:
+                _BY_TYPE.setdefault(cls, adapter)
 
 
 def _refuse_import_while_compiling(name: str) -> None:

@@ -114,6 +114,17 @@ def test_numpy_scalars_are_numbers(xp, number):
     np.testing.assert_array_equal(xp.to_numpy(got), xp.to_numpy(want))
 
 
+@pytest.mark.parametrize("level", [np.float32(0.3), np.float64(0.3), np.float16(0.5)])
+def test_numpy_scalar_quantile_is_a_number(xp, level):
+    """quantile_loss's level as a NumPy scalar is the one level it holds (a float32 one had
+    been taken as an array of shape () and refused)."""
+    p, t = _regression_inputs()
+    x, y = xp.asarray(p, "float32"), xp.asarray(t, "float32")
+    np.testing.assert_array_equal(
+        xp.to_numpy(unilosses.quantile_loss(x, y, quantiles=level)),
+        xp.to_numpy(unilosses.quantile_loss(x, y, quantiles=level.item())))
+
+
 def test_numpy_scalar_predictions_keep_their_dtype():
     got = unilosses.mse(np.float32(3.0), np.float64(1.0))
     assert got == 4.0 and got.dtype == np.float32

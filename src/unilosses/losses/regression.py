@@ -438,6 +438,8 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
     """
     if type(quantiles) is not float and type(quantiles) is not int:  # (a bool is an int)
         refuse_boolean("quantiles", quantiles, "a number in [0, 1] or a 1-D array of levels")
+        if type(quantiles).__module__ == "numpy" and getattr(quantiles, "shape", None) == ():
+            quantiles = quantiles.item()  # a NumPy scalar is the number it holds
     many = not isinstance(quantiles, (int, float))
     if not many:
         q = check_unit_interval("quantiles", quantiles)

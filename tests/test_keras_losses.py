@@ -138,6 +138,49 @@ def keras_check_matches_keras_losses(tmp: Path) -> None:
                 raise AssertionError(f"{label}, reduction={reduction}, sw={sw is not None}") from e
 
 
+def keras_check_rank_rule_of_every_keras_peer(tmp: Path) -> None:
+    """Keras squeezes or expands a last axis of 1 (``squeeze_or_expand_to_same_rank``) for
+    every loss it wraps, those with a class or overlap axis included: a ``(batch, H, W)`` mask
+    against a ``(batch, H, W, 1)`` sigmoid output (Dice, Tversky), ``(batch, D, 1)`` targets
+    against ``(batch, D)`` (CosineSimilarity, the categorical losses).  Ours reads them as
+    Keras does (they were refused as shapes that must match exactly)."""
+    import keras
+
+    import unilosses.keras as uk
+
+    kl = keras.losses
+    h, w = 3, 5
+    mask = (rng.random((B, h, w)) > 0.5).astype("float32")
+    prob = rng.uniform(0.02, 0.98, (B, h, w, 1)).astype("float32")
+    onehot = np.eye(K, dtype="float32")[LABELS]
+    cases = [
+        ("dice", uk.Dice(), kl.Dice(), mask, prob),
+        ("dice_per_sample", uk.Dice(axis=(1, 2)), kl.Dice(axis=(1, 2)), mask, prob),
+        ("dice_reversed", uk.Dice(axis=(1, 2)), kl.Dice(axis=(1, 2)), mask[..., None],
+         prob[..., 0]),
+        ("tversky", uk.Tversky(alpha=0.3, beta=0.7, axis=(1, 2)),
+         kl.Tversky(alpha=0.7, beta=0.3, axis=(1, 2)), mask, prob),
+        ("cosine", uk.CosineSimilarity(), kl.CosineSimilarity(), Y[..., None], X),
+        ("cosine_reversed", uk.CosineSimilarity(), kl.CosineSimilarity(), Y, X[..., None]),
+        ("categorical_hinge", uk.CategoricalHinge(), kl.CategoricalHinge(), onehot[..., None],
+         X),
+        ("cce", uk.CategoricalCrossentropy(from_logits=True),
+         kl.CategoricalCrossentropy(from_logits=True), onehot[..., None], X),
+        ("categorical_focal", uk.CategoricalFocalCrossentropy(from_logits=True),
+         kl.CategoricalFocalCrossentropy(from_logits=True), onehot[..., None], X),
+    ]
+    for label, ours, theirs, y_true, y_pred in cases:
+        for reduction, sw in [(None, None), ("sum_over_batch_size", SW)]:
+            ours.reduction = theirs.reduction = reduction
+            want = keras.ops.convert_to_numpy(theirs(y_true, y_pred, sample_weight=sw))
+            try:
+                got = _native(keras, ours(y_true, y_pred, sample_weight=sw))
+                assert got.shape == want.shape, (got.shape, want.shape)
+                _close(got, want, scale=4)
+            except (AssertionError, ValueError) as e:
+                raise AssertionError(f"{label}, reduction={reduction}") from e
+
+
 def keras_check_losses_without_keras_peer(tmp: Path) -> None:
     """RootMeanSquaredError and SmoothL1 against their float64 formulas."""
     import keras
@@ -346,6 +389,38 @@ def keras_check_model_save_and_load(tmp: Path) -> None:
     p = 1 / (1 + np.exp(-back.predict(xa, verbose=0).astype(np.float64)))
     want = _anchor_seed(p, t, state, 0.25, 1.0).sum() / max(1.0, float((state == 1).sum()))
     _close(back.evaluate(xa, packed, batch_size=b, verbose=0), want, scale=4)
+
+
+def keras_check_mixed_precision_computes_in_float32(tmp: Path) -> None:
+    """Under the ``mixed_float16`` policy the model's outputs are float16; Keras's
+    ``Loss.__call__`` converts them to the loss's dtype (``floatx()``, float32, unless ``dtype=``
+    says otherwise), so ours, like Keras's own losses, computes and returns float32, in a
+    compiled training step too (jit_compile=True where Keras compiles with XLA)."""
+    import keras
+
+    import unilosses.keras as uk
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        x = rng.normal(size=(16, 3)).astype("float32")
+        y = (x.sum(axis=1, keepdims=True) > 0).astype("float32")
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        ours = uk.BinaryCrossentropy(from_logits=True, label_smoothing=0.1)
+        theirs = keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.1)
+        assert ours.dtype == theirs.dtype == "float32", (ours.dtype, theirs.dtype)
+        out = model(x)
+        assert keras.backend.standardize_dtype(out.dtype) == "float16", out.dtype
+        _close(_native(keras, ours(y, out)), keras.ops.convert_to_numpy(theirs(y, out)))
+        model.compile(optimizer="sgd", loss=ours,
+                      jit_compile=keras.backend.backend() != "torch")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        logits = model.predict(x, verbose=0).astype(np.float64)
+        t = y * 0.9 + 0.05
+        want = np.mean(t * np.logaddexp(0, -logits) + (1 - t) * np.logaddexp(0, logits))
+        _close(model.evaluate(x, y, batch_size=16, verbose=0), want, scale=4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def keras_check_ignore_index_in_a_compiled_step(tmp: Path) -> None:

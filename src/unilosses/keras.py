@@ -13,8 +13,15 @@ Keras conventions throughout:
   ``sample_weight``, masks and ``reduction`` (``"sum_over_batch_size"`` by default, ``"sum"``,
   ``None``/``"none"``, ``"mean"``, ``"mean_with_sample_weight"``) exactly as for Keras's losses.
 * ``from_logits=False`` chooses the probability form, ``True`` the ``_with_logits`` form.
-* Targets of shape ``(batch,)`` against predictions ``(batch, 1)`` (or the reverse) are squeezed
-  or expanded to the same rank, as Keras does; otherwise shapes must match exactly.
+* Dtype: ``Loss.__call__`` converts ``y_true`` and ``y_pred`` to the loss's ``dtype``
+  (``keras.backend.floatx()``, float32, whatever the model's policy), so under
+  ``mixed_float16`` the loss is computed in float32, as Keras's own are; a float16/bfloat16
+  ``dtype=`` is computed in float32 by the functions and the reduced value returned in it.
+* Where the ranks of targets and predictions differ by one and the longer has a last axis of 1
+  (``(batch,)`` against ``(batch, 1)``, a ``(batch, H, W)`` mask against a ``(batch, H, W, 1)``
+  output, or the reverse), the longer is squeezed (a rank-1 shorter one expanded), as Keras
+  does for every loss, Dice and the categorical ones included; otherwise shapes must match
+  exactly (integer labels and boxes follow their own layouts).
 * ``get_config``/``from_config`` round trip, and every class is registered with
   ``keras.saving.register_keras_serializable(package="unilosses")``, so a model compiled with
   one of these losses and saved with ``model.save("m.keras")`` loads back with it (once
@@ -352,6 +359,7 @@ class CategoricalCrossentropy(_Loss):
         self.class_weights = _float_list("class_weights", class_weights)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        y_true, y_pred = _same_rank(y_true, y_pred)
         fn = (_cls.categorical_cross_entropy_with_logits if self.from_logits
               else _cls.categorical_cross_entropy)
         return fn(y_pred, y_true, axis=self.axis, label_smoothing=self.label_smoothing,
@@ -581,10 +589,10 @@ class _Catalogue(_Loss):
         return fn(y_pred, y_true, reduction="none", **options)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        if not self._last_axis_mean:
-            return self._loss(y_true, y_pred)
+        # Keras's rank rule for every loss it wraps, those with a class or overlap axis too
         y_true, y_pred = _same_rank(y_true, y_pred)
-        return ops.mean(self._loss(y_true, y_pred), axis=-1)
+        loss = self._loss(y_true, y_pred)
+        return ops.mean(loss, axis=-1) if self._last_axis_mean else loss
 
 
 @_register

@@ -591,3 +591,48 @@ def test_torch_func_vmap(name):
     want = torch.stack([one(*[tensor(a) for a in e.args]) for e in examples])
     _nondegenerate(want.numpy())
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# -- torch without values: the meta device and FakeTensorMode -----------------------------------
+def _shape_only_calls(name: str) -> list[dict]:
+    """Every reduction, and the default one with the mask and the weights."""
+    c = _flags(name)
+    mask, weights = _mask_and_weights(c)
+    extra = {k: v for k, v in (("where", mask), ("weights", weights)) if v is not None}
+    return _reductions(name) + ([extra] if extra else [])
+
+
+def _without_values(a, mode):  # type: ignore[no-untyped-def]
+    """``a`` (NumPy or torch) as a tensor of ``mode`` (a FakeTensorMode), or on meta (None)."""
+    t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+    if not isinstance(t, torch.Tensor):
+        return t
+    return t.to("meta") if mode is None else mode.from_tensor(t)
+
+
+@needs_torch
+@pytest.mark.parametrize("where", ["meta", "fake"])
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_without_values(name, where):
+    """Tensors without values (meta; fake: FakeTensorMode, as shape inference and tracers
+    outside torch.compile use it) give the eager result's shape and dtype on their device,
+    forward and backward, value checks on: nothing is read back (a read raises there, and on
+    a GPU it stalls the device)."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    c, fn = case(name), getattr(unilosses, name)
+    for kw in _shape_only_calls(name):
+        want = fn(*_torch_args(c, "float32"), **c.kw, **{
+            k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()})
+        mode = FakeTensorMode() if where == "fake" else None
+        with mode if mode is not None else torch.device("meta"):
+            args = [_without_values(a, mode) for a in _torch_args(c, "float32")]
+            if c.grad:
+                args[0].requires_grad_(True)
+            got = fn(*args, **c.kw, **{k: _without_values(v, mode) for k, v in kw.items()})
+            assert isinstance(got, FakeTensor) if mode is not None else got.is_meta, kw
+            assert got.shape == want.shape and got.dtype == want.dtype, kw
+            if c.grad:
+                got.sum().backward()
+                g = args[0].grad
+                assert g is not None and g.shape == args[0].shape and g.device == args[0].device

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.autograd.function import once_differentiable
 
 Array = Any
@@ -87,6 +88,7 @@ _BOUNDS = {dt: torch.finfo(dt).max / 4 for dt in (torch.float32, torch.float64)}
 _vdot = np.vdot
 
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+_Tensor = torch.Tensor
 
 
 def functorch_wrapped(x: Array) -> bool:
@@ -98,11 +100,14 @@ def functorch_wrapped(x: Array) -> bool:
 def tracing(x: Array, *others: Array) -> bool:
     """Whether ``x`` has no values to read (``TorchAdapter.is_tracing``): under torch.compile
     they are fake; under torch.func transforms (vmap, grad) wrapped, and reading one back
-    would be data-dependent control flow; on the meta device there are none.  (``is_meta``:
-    ``x.device.type`` builds a device object, 5x the time, which counts on tiny calls.)
-    ``others``: the call's other arrays, on x's device, which a transform may wrap alone
-    (vmap over the targets; the gradient in them)."""
-    if torch.compiler.is_compiling() or functorch_wrapped(x) or x.is_meta:
+    would be data-dependent control flow; on the meta device there are none, nor in a
+    FakeTensorMode outside torch.compile (shape inference, ``make_fx``'s fake tracing), whose
+    tensors report a real device.  (``is_meta``: ``x.device.type`` builds a device object, 5x
+    the time, which counts on tiny calls; the subclass test only after the exact type's, which
+    a plain tensor passes at once.)  ``others``: the call's other arrays, on x's device, which
+    a transform may wrap alone (vmap over the targets; the gradient in them)."""
+    if (torch.compiler.is_compiling() or functorch_wrapped(x) or x.is_meta
+            or (type(x) is not _Tensor and isinstance(x, FakeTensor))):
         return True
     for a in others:
         if functorch_wrapped(a):
@@ -300,7 +305,6 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
 
 #: reduction codes of a plain call ("weighted_mean" without weights is the mean)
 _PLAIN_ENUM = {"mean": 1, "sum": 2, "none": 0, "weighted_mean": 1}
-_Tensor = torch.Tensor
 
 # Each condition costs 0.3-0.9 us here, against 4 us for F.cross_entropy on 16 elements, so
 # they are written out inline, the cheapest and most telling first; options are compared only

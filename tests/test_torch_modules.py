@@ -418,6 +418,14 @@ def test_kl_div_batchmean_like_torch(dtype):
     assert_close(TB, x1.grad, _np(x2.grad), dtype, scale=4)
 
 
+def test_kl_div_bad_reduction_names_batchmean():
+    """The refusal lists every name the module takes, torch's "batchmean" among them."""
+    with pytest.raises(ValueError, match=r"reduction='bogus' is not supported; .*'batchmean'"):
+        ut.KLDivLoss(reduction="bogus")
+    with pytest.raises(ValueError, match=r"reduction='batchmean' is not supported"):
+        ut.MSELoss(reduction="batchmean")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gaussian_nll_like_torch(reduction, dtype):

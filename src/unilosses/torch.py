@@ -719,6 +719,7 @@ class KLDivLoss(_Functional):
 
     def __init__(self, *, reduction: str = "mean", log_target: bool = False,
                  axis: int | None = None) -> None:
+        check_reduction(reduction, also=("batchmean",))
         super().__init__(reduction="mean" if reduction == "batchmean" else reduction)
         self.reduction = reduction
         self.log_target = bool(log_target)

@@ -10,11 +10,12 @@ import numpy as np
 REDUCTIONS = ("mean", "sum", "none", "weighted_mean")
 
 
-def check_reduction(reduction: Any) -> None:
-    if reduction not in REDUCTIONS:
+def check_reduction(reduction: Any, also: tuple[str, ...] = ()) -> None:
+    """``also``: names a front end accepts besides the library's (torch's ``"batchmean"``)."""
+    if reduction not in REDUCTIONS + also:
         raise ValueError(
             f"reduction={reduction!r} is not supported; use one of "
-            f"{', '.join(repr(r) for r in REDUCTIONS)}."
+            f"{', '.join(repr(r) for r in REDUCTIONS + also)}."
         )
 
 

@@ -817,8 +817,10 @@ class _BlockwiseSum(torch.autograd.Function):
                                       s, rows)
             # handed on, and scaled in place where the cotangent is not 1 (a loss divided by
             # its normaliser, or weighted): no full-size copy, and nothing here keeps it
-            # (autograd may then take it as .grad as it is)
-            return none + (grad if bool(g == 1) else grad.mul_(g),) + tail
+            # (autograd may then take it as .grad as it is); g is read on the CPU alone, where
+            # reading it costs no host synchronisation
+            one = g.is_cpu and bool(g == 1)
+            return none + (grad if one else grad.mul_(g),) + tail
         grad = torch.empty_like(x)
         for s in range(0, x.shape[0], rows):
             with torch.enable_grad():

@@ -79,9 +79,14 @@ def _keras_pairs(keras: Any) -> list[tuple[str, Any, Any, Any, Any]]:
          LABELS[:, None].astype("float32"), X),
         ("sparse_ignore", uk.SparseCategoricalCrossentropy(from_logits=True, ignore_index=2),
          kl.SparseCategoricalCrossentropy(from_logits=True, ignore_class=2), LABELS, X),
-        ("focal", uk.BinaryFocalCrossentropy(alpha=0.3, gamma=1.5),
+        ("focal", uk.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.3, gamma=1.5),
          kl.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.3, gamma=1.5),
          Y01, PROB),
+        # Keras's defaults: no class balancing, and an alpha without the switch unused
+        ("focal_defaults", uk.BinaryFocalCrossentropy(), kl.BinaryFocalCrossentropy(),
+         Y01, PROB),
+        ("focal_alpha_unswitched", uk.BinaryFocalCrossentropy(alpha=0.3, from_logits=True),
+         kl.BinaryFocalCrossentropy(alpha=0.3, from_logits=True), Y01, X),
         ("focal_logits", uk.BinaryFocalCrossentropy(from_logits=True, alpha=None),
          kl.BinaryFocalCrossentropy(from_logits=True, gamma=2.0), Y01, X),
         # Keras's switch for alpha, under its own name
@@ -297,6 +302,7 @@ def keras_check_config_round_trip(tmp: Path) -> None:
         uk.CategoricalCrossentropy(label_smoothing=0.2, axis=1),
         uk.SparseCategoricalCrossentropy(from_logits=True, ignore_index=-1, reduction=None),
         uk.BinaryFocalCrossentropy(alpha=None, gamma=0.5),
+        uk.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.4, from_logits=True),
         uk.AnchorFocalCrossentropy(from_logits=True, alpha=[0.5, 0.2], normalize="image"),
         uk.CategoricalFocalCrossentropy(from_logits=True, alpha=[0.1, 0.9], gamma=1.0),
         uk.SparseCategoricalFocalCrossentropy(ignore_index=0, label_smoothing=0.1),

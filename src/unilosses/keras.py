@@ -71,9 +71,9 @@ Positional options follow Keras's own order as far as they mean the same; the re
 keywords only, so that a Keras call is read as Keras means it or refused, never read as
 another option.
 
-Differences from Keras's classes with the same name: ``BinaryFocalCrossentropy`` has
-``alpha=0.25`` on by default (``alpha=None`` or Keras's ``apply_class_balancing=False`` turns
-it off; Keras needs ``apply_class_balancing=True``), applies no label smoothing, and for soft
+Differences from Keras's classes with the same name: ``BinaryFocalCrossentropy`` (class
+balancing off unless ``apply_class_balancing=True``, as in Keras) applies no label smoothing
+(refused), and for soft
 targets (not 0/1) takes :func:`unilosses.binary_focal_loss`'s factor ``|t - p|**gamma`` with
 ``alpha`` inside the two log terms, where Keras's is ``(1 - p_t)**gamma`` times its
 alpha-weighted BCE (equal for 0/1 targets); ``BinaryCrossentropy`` takes ``pos_weight`` as a
@@ -432,27 +432,26 @@ def _mask_ignored(loss: Tensor, labels: Tensor, ignore_index: int | None) -> Ten
 class BinaryFocalCrossentropy(_Loss):
     """Binary focal loss averaged over ``axis``, per sample:
     :func:`unilosses.binary_focal_loss` or, with ``from_logits=True``,
-    :func:`unilosses.binary_focal_loss_with_logits`.  ``alpha=None`` turns class balancing
-    off, as does Keras's ``apply_class_balancing=False``; a list is one value per class (the
-    last axis).  Options are keywords only: Keras's class takes ``apply_class_balancing``
-    first."""
+    :func:`unilosses.binary_focal_loss_with_logits`.  Class balancing as Keras has it: off
+    unless ``apply_class_balancing=True``, which weighs by ``alpha`` (0.25; a list is one value
+    per class, the last axis), so that a call written for Keras gives Keras's number (the
+    functions' ``alpha=0.25`` is on by default, as torchvision's).  Options are keywords only:
+    Keras's class takes ``apply_class_balancing`` first."""
 
-    _options = ("from_logits", "alpha", "gamma", "axis")
+    _options = ("from_logits", "apply_class_balancing", "alpha", "gamma", "axis")
 
     def __init__(self, *, from_logits: bool = False, alpha: float | None = 0.25,
                  gamma: float = 2.0, axis: int = -1,
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
-                 dtype: Any = None, apply_class_balancing: bool | None = None) -> None:
+                 dtype: Any = None, apply_class_balancing: bool = False) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         self.from_logits = bool(from_logits)
-        if apply_class_balancing is not None:  # Keras's switch for alpha
-            if not isinstance(apply_class_balancing, bool):
-                raise TypeError("`apply_class_balancing` must be True or False, got "
-                                f"{apply_class_balancing!r}.")
-            if not apply_class_balancing:
-                alpha = None
-            elif alpha is None:
-                raise ValueError("apply_class_balancing=True needs an `alpha`.")
+        if not isinstance(apply_class_balancing, bool):
+            raise TypeError("`apply_class_balancing` must be True or False, got "
+                            f"{apply_class_balancing!r}.")
+        if apply_class_balancing and alpha is None:
+            raise ValueError("apply_class_balancing=True needs an `alpha` (0.25 by default).")
+        self.apply_class_balancing = apply_class_balancing
         self.alpha = _alpha(alpha)
         self.gamma = check_nonnegative("gamma", gamma)
         self.axis = _axis(axis)
@@ -461,8 +460,8 @@ class BinaryFocalCrossentropy(_Loss):
         y_true, y_pred = _same_rank(y_true, y_pred)
         fn = (_focal.binary_focal_loss_with_logits if self.from_logits
               else _focal.binary_focal_loss)
-        loss = fn(y_pred, y_true, alpha=_tensor(self.alpha, y_pred), gamma=self.gamma,
-                  reduction="none")
+        alpha = _tensor(self.alpha, y_pred) if self.apply_class_balancing else None
+        loss = fn(y_pred, y_true, alpha=alpha, gamma=self.gamma, reduction="none")
         return ops.mean(loss, axis=self.axis)
 
 

@@ -617,7 +617,29 @@ def test_options_are_checked_at_construction():
     with pytest.raises(ValueError, match="normalize"):
         ut.AnchorFocalWithLogitsLoss(normalize="anchor")
     with pytest.raises(TypeError):
-        ut.HuberLoss("mean")                               # options are keyword-only
+        ut.MSELoss(True)          # torch's first positional is its deprecated size_average
+    with pytest.raises(TypeError):
+        ut.BCEWithLogitsLoss(None, True)                   # the same, after `weight`
+
+
+def test_positional_options_in_torchs_order():
+    """Where torch's constructor takes an option positionally with the same meaning, the
+    module reads it the same way: value and gradient as torch's module."""
+    gen = torch.Generator().manual_seed(3)
+    x, t = torch.randn(6, 4, generator=gen, dtype=torch.float64), torch.rand(6, 4, generator=gen,
+                                                                           dtype=torch.float64)
+    w = torch.rand(4, generator=gen, dtype=torch.float64)
+    cases = [(ut.HuberLoss("sum", 0.5), nn.HuberLoss("sum", 0.5), x, t),
+             (ut.BCELoss(w), nn.BCELoss(w), torch.sigmoid(x), t.round()),
+             (ut.BCEWithLogitsLoss(w), nn.BCEWithLogitsLoss(w), x, t),
+             (ut.PoissonNLLLoss(False, True), nn.PoissonNLLLoss(False, True), x.exp(), 3 * t)]
+    for ours, theirs, inp, target in cases:
+        a, b = inp.clone().requires_grad_(True), inp.clone().requires_grad_(True)
+        va, vb = ours(a, target), theirs(b, target)
+        va.backward()
+        vb.backward()
+        assert_close(TB, va.detach(), vb.detach().numpy(), "float64")
+        assert_close(TB, a.grad, b.grad.numpy(), "float64")
 
 
 def test_forward_errors_come_from_the_functional_loss():

@@ -1,6 +1,6 @@
 """PyTorch front end: one :class:`torch.nn.Module` per unilosses loss.
 
-Each module holds its loss's keyword options (given to the constructor, validated there) and
+Each module holds its loss's options (given to the constructor, validated there) and
 calls the functional loss in ``forward``, so value and gradient are exactly the functional
 loss's.  ``forward`` takes torch's argument order, ``forward(input, target)``; the optional
 per-call ``weights`` and ``where`` of the functional losses are keyword arguments of
@@ -8,6 +8,12 @@ per-call ``weights`` and ``where`` of the functional losses are keyword argument
 follow ``.to(device)`` / ``.double()`` and are saved in ``state_dict`` under torch's names.
 Options that may be a float or per-class values (``alpha``, ``quantiles``) are attributes when
 floats and buffers when tensors or sequences.
+
+Options given positionally follow torch's own order where they mean the same
+(``HuberLoss("sum", 0.5)``, ``BCELoss(weight)``, ``BCEWithLogitsLoss(weight)``,
+``CrossEntropyLoss(weight)``, ``PoissonNLLLoss(log_input, full)``); the rest are keywords only,
+because torch's other constructors take its deprecated ``size_average`` and ``reduce`` first:
+a call written for torch is read as torch means it, or refused.
 
 Naming: the function's name in CamelCase with ``Loss`` appended, spelt the way ``torch.nn``
 spells it where torch has the same loss (``MSE``, ``L1``, ``BCE``, ``KLDiv``, ``PoissonNLL``,
@@ -318,7 +324,7 @@ class HuberLoss(_Loss):
 
     _options: tuple[str, ...] = ("delta",)
 
-    def __init__(self, *, reduction: str = "mean", delta: float = 1.0) -> None:
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
         super().__init__(reduction=reduction)
         self.delta = check_positive("delta", delta)
 
@@ -360,7 +366,7 @@ class _WeightedLoss(_Loss):
     _options: tuple[str, ...] = ("label_smoothing",)
     weight: Tensor | None
 
-    def __init__(self, *, weight: Tensor | None = None, reduction: str = "mean",
+    def __init__(self, weight: Tensor | None = None, *, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
         super().__init__(reduction=reduction)
         self.register_buffer("weight", _tensor_option("weight", weight))
@@ -399,7 +405,7 @@ class BCEWithLogitsLoss(_WeightedLoss):
 
     pos_weight: Tensor | None
 
-    def __init__(self, *, weight: Tensor | None = None, reduction: str = "mean",
+    def __init__(self, weight: Tensor | None = None, *, reduction: str = "mean",
                  pos_weight: Tensor | float | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
         self.register_buffer("pos_weight", _tensor_option("pos_weight", pos_weight))
@@ -733,7 +739,7 @@ class PoissonNLLLoss(_Functional):
     _options: tuple[str, ...] = ("log_input", "full", "eps")
     _function = staticmethod(_dist.poisson_nll)
 
-    def __init__(self, *, log_input: bool = True, full: bool = False, eps: float = 1e-8,
+    def __init__(self, log_input: bool = True, full: bool = False, *, eps: float = 1e-8,
                  reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
         self.log_input, self.full = bool(log_input), bool(full)

@@ -163,6 +163,17 @@ def test_disagreeing_peer_fails_and_known_one_does_not(monkeypatch):
     assert summary.known == "off by 1% on purpose"
 
 
+def test_kl_extreme_case_has_its_zero_target():
+    # the case's -inf log-probability sits where the target is 0, so the loss is finite there;
+    # built with a tuple assignment, the row's zero was overwritten (loss and reference inf)
+    case = next(c for c in REGISTRY["kl_divergence"].make_cases(0)
+                if c.name == "log p = -inf at t = 0")
+    logp, t = case.args
+    assert t[0, 1] == 0.0 and logp[0, 1] == -np.inf
+    np.testing.assert_allclose(t.sum(axis=-1), 1.0)
+    assert np.isfinite(unilosses.kl_divergence(logp, t))
+
+
 def test_loss_that_raises_is_a_failure(capsys):
     def broken(p, t, **kw):  # type: ignore[no-untyped-def]
         raise RuntimeError("boom")

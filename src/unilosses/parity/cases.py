@@ -435,7 +435,10 @@ def _poly1_cases(rng: np.random.Generator) -> list[Case]:
 def _kl_cases(rng: np.random.Generator) -> list[Case]:
     logp = np.log(rng.dirichlet(np.ones(SHAPE[1]), SHAPE[0]))
     t = rng.dirichlet(np.ones(SHAPE[1]), SHAPE[0])
-    t[0, 1], t[0] = 0.0, t[0] / (t[0].sum() - t[0, 1])   # a zero target: t log t = 0
+    # a zero target (t log t = 0), the row renormalised after the zero is set (a tuple
+    # assignment would divide the old row and put the entry back)
+    t[0, 1] = 0.0
+    t[0] /= t[0].sum()
     keep = _row_mask(rng, SHAPE[0])
     zero = logp.copy()
     zero[0, 1] = -np.inf                                  # log p = -inf where t = 0

@@ -60,11 +60,17 @@ def parse_size(text: str) -> Size:
     """"1e6" or "1000000" (elements), or "8x19x384x384" (a shape)."""
     text = text.strip().lower()
     if "x" in text:
-        shape = tuple(int(v) for v in text.split("x"))
+        try:
+            shape = tuple(int(v) for v in text.split("x"))
+        except ValueError:
+            raise ValueError(f"bad shape {text!r}") from None
         if not shape or any(v < 1 for v in shape):
             raise ValueError(f"bad shape {text!r}")
         return Size("x".join(map(str, shape)), math.prod(shape), shape)
-    n = int(float(text))
+    try:
+        n = int(float(text))
+    except (ValueError, OverflowError):
+        raise ValueError(f"bad size {text!r}") from None
     if n < 1:
         raise ValueError(f"bad size {text!r}")
     return Size(size_label(n), n)

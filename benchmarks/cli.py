@@ -17,6 +17,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .backends import BACKENDS, DEFAULT_BACKENDS, DEVICES, ON_DEVICE, installed
 from .cases import DEFAULT_SIZES, FOCAL_SHAPE, FULL_SIZES, LOSSES, focal_size, parse_size
@@ -30,6 +32,22 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 
 def _list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _number(kind: type, low: float, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a ``kind`` at least (``strict``: above) ``low``; a value outside
+    (``--repeats 0`` timed nothing and exited 0) is a usage error naming the option."""
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {'>' if strict else '>='} "
+                                             f"{low:g}")
+        return v
+
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,17 +78,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=_list, default=list(PASSES), help="fwd,fwd+bwd")
     p.add_argument("--torch-compile", action="store_true",
                    help="include torch.compile (inductor) in the compiled mode (slow to compile)")
-    p.add_argument("--repeats", type=int, default=Config.repeats,
+    p.add_argument("--repeats", type=_number(int, 1), default=Config.repeats,
                    help="timed rounds (median reported)")
-    p.add_argument("--warmup", type=int, default=Config.warmup,
+    p.add_argument("--warmup", type=_number(int, 0), default=Config.warmup,
                    help="calls before timing, after the first")
-    p.add_argument("--min-time", type=float, default=Config.min_time,
+    p.add_argument("--min-time", type=_number(float, 0), default=Config.min_time,
                    help="seconds a sample lasts at least (back-to-back calls)")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                    help="run large sizes in a fresh process (default on)")
     p.add_argument("--isolate-min", type=lambda s: int(float(s)), default=Config.isolate_min,
                    help="smallest size run in a fresh process (default 1e6)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_number(int, 1), default=None,
                    help="threads per framework (default: the CPUs this process may use)")
     p.add_argument("--malloc", choices=tuple(MALLOC_SETTINGS), default=Config.malloc,
                    help="glibc allocator policy (see benchmarks/memory.py)")
@@ -79,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-memory", action="store_true", help="do not measure peak memory")
     p.add_argument("--memory-min", type=lambda s: int(float(s)), default=Config.memory_min,
                    help="smallest size whose peak memory is measured (default 1e5)")
-    p.add_argument("--bandwidth-mb", type=float, default=Config.bandwidth_bytes / 1e6,
+    p.add_argument("--bandwidth-mb", type=_number(float, 0, strict=True),
+                   default=Config.bandwidth_bytes / 1e6,
                    help="size of the arrays of the bandwidth copy (MB)")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="start no new measurement after this long; report what finished")
@@ -109,10 +128,14 @@ def config_from(args: argparse.Namespace) -> Config:
     if bad:
         raise SystemExit(f"unknown loss(es) {bad}; choose from {', '.join(LOSSES)}")
     texts = args.sizes or [str(n) for n in (FULL_SIZES if args.full else DEFAULT_SIZES)]
-    sizes = [focal_size() if t == "focal" else parse_size(t) for t in texts]
     focal = args.focal_shape or ("x".join(map(str, FOCAL_SHAPE)) if args.full else None)
-    if focal:
-        sizes.append(parse_size(focal.replace(",", "x")))
+    try:
+        sizes = [focal_size() if t == "focal" else parse_size(t) for t in texts]
+        if focal:
+            sizes.append(parse_size(focal.replace(",", "x")))
+    except ValueError as exc:
+        raise SystemExit(f"{exc}; a size is an element count (1e6) or a shape "
+                         f"(8x19x384x384)") from None
     for m in args.modes:
         if m not in MODES:
             raise SystemExit(f"unknown mode {m!r}; choose from {', '.join(MODES)}")

@@ -261,3 +261,26 @@ def test_report_of_a_gpu_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert "torch's allocator peak" in text and "resident high-water mark" not in text
     result["interrupted"] = True
     assert "the run was cut short" in markdown(result)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--min-time", "-1"], "--min-time"),
+    (["--threads", "0"], "--threads"),
+    (["--bandwidth-mb", "0"], "--bandwidth-mb"),
+    (["--sizes", "abc"], "bad size 'abc'"),
+    (["--sizes", "0"], "bad size '0'"),
+    (["--focal-shape", "2x0"], "bad shape '2x0'"),
+], ids=["repeats", "warmup", "min-time", "threads", "bandwidth", "size-text", "size-0",
+        "shape"])
+def test_bad_values_are_refused_before_running(args: list[str], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A value that cannot run is a usage error naming it, not a traceback or a table of
+    errors (``--repeats 0`` ran, timed nothing and exited 0)."""
+    from benchmarks.cli import config_from, parser
+
+    with pytest.raises(SystemExit) as exc:
+        config_from(parser().parse_args(["--backends", "numpy", *args]))
+    assert exc.value.code not in (0, None)
+    assert message in f"{exc.value.code} {capsys.readouterr().err}"

@@ -189,6 +189,24 @@ def test_loss_that_raises_is_a_failure(capsys):
     assert "RuntimeError: boom" in out and "ERROR" in out
 
 
+def test_non_finite_result_fails_even_where_the_reference_agrees(registered, capsys):
+    # a loss gives a finite answer or an error: inf (or NaN) against the same from a
+    # reference is a failure, not a match
+    def value(p, t, *, dtype):  # type: ignore[no-untyped-def]
+        return np.mean((p - t) ** 2) + np.inf
+
+    def grad(p, t, *, dtype):  # type: ignore[no-untyped-def]
+        return np.full(p.shape, np.nan)
+
+    registered(LossSpec("_inf_loss", lambda p, t: unilosses.mse(p, t) + float("inf"), value,
+                        lambda rng: [Case("ordinary", (rng.normal(size=3),
+                                                       rng.normal(size=3)))], grad=grad))
+    code, out, _ = _run_cli(capsys, "--backends", "numpy", "--losses", "_inf_loss", "--dtype",
+                            "float64")
+    assert code == 1, out
+    assert "non-finite" in out and "FAIL" in out
+
+
 # -- output formats --------------------------------------------------------------------------
 def test_json_structure(capsys, tmp_path):
     path = tmp_path / "parity.json"

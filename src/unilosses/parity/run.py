@@ -142,6 +142,12 @@ def _run_case(spec: LossSpec, case: Case, st: BackendStatus, dtype: str, tol: fl
                             against=f"reference ({ref.method})")
     if bad_dtype is not None:
         cr.other.append(bad_dtype)
+    # a loss gives a finite answer or an error: the deviation counts inf against inf (or NaN
+    # against NaN) as equal, so a reference that agrees must not turn one into a pass
+    for what, got in (("value", values), ("grad", [] if grad is None else [grad])):
+        if any(not np.all(np.isfinite(g)) for g in got if np.issubdtype(g.dtype, np.floating)):
+            cr.other.append(Check(f"{what} finite", None, tol, error=f"non-finite {what}",
+                                  against="finite"))
     if opts.peers:
         for peer in PEERS.for_loss(spec.name, st.name):
             if peer.supports(case) and not missing_requirements(peer):

@@ -445,6 +445,29 @@ def test_cosine_zero_vector(ad_backend):
     assert v == 0 and np.all(np.isfinite(g))
 
 
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cosine_of_large_vectors(ad_backend, dtype):
+    """Vectors whose squared norm overflows (float32: beyond about 1.8e19) have a finite
+    similarity and gradient; the squared norms had made inf / inf = NaN."""
+    b = ad_backend
+    big = {"float32": 1e30, "float64": 1e300}[dtype]
+    u = np.array([[1.0, 1.0, 0.0], [3.0, -4.0, 1e-3], [2.0, 0.0, 1.0]])
+    w = np.array([[1.0, 0.0, 0.0], [1.0, 2.0, 2.0], [0.5, 0.25, 2.0]])
+    p, t = u * big, w * np.array([[big], [1.0], [1.0]])
+    v, g = b.value_and_grad(lambda a, c: U.cosine_similarity_loss(a, c, reduction="sum"),
+                            b.asarray(p.astype(dtype)), b.asarray(t.astype(dtype)))
+    # float64 reference from the formula on u = p / big and w (the similarity does not
+    # depend on the vectors' sizes; its gradient with respect to p is that to u over big)
+    nu, nw = np.linalg.norm(u, axis=1, keepdims=True), np.linalg.norm(w, axis=1, keepdims=True)
+    dot = (u * w).sum(1, keepdims=True)
+    want_v = -(dot / (nu * nw)).sum()
+    want_g = -(w / (nu * nw) - dot * u / (nu ** 3 * nw)) / big
+    tol = 256 * np.finfo(dtype).eps
+    assert np.isfinite(v) and np.all(np.isfinite(g)), (v, g)
+    np.testing.assert_allclose(v, want_v, rtol=tol)
+    np.testing.assert_allclose(g, want_g, rtol=tol, atol=tol * np.abs(want_g).max())
+
 def test_msle_mape_floors(ad_backend):
     b = ad_backend
     v, g = b.value_and_grad(lambda a, c: U.msle(a, c, reduction="sum"),

@@ -490,7 +490,10 @@ def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int =
 
     The sign is Keras's: minimising the loss aligns the vectors, and :math:`1 + \ell` is the
     cosine distance (``optax.cosine_distance``).  The norm's square root has gradient 0 at a
-    zero vector (no ``inf * 0``).
+    zero vector (no ``inf * 0``).  Each vector is divided by its largest :math:`|v_k|` first
+    (and ``eps`` with it), so no square overflows: float32 vectors beyond about 1e19 had made
+    inf / inf = NaN.  The scale is held constant under differentiation, which is exact: the
+    quotient does not depend on it.
 
     Peers: ``keras.losses.CosineSimilarity`` (same sign and floor), ``optax.cosine_similarity``
     (:math:`-\ell`, floor on the squared norm), ``torch.nn.functional.cosine_similarity``
@@ -510,8 +513,16 @@ def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int =
     xp, ad = call.xp, call.ad
     p, t = call.clean(p, 0.0, axis=ax), call.clean(t, 0.0, axis=ax)
 
-    def norm(v: Array) -> Array:
-        n = ad.safe_sqrt(xp.sum(v * v, axis=ax))
-        return ad.where(n > eps, n, eps)
+    def scale(v: Array) -> Array:
+        if ad.shape(v)[ax] == 0:  # (no entries: nothing to scale; a maximum of none fails)
+            return xp.ones_like(xp.sum(v, axis=ax, keepdims=True))
+        s = ad.stop_gradient(xp.max(xp.abs(v), axis=ax, keepdims=True))
+        return ad.where(s > 0.0, s, 1.0)  # (a zero vector stays 0; NaN stays NaN)
 
-    return call.reduce(-xp.sum(p * t, axis=ax) / (norm(p) * norm(t)))
+    def norm(v: Array, s: Array) -> Array:
+        n, floor = ad.safe_sqrt(xp.sum(v * v, axis=ax)), eps / xp.squeeze(s, axis=ax)
+        return ad.where(n > floor, n, floor)
+
+    sp, st = scale(p), scale(t)
+    p, t = p / sp, t / st
+    return call.reduce(-xp.sum(p * t, axis=ax) / (norm(p, sp) * norm(t, st)))

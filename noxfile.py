@@ -106,13 +106,14 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over the sources, the tests and this file."""
+    """ruff over the sources, the tests, the benchmarks and this file."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy over the package (frameworks not installed: their imports are untyped)."""
+    """mypy over the package and the benchmarks (frameworks not installed: their imports are
+    untyped)."""
     session.install("mypy", "-e", ".")
-    session.run("mypy", "src")
+    session.run("mypy", "src", "benchmarks")

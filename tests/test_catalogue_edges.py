@@ -445,7 +445,6 @@ def test_cosine_zero_vector(ad_backend):
     assert v == 0 and np.all(np.isfinite(g))
 
 
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_cosine_of_large_vectors(ad_backend, dtype):
     """Vectors whose squared norm overflows (float32: beyond about 1.8e19) have a finite
@@ -467,6 +466,7 @@ def test_cosine_of_large_vectors(ad_backend, dtype):
     assert np.isfinite(v) and np.all(np.isfinite(g)), (v, g)
     np.testing.assert_allclose(v, want_v, rtol=tol)
     np.testing.assert_allclose(g, want_g, rtol=tol, atol=tol * np.abs(want_g).max())
+
 
 def test_msle_mape_floors(ad_backend):
     b = ad_backend

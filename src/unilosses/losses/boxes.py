@@ -76,11 +76,18 @@ def giou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
         The matched target boxes, same shape.
     eps : float > 0
         torchvision's 1e-7, added to the divisors.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked boxes, "weighted_mean" divides by the summed
+        weights, "none" returns one loss per box (see "Common semantics" in the README).
+    weights : array broadcastable to ``boxes.shape[:-1]``, optional
+    where : boolean array broadcastable to ``boxes.shape[:-1]``, optional
+        Boxes where it is False are left out (zero loss and gradient).
 
     Returns
     -------
     array
-        Scalar for "mean"/"sum"; for "none" the shape of ``boxes`` without the last axis.
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``boxes`` without
+        the last axis.
 
     Notes
     -----
@@ -116,7 +123,16 @@ def diou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               where: Array | None = None) -> Array:
     r"""Distance IoU loss for (x1, y1, x2, y2) boxes.
 
-    Parameters and returns as :func:`giou_loss`.
+    Parameters
+    ----------
+    boxes, target_boxes, eps, reduction, weights, where
+        As in :func:`giou_loss`.
+
+    Returns
+    -------
+    array
+        As in :func:`giou_loss`: scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape
+        of ``boxes`` without the last axis.
 
     Notes
     -----
@@ -156,7 +172,16 @@ def ciou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               where: Array | None = None) -> Array:
     r"""Complete IoU loss for (x1, y1, x2, y2) boxes.
 
-    Parameters and returns as :func:`giou_loss`.
+    Parameters
+    ----------
+    boxes, target_boxes, eps, reduction, weights, where
+        As in :func:`giou_loss`.
+
+    Returns
+    -------
+    array
+        As in :func:`giou_loss`: scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape
+        of ``boxes`` without the last axis.
 
     Notes
     -----

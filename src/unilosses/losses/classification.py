@@ -142,6 +142,17 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
         refuses them); the loss is then the formula's, which can be negative.
     label_smoothing : float in [0, 1]
         Targets become :math:`t (1 - s) + s / 2` (towards 0.5, Keras's convention).
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -202,6 +213,17 @@ def binary_cross_entropy_with_logits(
     label_smoothing : float in [0, 1]
         Targets become :math:`t (1 - s) + s / 2` (towards 0.5, Keras's convention; torch's
         ``binary_cross_entropy_with_logits`` has no smoothing).
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``logits`` for "none".
 
     Notes
     -----
@@ -424,9 +446,30 @@ def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: in
 
     Parameters
     ----------
+    predictions : array (..., C, ...), floating
+        Probabilities along ``axis``, renormalised to sum 1 and clipped to
+        :math:`[10^{-7}, 1 - 10^{-7}]`.
+    targets : array, same shape
+        One-hot or soft targets along ``axis``.
+    axis : int
+        The class axis; the elementwise loss has it removed.
+    label_smoothing : float in [0, 1]
+        Targets become :math:`t (1 - s) + s / C`.
     class_weights : 1-D array (C,), optional
         A non-negative weight per class, as torch's ``weight=``: see
         :func:`categorical_cross_entropy_with_logits`.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``predictions`` without
+        ``axis``.
 
     Notes
     -----
@@ -466,12 +509,31 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
 
     Parameters
     ----------
+    logits : array (..., C, ...), floating
+    targets : array, same shape
+        One-hot or soft targets along ``axis``.
+    axis : int
+        The class axis; the elementwise loss has it removed.
+    label_smoothing : float in [0, 1]
+        Targets become :math:`t (1 - s) + s / C`.
     class_weights : 1-D array (C,), optional
         A non-negative weight per class (torch's ``weight=``).  Each class's term is multiplied
         by its weight.  ``reduction="weighted_mean"`` divides the sum by
         :math:`\sum_i \sum_c w_c t_{ic}` (the summed weight of the labels, for one-hot
         targets: torch's normalisation for class indices); ``"mean"`` divides by the number of
         rows (torch's normalisation for probability targets).
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``logits`` without
+        ``axis``.
 
     Notes
     -----
@@ -611,9 +673,33 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
 
     Parameters
     ----------
+    predictions : array (..., C, ...), floating
+        Probabilities along ``axis``, renormalised and clipped as in
+        :func:`categorical_cross_entropy`.
+    labels : integer array, the shape of ``predictions`` without ``axis``
+        Class indices in ``[0, C)``.
+    axis : int
+        The class axis.
+    ignore_index : int, optional
+        Labels equal to it are left out (zero loss and gradient, not counted by "mean").
+    label_smoothing : float in [0, 1]
+        The label's one-hot target becomes :math:`(1 - s)` on it plus :math:`s / C` on every
+        class.
     class_weights : 1-D array (C,), optional
         A non-negative weight per class, as in
         :func:`sparse_categorical_cross_entropy_with_logits`.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``labels`` (the
+        predictions without ``axis``).
 
     Notes
     -----
@@ -654,11 +740,34 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
 
     Parameters
     ----------
+    logits : array (..., C, ...), floating
+    labels : integer array, the shape of ``logits`` without ``axis``
+        Class indices in ``[0, C)``.
+    axis : int
+        The class axis.
+    ignore_index : int, optional
+        Labels equal to it are left out (zero loss and gradient, not counted by "mean"),
+        torch's ``ignore_index``.
+    label_smoothing : float in [0, 1]
+        The label's one-hot target becomes :math:`(1 - s)` on it plus :math:`s / C` on every
+        class.
     class_weights : 1-D array (C,), optional
         A non-negative weight per class (torch's ``weight=``).  With
         ``reduction="weighted_mean"`` the sum is divided by the summed weight of the
         (non-ignored, unmasked) labels, :math:`\sum_i w_{y_i}`: torch's ``cross_entropy(...,
         weight=w)`` with its default ``"mean"``.  ``"mean"`` divides by their number.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``labels`` (the
+        logits without ``axis``).
 
     Notes
     -----
@@ -703,6 +812,18 @@ def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon
         optax's default), -1.0 for detection; 0 gives plain cross-entropy.
     axis : int
         The class axis; the elementwise loss has it removed.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``logits`` without
+        ``axis``.
 
     Notes
     -----

@@ -49,6 +49,15 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
         ``"batchmean"`` (this loss only): the sum divided by the size of the first axis,
         torch's recommended reduction; with ``where``, by the number of first-axis entries that
         keep an element.  With the default ``axis=-1`` on ``(N, C)`` inputs it equals "mean".
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"/"batchmean"; for "none" the shape of
+        ``log_predictions`` without ``axis`` (every element with ``axis=None``).
 
     Notes
     -----
@@ -137,12 +146,25 @@ def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True
         The log-rate :math:`x = \log\lambda` with ``log_input=True`` (the default, as torch),
         else the rate :math:`\lambda \ge 0`.
     targets : array, same shape, counts :math:`k \ge 0`
+    log_input : bool
+        Whether ``predictions`` are log-rates (torch's ``log_input``).
     full : bool
         Add Stirling's approximation of :math:`\log k!`,
         :math:`k \log k - k + \frac12 \log(2\pi k)`, for :math:`k > 1` (torch's ``full``).
     eps : float > 0
         Added to the rate inside the log when ``log_input=False`` (torch: 1e-8; Keras's
         ``Poisson`` is this loss with ``log_input=False, eps=1e-7``).
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -202,6 +224,17 @@ def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full
         Add the constant :math:`\frac12 \log 2\pi` (torch's ``full``).
     eps : float > 0
         The variance is floored at ``eps`` (torch: 1e-6).
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----

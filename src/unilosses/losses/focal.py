@@ -297,6 +297,17 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
         the predictions: per class along the last axis.
     gamma : float >= 0
         Focusing parameter; 0 gives (alpha-weighted) binary cross-entropy.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -349,6 +360,28 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
                                   reduction: str = "mean", weights: Array | None = None,
                                   where: Array | None = None) -> Array:
     r"""Binary (sigmoid) focal loss on logits, computed in log space.
+
+    Parameters
+    ----------
+    logits : array, floating
+    targets : array, same shape, labels in {0, 1} or soft labels in [0, 1]
+    alpha : float in [0, 1], array, or None
+        Weight of the positive term (``1 - alpha`` on the negative); None turns class
+        balancing off.  An array broadcasts against the logits: per class along the last
+        axis.
+    gamma : float >= 0
+        Focusing parameter; 0 gives (alpha-weighted) binary cross-entropy.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``logits`` for "none".
 
     Notes
     -----
@@ -521,6 +554,8 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
         -1 ignore, 0 background (scored as all classes negative), 1 object.
     alpha : float in [0, 1], array, or None
         As in :func:`binary_focal_loss`; an array of shape ``(classes,)`` is per class.
+    gamma : float >= 0
+        Focusing parameter, as in :func:`binary_focal_loss`.
     normalizer : scalar or 0-d array, optional
         Divide by this instead of ``max(1, #anchors with state 1)``: e.g. a positive count
         already summed across devices (``normalize="batch"`` only).
@@ -541,6 +576,10 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
     -----
     Per element the loss is :func:`binary_focal_loss`'s.  Anchors are selected with masks
     and masked sums, never boolean indexing, so shapes stay static under jit/compile.
+
+    Peers: keras-retinanet's (fizyr) ``losses.focal`` (the same anchor states, one batch
+    normaliser: ``normalize="batch"``), torchvision's
+    ``RetinaNetClassificationHead.compute_loss`` (``normalize="image"``, on logits).
 
     References
     ----------
@@ -571,6 +610,19 @@ def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: A
     As :func:`anchor_focal_loss`, with the elementwise loss of
     :func:`binary_focal_loss_with_logits` (log space, finite for any logit and gamma).
     ``normalize="image"`` is torchvision's RetinaNet head normalisation.
+
+    Peers: as :func:`anchor_focal_loss`.
+
+    Parameters
+    ----------
+    logits : array (..., anchors, classes), floating
+    targets, anchor_state, alpha, gamma, normalizer, normalize
+        As in :func:`anchor_focal_loss`.
+
+    Returns
+    -------
+    scalar
+        As in :func:`anchor_focal_loss`.
 
     Examples
     --------
@@ -676,6 +728,20 @@ def categorical_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any 
     gamma : float >= 0
     axis : int
         The class axis; the elementwise loss has it removed.
+    label_smoothing : float in [0, 1]
+        Targets become :math:`t (1 - s) + s / C`.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``predictions`` without
+        ``axis``.
 
     Notes
     -----
@@ -712,6 +778,31 @@ def categorical_focal_loss_with_logits(logits: Array, targets: Array, /, *, alph
                                        weights: Array | None = None,
                                        where: Array | None = None) -> Array:
     r"""Softmax focal loss on logits, computed in log space.
+
+    Parameters
+    ----------
+    logits : array (..., C, ...), floating
+    targets : array, same shape, one-hot or soft targets along ``axis``
+    alpha : float in [0, 1], 1-D array (C,), or None
+        The weight of each class's term (one per class as an array); None: 1.
+    gamma : float >= 0
+        Focusing parameter; 0 gives (alpha-weighted) cross-entropy.
+    axis : int
+        The class axis; the elementwise loss has it removed.
+    label_smoothing : float in [0, 1]
+        Targets become :math:`t (1 - s) + s / C`.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``logits`` without
+        ``axis``.
 
     Notes
     -----
@@ -753,6 +844,35 @@ def sparse_categorical_focal_loss(predictions: Array, labels: Array, /, *, alpha
                                   where: Array | None = None) -> Array:
     r"""Softmax focal loss on probabilities with integer labels.
 
+    Parameters
+    ----------
+    predictions : array (..., C, ...), probabilities along ``axis``
+        Renormalised and clipped as in :func:`categorical_focal_loss`.
+    labels : integer array, the shape of ``predictions`` without ``axis``
+    alpha : float in [0, 1], 1-D array (C,), or None
+        The weight of each class's term (one per class as an array); None: 1.
+    gamma : float >= 0
+        Focusing parameter; 0 gives (alpha-weighted) cross-entropy.
+    axis : int
+        The class axis; the elementwise loss has it removed.
+    ignore_index : int, optional
+        Labels equal to it are left out (zero loss and gradient, not counted by "mean").
+    label_smoothing : float in [0, 1]
+        The label's one-hot target becomes :math:`(1 - s)` on it plus :math:`s / C` on every
+        class.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``labels`` (the
+        predictions without ``axis``).
+
     Notes
     -----
     .. math:: \ell = (1 - s)\, f_y + \frac{s}{C} \sum_c f_c,
@@ -789,6 +909,37 @@ def sparse_categorical_focal_loss_with_logits(logits: Array, labels: Array, /, *
 
     As :func:`categorical_focal_loss_with_logits` with one-hot targets (gathered, not built),
     and ``ignore_index`` as in :func:`sparse_categorical_cross_entropy_with_logits`.
+
+    Peers: none takes integer labels; ``keras.losses.CategoricalFocalCrossentropy(
+    from_logits=True)`` on one-hot targets.
+
+    Parameters
+    ----------
+    logits : array (..., C, ...), floating
+    labels : integer array, the shape of ``logits`` without ``axis``
+    alpha : float in [0, 1], 1-D array (C,), or None
+        The weight of each class's term (one per class as an array); None: 1.
+    gamma : float >= 0
+        Focusing parameter; 0 gives (alpha-weighted) cross-entropy.
+    axis : int
+        The class axis; the elementwise loss has it removed.
+    ignore_index : int, optional
+        Labels equal to it are left out (zero loss and gradient, not counted by "mean").
+    label_smoothing : float in [0, 1]
+        The label's one-hot target becomes :math:`(1 - s)` on it plus :math:`s / C` on every
+        class.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``labels`` (the
+        logits without ``axis``).
 
     Examples
     --------

@@ -41,6 +41,17 @@ def hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     targets : array, same shape
         Labels in {-1, 1}, or in {0, 1}: when every (unmasked) label is 0 or 1 they are mapped
         to -1 and 1, as Keras does (so an all-ones batch means all positive).
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -70,6 +81,22 @@ def squared_hinge(predictions: Array, targets: Array, /, *, reduction: str = "me
 
     Peers: ``keras.losses.SquaredHinge``.
 
+    Parameters
+    ----------
+    predictions : array, floating, decision values (e.g. logits)
+    targets : array, same shape, labels in {-1, 1} or {0, 1} (as in :func:`hinge`)
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
+
     Examples
     --------
     >>> import numpy as np, unilosses
@@ -93,6 +120,18 @@ def categorical_hinge(predictions: Array, targets: Array, /, *, axis: int = -1,
     targets : array, same shape, one-hot along ``axis``
     axis : int
         The class axis; the elementwise loss has it removed.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``predictions`` without
+        ``axis``.
 
     Notes
     -----

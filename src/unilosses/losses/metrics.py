@@ -69,6 +69,9 @@ def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     (TensorFlow's ``in_top_k`` rule: ties count in the label's favour, no sort needed).  A row
     with any non-finite score, or a label outside ``[0, classes)``, gives False.
 
+    Peers: ``tf.math.in_top_k`` (the same rule), ``keras.ops.in_top_k``; ``torch.topk``
+    breaks ties by position instead.
+
     Examples
     --------
     >>> import numpy as np, unilosses
@@ -89,8 +92,25 @@ def top_k_accuracy(predictions: Array, labels: Array, /, *, k: int = 5,
                    where: Array | None = None) -> Array:
     r"""Fraction of rows whose label is in the top ``k`` (see :func:`in_top_k`).
 
-    Returns a scalar in the predictions' floating dtype; rows masked out by ``where`` are not
-    counted, and a fully masked accuracy is 0.
+    Parameters
+    ----------
+    predictions : array (N, classes), floating
+    labels : integer array (N,)
+    k : int >= 1
+        A row counts as a hit when fewer than ``k`` classes score strictly higher than its
+        label (:func:`in_top_k`'s rule).
+    where : boolean array (N,), optional
+        Rows where it is False are not counted.
+
+    Returns
+    -------
+    scalar array in the predictions' floating dtype
+        The fraction of counted rows that are hits; 0 when every row is masked.
+
+    Notes
+    -----
+    Peers: ``keras.metrics.SparseTopKCategoricalAccuracy`` (default ``k=5`` too),
+    torchmetrics' ``Accuracy(top_k=k)``.
 
     Examples
     --------

@@ -63,6 +63,21 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Root mean squared error over ``axis`` (all axes by default).
 
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+    axis : None, int or tuple of ints
+        The axes averaged under the square root; None: all of them.
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        A scalar with ``axis=None``; otherwise the shape of ``predictions`` without ``axis``.
+
     Notes
     -----
     .. math:: \mathrm{RMSE} = \sqrt{\frac{\sum_i w_i m_i (p_i - t_i)^2}{\sum_i m_i}}
@@ -98,6 +113,22 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
 def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean absolute error (L1).
+
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -151,6 +182,24 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
           weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Huber loss: quadratic for errors up to ``delta``, linear beyond.
 
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+    delta : float > 0
+        The error at which the loss turns from quadratic to linear.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
+
     Notes
     -----
     .. math::
@@ -189,6 +238,24 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
     r"""Smooth L1 loss: ``huber(delta=beta) / beta``.
+
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+    beta : float > 0
+        The error at which the loss turns linear; the quadratic part is divided by it.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -291,6 +358,22 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
              weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Log-cosh loss.
 
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
+
     Notes
     -----
     .. math:: \ell_i = \log\cosh(p_i - t_i)
@@ -333,6 +416,23 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean squared logarithmic error.
 
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+        Values below 1e-7 are raised to it.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
+
     Notes
     -----
     .. math:: \ell_i = \big(\log(1 + \max(p_i, \epsilon)) - \log(1 + \max(t_i, \epsilon))
@@ -364,6 +464,22 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
 def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean absolute percentage error (in percent).
+
+    Parameters
+    ----------
+    predictions : array, floating, any shape
+    targets : array or Python values, same shape as ``predictions``
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; the shape of ``predictions`` for "none".
 
     Notes
     -----
@@ -406,6 +522,12 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
         quantile axis: each target is then compared with all Q predictions.
     quantiles : float in [0, 1], or 1-D array / sequence of them
         The quantile level(s) :math:`q`; 0.5 gives half the absolute error.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
 
     Returns
     -------
@@ -482,6 +604,18 @@ def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int =
     eps : float > 0
         Norms are floored at ``eps`` (Keras's ``normalize``), so a zero vector has similarity 0
         and a finite gradient.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+    weights : array broadcastable to the elementwise loss, optional
+    where : boolean array broadcastable to the elementwise loss, optional
+        Elements where it is False are left out (zero loss and gradient).
+
+    Returns
+    -------
+    array
+        Scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape of ``predictions`` without
+        ``axis``.
 
     Notes
     -----

@@ -96,6 +96,8 @@ def dice_loss(predictions: Array, targets: Array, /, *, axis: Any = None, smooth
     where : boolean array broadcastable to ``predictions``, optional
         Elements (pixels) to use: masked ones (an "ignore" label) are left out of every sum.
         A coefficient with no unmasked element is left out of the reduction.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        How the coefficients' losses are combined (see "Common semantics" in the README).
 
     Returns
     -------
@@ -138,12 +140,23 @@ def tversky_loss(predictions: Array, targets: Array, /, *, alpha: float = 0.5,
 
     Parameters
     ----------
+    predictions : array, floating, probabilities
+    targets : array, same shape, binary masks or one-hot class maps
     alpha : float >= 0
         Weight of the false positives :math:`\sum p (1 - t)`.
     beta : float >= 0
         Weight of the false negatives :math:`\sum (1 - p) t`; ``beta > alpha`` favours recall.
     axis, smooth, eps, weights, where
         As in :func:`dice_loss`.
+    reduction : {"mean", "sum", "weighted_mean", "none"}
+        "mean" averages over the unmasked elements, "weighted_mean" divides by the summed
+        weights, "none" returns the elementwise loss (see "Common semantics" in the README).
+
+    Returns
+    -------
+    array
+        As in :func:`dice_loss`: scalar for "mean"/"sum"/"weighted_mean"; for "none" the shape
+        of ``predictions`` without ``axis``.
 
     Notes
     -----

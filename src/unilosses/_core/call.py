@@ -209,8 +209,9 @@ class Call:
             w = self.weights if norm is None else norm if self.weights is None else \
                 self.weights * norm
             w = xp.broadcast_to(w, self.loss_shape)
-            if self.mask is not None:
-                w = ad.where(self.mask, w, 0.0)
+            # dense (the select makes it so): a broadcast view's sum may be less accurate
+            # (Adapter.dense)
+            w = ad.dense(w) if self.mask is None else ad.where(self.mask, w, 0.0)
             wsum = xp.sum(w, axis=axis)
             nonzero = wsum != 0.0
             return ad.where(nonzero, total / ad.where(nonzero, wsum, 1.0), 0.0)

@@ -77,6 +77,12 @@ class Adapter:
         a shorter form that is exact for such labels."""
         return False
 
+    def dense(self, x: Array) -> Array:
+        """``x``, or a dense copy of it where the backend sums a strided view (a broadcast's
+        zero stride) less accurately than a dense array: for a sum of weights broadcast to
+        the loss."""
+        return x
+
     # -- conversions -------------------------------------------------------------------------
     def asarray(self, value: Any, *, dtype: Any = None, like: Array | None = None) -> Array:
         device = None if like is None else self.device(like)

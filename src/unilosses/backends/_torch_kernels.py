@@ -170,6 +170,10 @@ def mse(call: Any, p: Array, t: Array) -> Array | None:
         return None
     if torch.compiler.is_compiling():
         return F.mse_loss(p, t, reduction=r)
+    if r == "mean" and forward_mode():
+        # forward mode over the mean's backward (torch.func.jvp(grad(f)), forward_ad under
+        # create_graph) writes into an immutable ZeroTensor in torch (RuntimeError)
+        return None
     return _nn.mse_loss(p, t, _ENUM[r])
 
 
@@ -190,6 +194,8 @@ def huber(call: Any, p: Array, t: Array, delta: float) -> Array | None:
         return None
     if torch.compiler.is_compiling():
         return F.huber_loss(p, t, reduction=r, delta=delta)
+    if forward_mode():  # torch's huber_loss_backward has no forward-mode rule: it raises
+        return None
     return _nn.huber_loss(p, t, _ENUM[r], delta)
 
 
@@ -878,6 +884,24 @@ def closed_form_sum(value_and_grad: Callable[..., tuple[Array, Array]] | None, x
 def _forward_ad() -> bool:
     """Whether a forward-mode AD level is open (``torch.autograd.forward_ad.dual_level``)."""
     return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
+_interpreters = getattr(torch._C._functorch, "get_interpreter_stack", None)
+_JVP = getattr(getattr(torch._C._functorch, "TransformType", None), "Jvp", None)
+
+
+def forward_mode() -> bool:
+    """Whether the call may be differentiated in forward mode: a forward_ad level is open, or
+    a torch.func transform that differentiates forward (``jvp``; ``jacfwd`` and ``hessian``
+    are built on it) is active (a torch without the interpreter stack: forward_ad alone).
+    Kernels whose backward has no sound forward-mode rule decline then: a Hessian-vector
+    product in forward over reverse mode runs the backward's own JVP."""
+    if _forward_ad():
+        return True
+    stack = _interpreters() if _interpreters is not None else None
+    if not stack:
+        return False
+    return _JVP is None or any(i.key() == _JVP for i in stack)
 
 
 # -- fused closed forms (a GPU) --------------------------------------------------------------

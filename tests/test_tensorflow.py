@@ -1238,3 +1238,19 @@ def test_empty_batch_of_unknown_size_is_zero(jit):
         spec = tf.TensorSpec([None, *tail], tf.float32)
         out = tf.function(fn, jit_compile=jit, input_signature=[spec, spec])(p, p)
         assert out.numpy() == 0.0 == fn(p, p).numpy(), name
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_captured_eager_targets_and_mask_in_two_traced_functions(jit):
+    """A traced loss whose targets and mask are eager tensors closed over (captured) may take
+    the eager small-input select; its filled constant must be the graph's own, not kept for
+    the next graph (the second tf.function raised "Fill:0 is out of scope")."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(8, 5)).astype("float32"))
+    t = tf.constant(rng.normal(size=(8, 5)).astype("float32"))
+    m = tf.constant(rng.random((8, 5)) < 0.7)
+    got = [tf.function(lambda a: unilosses.log_cosh(a, t, where=m), jit_compile=jit)(x)
+           for _ in range(2)]  # (traced first: an eager call would have kept an eager fill)
+    want = unilosses.log_cosh(x, t, where=m).numpy()
+    for v in got:
+        np.testing.assert_allclose(v.numpy(), want, **tolerance("float32"))

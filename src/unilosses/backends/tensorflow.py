@@ -213,7 +213,9 @@ def _filled(value: Any, dtype: Any, shape: tuple[int, ...]) -> Array | None:
     c = _FILLED.get(key)
     if c is None:
         c = tf.fill(shape, _constant(value, dtype))
-        if len(_FILLED) < 128 and math.prod(shape) <= 4096:
+        # kept eagerly only: a traced function that captured eager arguments (targets, a
+        # mask closed over) takes the eager select too, and its fill belongs to that graph
+        if tf.executing_eagerly() and len(_FILLED) < 128 and math.prod(shape) <= 4096:
             _FILLED[key] = c
     return c
 

@@ -10,6 +10,7 @@ from .._core.checks import checks_enabled
 from .._core.validate import (
     check_broadcastable,
     check_nonnegative,
+    check_positive,
     check_unit_interval,
     fmt_shape,
     host_shape,
@@ -491,8 +492,25 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
         )
     names, arrays = _with_alpha((pname, "targets", "anchor_state"),
                                 (predictions, targets, anchor_state), a_array)
+    if _scalar(normalizer) and normalizer is not None:
+        # (a bool, NaN, inf, 0 or a negative count divided the sum silently)
+        normalizer = check_positive("normalizer", normalizer)
+    elif normalizer is not None:
+        # an array (a count summed across devices, perhaps traced) or a NumPy scalar: through
+        # prepare, which names a string or another framework's array and casts it
+        names, arrays = names + ("normalizer",), arrays + (normalizer,)
     call, out = prepare(names, arrays, reduction="sum", where=None, same_shape=("targets",))
     p, t, state = out[0], out[1], out[2]
+    if names[-1] == "normalizer":
+        normalizer = out.pop()
+        if call.ad.shape(normalizer) != ():
+            raise ValueError(
+                f"`normalizer` has shape {fmt_shape(call.ad.shape(normalizer))}; it must be a "
+                f"number or a 0-d array (the count the summed loss is divided by)."
+            )
+        call.require((normalizer > 0.0) & (normalizer < math.inf), lambda: (
+            "`normalizer` holds a value that is not a finite number > 0; pass the (positive) "
+            "count to divide the summed loss by, or None for the batch's object count."))
     alpha = _broadcast_alpha(call, out, 3, a, pname)
     xp, ad = call.xp, call.ad
     sshape, want = ad.shape(state), ad.shape(p)[:-1]
@@ -536,8 +554,6 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     if normalizer is None:
         count = xp.sum(ad.astype(positive, call.dtype))
         return total / ad.where(count > 1.0, count, 1.0)
-    if not _scalar(normalizer):
-        normalizer = ad.astype(normalizer, call.dtype)
     return total / normalizer
 
 

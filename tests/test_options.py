@@ -1,0 +1,45 @@
+"""Keyword options given as other types, or invalid: the same value as the Python number on
+every backend and path, or a clear error naming the option (from an option-value audit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import unilosses
+
+# (2, 3, 4) anchors: probabilities, targets and states
+_R = np.random.default_rng(0)
+_ANCHOR = (_R.random((2, 3, 4)) * 0.9 + 0.05, (_R.random((2, 3, 4)) < 0.3).astype(float),
+           np.array([[1, 0, -1], [0, 1, 1]]))
+
+
+@pytest.mark.parametrize("fn", ["anchor_focal_loss", "anchor_focal_loss_with_logits"])
+@pytest.mark.parametrize("normalizer,error,match", [
+    (float("nan"), ValueError, r"`normalizer` must be finite"),
+    (float("inf"), ValueError, r"`normalizer` must be finite"),
+    (-2.0, ValueError, r"`normalizer` must be > 0"),
+    (0, ValueError, r"`normalizer` must be > 0"),
+    (True, TypeError, r"`normalizer` must be .*got the boolean"),
+    ("3", TypeError, r"`normalizer` must be an array \(or a Python number"),
+    ([3.0], ValueError, r"`normalizer` has shape \(1,\); it must be a number or a 0-d array"),
+])
+def test_anchor_normalizer_is_checked(xp, fn, normalizer, error, match):
+    # nan gave a NaN loss, inf 0, -2 a negative loss and True divided by 1, silently; a
+    # string or list an AttributeError naming nothing
+    p, t, s = (xp.asarray(a) for a in _ANCHOR)
+    with pytest.raises(error, match=match):
+        getattr(unilosses, fn)(p, t, s, normalizer=normalizer)
+
+
+@pytest.mark.parametrize("fn", ["anchor_focal_loss", "anchor_focal_loss_with_logits"])
+def test_anchor_normalizer_as_numpy_scalar_or_array(xp, fn):
+    # np.float32(3) and a 0-d NumPy array on torch raised AttributeError ('... has no
+    # attribute to'); an array of the inputs' framework divides as the number does
+    p, t, s = (xp.asarray(a) for a in _ANCHOR)
+    f = getattr(unilosses, fn)
+    want = xp.to_numpy(f(p, t, s, normalizer=3.0))
+    for n in (3, np.float32(3.0), np.int64(3), xp.asarray(np.asarray(3.0))):
+        np.testing.assert_allclose(xp.to_numpy(f(p, t, s, normalizer=n)), want, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`normalizer` holds a value that is not a finite"):
+        f(p, t, s, normalizer=xp.asarray(np.asarray(-1.0)))

@@ -43,3 +43,50 @@ def test_anchor_normalizer_as_numpy_scalar_or_array(xp, fn):
         np.testing.assert_allclose(xp.to_numpy(f(p, t, s, normalizer=n)), want, rtol=1e-6)
     with pytest.raises(ValueError, match=r"`normalizer` holds a value that is not a finite"):
         f(p, t, s, normalizer=xp.asarray(np.asarray(-1.0)))
+
+
+_LOGITS = np.array([[0.3, -1.2, 2.0], [-0.5, 0.8, 0.1]])
+_BINARY = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("pos_weight,error,match", [
+    (float("nan"), ValueError, r"`pos_weight` must be finite"),
+    (float("inf"), ValueError, r"`pos_weight` must be finite"),
+    (-1.0, ValueError, r"`pos_weight` must be >= 0"),
+    (True, TypeError, r"`pos_weight` must be .*got the boolean"),
+    ([1.0, float("nan"), 2.0], ValueError, r"`pos_weight` holds values outside \[0, "),
+    ([1.0, -1.0, 2.0], ValueError, r"`pos_weight` holds values outside \[0, "),
+])
+def test_pos_weight_is_checked(xp, pos_weight, error, match):
+    # nan and inf gave a NaN loss, -1 a negative one and True the loss without pos_weight,
+    # silently (torch's BCEWithLogitsLoss does not check either)
+    with pytest.raises(error, match=match):
+        unilosses.binary_cross_entropy_with_logits(xp.asarray(_LOGITS), xp.asarray(_BINARY),
+                                                   pos_weight=pos_weight)
+
+
+def test_pos_weight_front_ends_check_at_construction():
+    torch = pytest.importorskip("torch")
+    import unilosses.torch as ut
+
+    with pytest.raises(ValueError, match="`pos_weight` must be >= 0"):
+        ut.BCEWithLogitsLoss(pos_weight=-1.0)
+    with pytest.raises(ValueError, match="`pos_weight` must be finite"):
+        ut.BCEWithLogitsLoss(pos_weight=float("nan"))
+    m = ut.BCEWithLogitsLoss(pos_weight=np.float32(2.0))
+    x, t = torch.tensor(_LOGITS), torch.tensor(_BINARY)
+    np.testing.assert_allclose(m(x, t).item(), unilosses.binary_cross_entropy_with_logits(
+        _LOGITS, _BINARY, pos_weight=2.0), rtol=1e-12)
+
+
+def test_pos_weight_keras_checks_at_construction():
+    pytest.importorskip("keras")
+    import unilosses.keras as uk
+
+    for bad, error in ((-1.0, ValueError), (float("inf"), ValueError), (True, TypeError),
+                       ([1.0, -1.0], ValueError), (np.array([1.0, 2.0]), TypeError)):
+        with pytest.raises(error, match="`pos_weight`"):
+            uk.BinaryCrossentropy(from_logits=True, pos_weight=bad)
+    loss = uk.BinaryCrossentropy(from_logits=True, pos_weight=(1.0, 2.0, 3.0))
+    again = uk.BinaryCrossentropy.from_config(loss.get_config())
+    assert again.pos_weight == [1.0, 2.0, 3.0]

@@ -298,6 +298,21 @@ class LogCosh(_Loss):
         return ops.mean(_reg.log_cosh(y_pred, y_true, reduction="none"), axis=-1)
 
 
+def _pos_weight(value: Any) -> float | list[float] | None:
+    """A number >= 0 or a list of them, checked at construction (as the loss checks a number;
+    an array's values only at the first call, eagerly) and kept as Python floats, which
+    ``get_config`` serialises (a NumPy scalar is not JSON)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [check_nonnegative("pos_weight", v) for v in value]
+    if getattr(value, "shape", ()) != ():
+        raise TypeError(f"`pos_weight` must be a number >= 0 or a list of them, got "
+                        f"{type(value).__name__}; pass a list (e.g. `pos_weight.tolist()`), "
+                        f"which get_config can store.")
+    return check_nonnegative("pos_weight", value)
+
+
 @_register
 class BinaryCrossentropy(_Loss):
     """Binary cross-entropy averaged over ``axis``, per sample.
@@ -320,9 +335,7 @@ class BinaryCrossentropy(_Loss):
         self.axis = _axis(axis)
         if pos_weight is not None and not self.from_logits:
             raise ValueError("`pos_weight` needs from_logits=True.")
-        if isinstance(pos_weight, tuple):
-            pos_weight = list(pos_weight)
-        self.pos_weight = pos_weight
+        self.pos_weight = _pos_weight(pos_weight)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         y_true, y_pred = _same_rank(y_true, y_pred)

@@ -129,6 +129,7 @@ Importing this module imports torch; ``import unilosses`` does not import it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -200,11 +201,16 @@ __all__ = [
 adapter_named("torch")
 
 
-def _tensor_option(name: str, value: Tensor | float | None) -> Tensor | None:
+def _tensor_option(name: str, value: Tensor | float | None,
+                   check: Callable[[str, Any], float] | None = None) -> Tensor | None:
+    """``check``: the loss's own check of a number (NumPy scalars taken), at construction
+    rather than at the first call."""
     if value is None:
         return None
     if isinstance(value, Tensor):
         return value
+    if check is not None:
+        return torch.tensor(check(name, value))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a tensor, a float or None, got {type(value).__name__}.")
     return torch.tensor(float(value))
@@ -408,7 +414,8 @@ class BCEWithLogitsLoss(_WeightedLoss):
     def __init__(self, weight: Tensor | None = None, *, reduction: str = "mean",
                  pos_weight: Tensor | float | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
-        self.register_buffer("pos_weight", _tensor_option("pos_weight", pos_weight))
+        self.register_buffer("pos_weight", _tensor_option("pos_weight", pos_weight,
+                                                            check_nonnegative))
 
     def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
                 where: Tensor | None = None) -> Tensor:

@@ -10,10 +10,12 @@ from .._core.checks import checks_enabled
 from .._core.validate import (
     _number,
     check_broadcastable,
+    check_nonnegative,
     check_unit_interval,
     fmt_shape,
     host_shape,
     reduced_axis,
+    refuse_boolean,
     size_of,
 )
 
@@ -264,13 +266,20 @@ def binary_cross_entropy_with_logits(
     names: tuple[str, ...] = ("logits", "targets")
     arrays: tuple[Any, ...] = (logits, targets)
     if pos_weight is not None and not isinstance(pos_weight, (int, float)):
+        refuse_boolean("pos_weight", pos_weight, "a number >= 0 or an array")
         names, arrays = names + ("pos_weight",), arrays + (pos_weight,)
+    elif pos_weight is not None:
+        # (NaN, inf, a negative weight or True, taken as 1, went into the loss silently)
+        pos_weight = check_nonnegative("pos_weight", pos_weight)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         same_shape=("targets",))
     ad = call.ad
     pw = pos_weight if len(out) <= 2 else out[2]
     if len(out) > 2:
         check_broadcastable("pos_weight", ad.shape(pw), ad.shape(out[0]), "the logits of shape")
+        call.require_within(pw, 0.0, float(call.xp.finfo(call.dtype).max), lambda: (
+            "`pos_weight` holds values outside [0, inf) (or NaN, or inf); give each class's "
+            "positive term a finite weight >= 0."))
     fused = call.native("binary_cross_entropy_with_logits", out[0], _smooth_binary(out[1], ls),
                         pw)
     if fused is not None:

@@ -90,3 +90,63 @@ def test_pos_weight_keras_checks_at_construction():
     loss = uk.BinaryCrossentropy(from_logits=True, pos_weight=(1.0, 2.0, 3.0))
     again = uk.BinaryCrossentropy.from_config(loss.get_config())
     assert again.pos_weight == [1.0, 2.0, 3.0]
+
+
+_P = np.linspace(0.1, 0.9, 8).reshape(4, 2)
+
+
+@pytest.mark.parametrize("call", [
+    lambda a, v: unilosses.huber(a, a, delta=v),
+    lambda a, v: unilosses.binary_cross_entropy(a, a, label_smoothing=v),
+    lambda a, v: unilosses.binary_focal_loss(a, a, gamma=v),
+    lambda a, v: unilosses.poly1_cross_entropy_with_logits(a, a, epsilon=v),
+    lambda a, v: unilosses.tversky_loss(a, a, alpha=v),
+], ids=["delta", "label_smoothing", "gamma", "epsilon", "tversky-alpha"])
+def test_a_string_is_not_a_number(xp, call):
+    # float("0.5") parsed it: label_smoothing="0.1" smoothed, a typo in a config went unseen
+    with pytest.raises(TypeError, match=r"must be a Python number, got str"):
+        call(xp.asarray(_P), "0.5")
+
+
+@pytest.mark.parametrize("fn", ["in_top_k", "top_k_accuracy"])
+def test_k_infinite(xp, fn):
+    # int(inf) raised a bare OverflowError naming nothing
+    with pytest.raises(TypeError, match=r"`k` must be an integer, got inf"):
+        getattr(unilosses, fn)(xp.asarray(_P), xp.asarray(np.array([0, 1, 1, 0])),
+                               k=float("inf"))
+
+
+def test_torch_option_tensor_requiring_grad_is_refused():
+    torch = pytest.importorskip("torch")
+    # float() detached it: the loss ran, and delta.grad stayed None without a word
+    p = torch.tensor(_P)
+    delta = torch.tensor(2.0, requires_grad=True)
+    for n in (16, 5000):  # (the plain path and the generic one)
+        x = torch.linspace(0.1, 0.9, n, dtype=torch.float64)
+        with pytest.raises(TypeError, match=r"`delta` is a tensor that requires grad"):
+            unilosses.huber(x, x.flip(0), delta=delta)
+    # a 0-d tensor without grad is the number it holds
+    assert unilosses.huber(p, p * 2, delta=torch.tensor(0.3)).item() == pytest.approx(
+        unilosses.huber(p, p * 2, delta=0.3).item())
+
+
+def test_torch_compile_option_tensor_says_how_to_pass_it():
+    torch = pytest.importorskip("torch")
+    # a 0-d tensor option became an unbacked symbolic float: "AssertionError: sympy
+    # expression is NaN" from inside torch's shape machinery
+    f = torch.compile(lambda a, d: unilosses.huber(a, a * 2, delta=d), backend="aot_eager",
+                      fullgraph=True)
+    with pytest.raises(Exception, match=r"`delta` must be a Python number.*traced"):
+        f(torch.tensor(_P), torch.tensor(0.3))
+
+
+def test_tensorflow_eager_option_closed_over_by_tf_function():
+    tf = pytest.importorskip("tensorflow")
+    # an eager tensor closed over holds its value: read as the number, as outside
+    d = tf.constant(0.3)
+    p = tf.constant(_P)
+    f = tf.function(lambda a: unilosses.huber(a, a * 2, delta=d))
+    assert float(f(p)) == pytest.approx(float(unilosses.huber(p, p * 2, delta=0.3)))
+    g = tf.function(lambda a, v: unilosses.huber(a, a * 2, delta=v))
+    with pytest.raises(TypeError, match=r"`delta` must be a Python number.*traced"):
+        g(p, d)

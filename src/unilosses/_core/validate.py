@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import adapter_for
+
 REDUCTIONS = ("mean", "sum", "none", "weighted_mean")
 
 
@@ -36,21 +38,47 @@ def check_flag(name: str, value: Any) -> bool:
     raise TypeError(f"`{name}` must be True or False, got {value!r}.")
 
 
+def _check_array_option(name: str, value: Any, hint: str) -> None:
+    """A 0-d array given for a number is read as the number it holds, but not one without
+    values (torch.compile's fake tensor: float() made it an unbacked symbol, which failed
+    inside torch with "sympy expression is NaN"), nor one that requires grad (float()
+    detached it: no gradient reached it, silently)."""
+    ad = adapter_for(value)
+    if ad is None:
+        return
+    if not ad.has_values(value):
+        raise TypeError(f"`{name}` must be a Python number, got a traced "
+                        f"{type(value).__name__}.{hint}")
+    if getattr(value, "requires_grad", False):
+        raise TypeError(
+            f"`{name}` is a tensor that requires grad, but options are constants: no gradient "
+            f"would reach it. Pass a Python number (`{name}.item()`) or a detached tensor."
+        )
+
+
 def _number(name: str, value: Any) -> float:
     kind = type(value)
     # exact types first: on a 16-element loss the isinstance tests cost a tenth of the call
     if kind is not float and kind is not int and (
             isinstance(value, bool) or not isinstance(value, (int, float))):
         refuse_boolean(name, value, "a Python number")
+        hint = (" Options are fixed when a loss is traced: pass a Python number, closed "
+                "over or static (jax.jit(f, static_argnames=...)), not a traced array.")
+        if isinstance(value, (str, bytes)):  # (float() would parse "0.1": a typo unseen)
+            raise TypeError(f"`{name}` must be a Python number, got str {value!r}.")
+        if hasattr(value, "shape"):
+            _check_array_option(name, value, hint)
         try:
-            value = float(value)  # numpy scalars and 0-d host arrays
-        except (TypeError, ValueError):
+            # numpy scalars and 0-d host arrays.  (The method, not float(): inside a user's
+            # tf.function AutoGraph turns float(x) of a tensor into a cast, a tensor again,
+            # which the finiteness test below then refused as "must be finite, got
+            # <tf.Tensor ... numpy=2.0>")
+            value = value.__float__()
+        except (TypeError, ValueError, AttributeError):
             # (a traced value: jax.jit's tracer, a symbolic tf.Tensor)
-            hint = (" Options are fixed when a loss is traced: pass a Python number, closed "
-                    "over or static (jax.jit(f, static_argnames=...)), not a traced array."
-                    if hasattr(value, "shape") else "")
             raise TypeError(
-                f"`{name}` must be a Python number, got {type(value).__name__}.{hint}"
+                f"`{name}` must be a Python number, got {type(value).__name__}."
+                f"{hint if hasattr(value, 'shape') else ''}"
             ) from None
     # comparisons, not math.isfinite: torch.compile traces a float option that changed
     # between calls as a symbolic float, which comparisons take and math.isfinite does not
@@ -85,6 +113,8 @@ def check_positive_int(name: str, value: Any) -> int:
         refuse_boolean(name, value, "an integer")
         try:
             iv = int(value)
+        except OverflowError:  # (inf)
+            raise TypeError(f"`{name}` must be an integer, got {value!r}.") from None
         except (TypeError, ValueError):
             raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.") from None
         if iv != value:

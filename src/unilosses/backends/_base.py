@@ -50,6 +50,11 @@ class Adapter:
         value checks are skipped then."""
         return False
 
+    def has_values(self, x: Array) -> bool:
+        """Whether ``x``'s values can be read now (``float`` of a 0-d one is a number): not
+        where :meth:`is_tracing`, but for an eager array used inside a trace (TensorFlow)."""
+        return not self.is_tracing(x)
+
     def shape(self, x: Array) -> tuple[Any, ...]:
         return tuple(x.shape)
 

@@ -686,6 +686,10 @@ class TensorflowAdapter(Adapter):
     def is_tracing(self, x: Array) -> bool:
         return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
 
+    def has_values(self, x: Array) -> bool:
+        # (an eager tensor closed over by a tf.function holds its values)
+        return not tf.is_symbolic_tensor(x)
+
     def bounded(self, x: Array) -> bool:
         # an eager clip is a full-size op, and its gradient five (two comparisons, an or, a
         # zeros and a select: sparse CE fwd+bwd took 2.3x tf.nn's); the norm is one read.

@@ -150,3 +150,43 @@ def test_tensorflow_eager_option_closed_over_by_tf_function():
     g = tf.function(lambda a, v: unilosses.huber(a, a * 2, delta=v))
     with pytest.raises(TypeError, match=r"`delta` must be a Python number.*traced"):
         g(p, d)
+
+
+@pytest.mark.parametrize("flag", ["no", 0, None], ids=["str", "int", "None"])
+def test_torch_modules_flags_must_be_bools(flag):
+    pytest.importorskip("torch")
+    import unilosses.torch as ut
+
+    # bool("no") is True: PoissonNLLLoss(full="no") added Stirling's term, silently (the
+    # functions refuse it)
+    for make in (lambda: ut.PoissonNLLLoss(full=flag), lambda: ut.PoissonNLLLoss(log_input=flag),
+                 lambda: ut.GaussianNLLLoss(full=flag), lambda: ut.KLDivLoss(log_target=flag)):
+        with pytest.raises(TypeError, match=r"`(full|log_input|log_target)` must be True or"):
+            make()
+    assert ut.PoissonNLLLoss(full=np.True_).full is True
+
+
+def test_keras_options_are_checked_at_construction():
+    pytest.importorskip("keras")
+    import json
+
+    import unilosses.keras as uk
+
+    # bool("no") is True: from_logits="no" read logits
+    for cls in (uk.BinaryCrossentropy, uk.CategoricalCrossentropy, uk.Poisson):
+        with pytest.raises(TypeError, match=r"`(from_logits|log_input)` must be True or"):
+            cls(**{"log_input" if cls is uk.Poisson else "from_logits": "no"})
+    # a string was taken as the sequence of its characters: "123" gave [1.0, 2.0, 3.0]
+    with pytest.raises(TypeError, match=r"`class_weights` must be a sequence of numbers, "
+                                        r"got str"):
+        uk.CategoricalCrossentropy(class_weights="123")
+    with pytest.raises(TypeError, match=r"`alpha` must be a Python number, got str"):
+        uk.CategoricalFocalCrossentropy(alpha=["0.25", "0.5"])
+    with pytest.raises(ValueError, match=r"`class_weights` must be finite"):
+        uk.CategoricalCrossentropy(class_weights=[1.0, float("nan")])
+    # a NumPy scalar alpha is the number it holds (it was refused as "not a sequence"), and
+    # the config keeps Python floats (JSON)
+    loss = uk.BinaryFocalCrossentropy(alpha=np.float32(0.5), apply_class_balancing=True)
+    assert loss.alpha == 0.5 and type(loss.alpha) is float
+    again = uk.BinaryFocalCrossentropy.from_config(json.loads(json.dumps(loss.get_config())))
+    assert again.alpha == 0.5

@@ -111,7 +111,13 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 is tf
         f"unilosses.keras needs Keras 3, found Keras {keras.__version__}: pip install 'keras>=3'"
     )
 
-from ._core.validate import check_nonnegative, check_positive, check_unit_interval
+from ._core.validate import (
+    _number,
+    check_flag,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
 from .losses import boxes as _boxes
 from .losses import classification as _cls
 from .losses import distribution as _dist
@@ -183,6 +189,8 @@ def _alpha(alpha: Any) -> Any:
     """A float in [0, 1], None, or per-class values (kept as a list: it goes in the config)."""
     if alpha is None or (isinstance(alpha, (int, float)) and not isinstance(alpha, bool)):
         return None if alpha is None else check_unit_interval("alpha", alpha)
+    if getattr(alpha, "shape", None) == () and "bool" not in str(alpha.dtype):
+        return check_unit_interval("alpha", alpha)  # a NumPy scalar: the number it holds
     return _float_list("alpha", alpha)
 
 
@@ -195,11 +203,11 @@ def _ignore_index(name: str, value: Any) -> int | None:
 def _float_list(name: str, values: Any) -> list[float] | None:
     if values is None:
         return None
-    try:
-        return [float(v) for v in values]
-    except TypeError:
-        raise TypeError(f"`{name}` must be a sequence of floats, got "
-                        f"{type(values).__name__}.") from None
+    # (a string is a sequence: "123" was [1.0, 2.0, 3.0]; and float() parsed "0.5" entries)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"`{name}` must be a sequence of numbers, got "
+                        f"{type(values).__name__}.")
+    return [_number(name, v) for v in values]
 
 
 def _tensor(value: Any, like: Tensor) -> Any:
@@ -330,7 +338,7 @@ class BinaryCrossentropy(_Loss):
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_flag("from_logits", from_logits)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
         if pos_weight is not None and not self.from_logits:
@@ -366,7 +374,7 @@ class CategoricalCrossentropy(_Loss):
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_flag("from_logits", from_logits)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
         self.class_weights = _float_list("class_weights", class_weights)
@@ -407,7 +415,7 @@ class SparseCategoricalCrossentropy(_Loss):
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None, ignore_class: int | None = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_flag("from_logits", from_logits)
         if ignore_class is not None:  # Keras's name
             if ignore_index is not None:
                 raise TypeError("Pass `ignore_index` or Keras's name for it, `ignore_class`, "
@@ -458,7 +466,7 @@ class BinaryFocalCrossentropy(_Loss):
                  reduction: str | None = "sum_over_batch_size", name: str | None = None,
                  dtype: Any = None, apply_class_balancing: bool = False) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_flag("from_logits", from_logits)
         if not isinstance(apply_class_balancing, bool):
             raise TypeError("`apply_class_balancing` must be True or False, got "
                             f"{apply_class_balancing!r}.")
@@ -499,7 +507,7 @@ class AnchorFocalCrossentropy(_Loss):
                  reduction: str | None = "sum_over_batch_size",
                  name: str | None = None, dtype: Any = None) -> None:
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_flag("from_logits", from_logits)
         self.alpha = _alpha(alpha)
         self.gamma = check_nonnegative("gamma", gamma)
         if normalize not in ("batch", "image"):
@@ -552,8 +560,9 @@ def _quantiles(name: str, value: Any) -> Any:
 
 #: option name -> check(name, value) returning the value kept (and put in the config)
 _CHECKS: dict[str, Any] = {
-    "from_logits": lambda n, v: bool(v), "log_input": lambda n, v: bool(v),
-    "full": lambda n, v: bool(v), "axis": lambda n, v: _axis(v), "alpha": lambda n, v: _alpha(v),
+    # (check_flag, not bool(): bool("no") is True)
+    "from_logits": check_flag, "log_input": check_flag, "full": check_flag,
+    "axis": lambda n, v: _axis(v), "alpha": lambda n, v: _alpha(v),
     "gamma": check_nonnegative, "label_smoothing": check_unit_interval,
     "ignore_index": _ignore_index, "epsilon": lambda n, v: _cls.check_finite(n, v),
     "eps": check_positive, "quantiles": _quantiles,

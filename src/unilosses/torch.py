@@ -141,6 +141,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from ._core.validate import (
+    check_flag,
     check_nonnegative,
     check_positive,
     check_reduction,
@@ -735,7 +736,7 @@ class KLDivLoss(_Functional):
         check_reduction(reduction, also=("batchmean",))
         super().__init__(reduction="mean" if reduction == "batchmean" else reduction)
         self.reduction = reduction
-        self.log_target = bool(log_target)
+        self.log_target = check_flag("log_target", log_target)
         self.axis = None if axis is None else _axis(axis)
 
 
@@ -749,7 +750,8 @@ class PoissonNLLLoss(_Functional):
     def __init__(self, log_input: bool = True, full: bool = False, *, eps: float = 1e-8,
                  reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
-        self.log_input, self.full = bool(log_input), bool(full)
+        self.log_input = check_flag("log_input", log_input)
+        self.full = check_flag("full", full)
         self.eps = check_positive("eps", eps)
 
 
@@ -763,7 +765,7 @@ class GaussianNLLLoss(_Loss):
     def __init__(self, *, full: bool = False, eps: float = 1e-6,
                  reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
-        self.full = bool(full)
+        self.full = check_flag("full", full)
         self.eps = check_positive("eps", eps)
 
     def forward(self, input: Tensor, target: Tensor, var: Tensor, *,

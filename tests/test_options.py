@@ -190,3 +190,16 @@ def test_keras_options_are_checked_at_construction():
     assert loss.alpha == 0.5 and type(loss.alpha) is float
     again = uk.BinaryFocalCrossentropy.from_config(json.loads(json.dumps(loss.get_config())))
     assert again.alpha == 0.5
+
+
+
+def test_quantiles_as_a_0d_array(xp):
+    # a 0-d torch/JAX/TF array was refused as "with several quantiles it must be 1-D", where
+    # a 0-d NumPy one (and every other number option's 0-d array) was the number it holds
+    p, t = xp.asarray(_P), xp.asarray(_P[::-1].copy())
+    want = xp.to_numpy(unilosses.quantile_loss(p, t, quantiles=0.3))
+    for q in (np.float32(0.3), np.asarray(0.3), xp.asarray(np.asarray(0.3))):
+        np.testing.assert_allclose(xp.to_numpy(unilosses.quantile_loss(p, t, quantiles=q)),
+                                   want, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`quantiles` must lie in \[0, 1\]"):
+        unilosses.quantile_loss(p, t, quantiles=xp.asarray(np.asarray(1.5)))

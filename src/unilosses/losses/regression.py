@@ -560,8 +560,11 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
     """
     if type(quantiles) is not float and type(quantiles) is not int:  # (a bool is an int)
         refuse_boolean("quantiles", quantiles, "a number in [0, 1] or a 1-D array of levels")
-        if type(quantiles).__module__ == "numpy" and getattr(quantiles, "shape", None) == ():
-            quantiles = quantiles.item()  # a NumPy scalar is the number it holds
+        if getattr(quantiles, "shape", None) == ():
+            # a NumPy scalar or a 0-d array is the number it holds, as for the other number
+            # options (a 0-d torch/JAX/TF array was refused as "several quantiles must be
+            # 1-D", a 0-d NumPy one taken)
+            quantiles = check_unit_interval("quantiles", quantiles)
     many = not isinstance(quantiles, (int, float))
     if not many:
         q = check_unit_interval("quantiles", quantiles)

@@ -14,7 +14,6 @@ _ANCHOR = (_R.random((2, 3, 4)) * 0.9 + 0.05, (_R.random((2, 3, 4)) < 0.3).astyp
            np.array([[1, 0, -1], [0, 1, 1]]))
 
 
-@pytest.mark.parametrize("fn", ["anchor_focal_loss", "anchor_focal_loss_with_logits"])
 @pytest.mark.parametrize("normalizer,error,match", [
     (float("nan"), ValueError, r"`normalizer` must be finite"),
     (float("inf"), ValueError, r"`normalizer` must be finite"),
@@ -24,12 +23,12 @@ _ANCHOR = (_R.random((2, 3, 4)) * 0.9 + 0.05, (_R.random((2, 3, 4)) < 0.3).astyp
     ("3", TypeError, r"`normalizer` must be an array \(or a Python number"),
     ([3.0], ValueError, r"`normalizer` has shape \(1,\); it must be a number or a 0-d array"),
 ])
-def test_anchor_normalizer_is_checked(xp, fn, normalizer, error, match):
+def test_anchor_normalizer_is_checked(xp, normalizer, error, match):
     # nan gave a NaN loss, inf 0, -2 a negative loss and True divided by 1, silently; a
-    # string or list an AttributeError naming nothing
+    # string or list an AttributeError naming nothing.  (Both anchor losses share the check.)
     p, t, s = (xp.asarray(a) for a in _ANCHOR)
     with pytest.raises(error, match=match):
-        getattr(unilosses, fn)(p, t, s, normalizer=normalizer)
+        unilosses.anchor_focal_loss(p, t, s, normalizer=normalizer)
 
 
 @pytest.mark.parametrize("fn", ["anchor_focal_loss", "anchor_focal_loss_with_logits"])
@@ -203,3 +202,107 @@ def test_quantiles_as_a_0d_array(xp):
                                    want, rtol=1e-6)
     with pytest.raises(ValueError, match=r"`quantiles` must lie in \[0, 1\]"):
         unilosses.quantile_loss(p, t, quantiles=xp.asarray(np.asarray(1.5)))
+
+
+# -- regression sweep: each number option, as a NumPy scalar, a 0-d array of the inputs'
+# framework and bad values, on every backend (torch: the plain path's 16 elements and the
+# generic path's 4096) --------------------------------------------------------------------------
+def _inputs(kind, n):
+    r = np.random.default_rng(3)
+    if kind == "reg":
+        return r.random(n) + 0.1, r.random(n) + 0.1
+    if kind == "bin":
+        return r.random(n) * 0.9 + 0.05, (r.random(n) < 0.5).astype(float)
+    if kind == "cat":
+        p = r.random((n // 4, 4)) + 0.05
+        return p / p.sum(1, keepdims=True), np.eye(4)[r.integers(0, 4, n // 4)]
+    if kind == "sparse":
+        p = r.random((n // 4, 4)) + 0.05
+        return p / p.sum(1, keepdims=True), r.integers(0, 4, n // 4)
+    return (r.random((n // 4, 4)) < 0.5) * 1.0, r.random((n // 4, 4))  # overlap
+
+
+_SWEEP = [  # (loss, inputs, option, a valid value, a value out of range)
+    ("huber", "reg", "delta", 2.0, 0.0),
+    ("smooth_l1", "reg", "beta", 0.5, -1.0),
+    ("binary_cross_entropy", "bin", "label_smoothing", 0.1, 1.5),
+    ("binary_cross_entropy_with_logits", "bin", "label_smoothing", 0.0, -0.1),
+    ("binary_cross_entropy_with_logits", "bin", "pos_weight", 2.0, -1.0),
+    ("binary_focal_loss", "bin", "gamma", 2, -1.0),
+    ("binary_focal_loss_with_logits", "bin", "alpha", 0.25, 1.5),
+    ("categorical_cross_entropy", "cat", "label_smoothing", 0.2, 2.0),
+    ("sparse_categorical_cross_entropy_with_logits", "sparse", "label_smoothing", 0.0, -1.0),
+    ("sparse_categorical_focal_loss", "sparse", "gamma", 1.0, -0.5),
+    ("poly1_cross_entropy_with_logits", "cat", "epsilon", 1.0, None),
+    ("quantile_loss", "reg", "quantiles", 0.3, 1.5),
+    ("dice_loss", "ovl", "smooth", 1.0, -1.0),
+    ("tversky_loss", "ovl", "alpha", 0.3, -0.1),
+    ("cosine_similarity_loss", "cat", "eps", 1e-3, 0.0),
+    ("top_k_accuracy", "sparse", "k", 2, 0),
+]
+
+
+@pytest.mark.parametrize("fn,kind,option,value,out", _SWEEP,
+                         ids=[f"{c[0]}-{c[2]}" for c in _SWEEP])
+def test_option_types_sweep(xp, fn, kind, option, value, out):
+    f = getattr(unilosses, fn)
+    extra = {"axis": 1} if kind == "ovl" else {}
+    sizes = (16, 4096) if xp.name == "torch" else (16,)
+    for n in sizes:
+        p, t = (xp.asarray(a) for a in _inputs(kind, n))
+
+        def call(v, p=p, t=t):
+            return xp.to_numpy(f(p, t, **{option: v}, **extra))
+
+        want = call(value)
+        same = [np.asarray(value), np.int64(value)] if option == "k" else [
+            np.float32(value), np.float64(value)]
+        if option in ("alpha", "pos_weight"):
+            # (arrays, per element: a 0-d one is of a framework, NumPy's on NumPy only)
+            if xp.name == "numpy":
+                same.append(np.asarray(value))
+        elif option != "k":
+            same.append(np.asarray(value))  # a 0-d array is the number it holds
+        if xp.name != "array_api_strict":
+            same.append(xp.asarray(np.asarray(value)))
+        if option != "k" and float(value) == int(value):
+            same.append(np.int64(int(value)))
+        for v in same:
+            np.testing.assert_allclose(call(v), want, rtol=1e-6, err_msg=repr(v))
+        bad = [(float("nan"), TypeError if option == "k" else ValueError), ("1", TypeError),
+               (True, TypeError),
+               (np.True_, TypeError), (None, TypeError)]
+        if out is not None:
+            bad.append((out, ValueError))
+        if option != "k":
+            bad.append((float("inf"), ValueError))
+        for v, error in bad:
+            if v is None and option in ("alpha", "pos_weight"):
+                continue  # (None: no balancing, no pos_weight)
+            with pytest.raises(error, match=f"`{option}`"):
+                call(v)
+
+
+@pytest.mark.parametrize("fn,kind,option,value", [
+    ("huber", "reg", "delta", 0.3), ("binary_focal_loss_with_logits", "bin", "gamma", 2),
+    ("categorical_cross_entropy_with_logits", "cat", "label_smoothing", 0.1),
+], ids=["huber-delta", "focal-gamma", "cce-label_smoothing"])
+def test_option_types_same_gradient(ad_backend, fn, kind, option, value):
+    xp = ad_backend
+    f = getattr(unilosses, fn)
+    p, t = (xp.asarray(a) for a in _inputs(kind, 16))
+    want_v, want_g = xp.value_and_grad(lambda a, b: f(a, b, **{option: value}), p, t)
+    for v in (np.float32(value), xp.asarray(np.asarray(value))):
+        got_v, got_g = xp.value_and_grad(lambda a, b, v=v: f(a, b, **{option: v}), p, t)
+        np.testing.assert_allclose(got_v, want_v, rtol=1e-6)  # (NumPy already)
+        np.testing.assert_allclose(got_g, want_g, rtol=1e-6)
+
+
+def test_option_types_closed_over_under_jit():
+    jax = pytest.importorskip("jax")
+    # a NumPy scalar or a concrete jax array closed over is a constant of the trace
+    p, t = (jax.numpy.asarray(a) for a in _inputs("reg", 16))
+    want = unilosses.huber(p, t, delta=0.3)
+    for d in (np.float32(0.3), jax.numpy.asarray(0.3)):
+        np.testing.assert_allclose(jax.jit(lambda a, b, d=d: unilosses.huber(a, b, delta=d))(
+            p, t), want, rtol=1e-6)

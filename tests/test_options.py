@@ -83,12 +83,15 @@ def test_pos_weight_keras_checks_at_construction():
     import unilosses.keras as uk
 
     for bad, error in ((-1.0, ValueError), (float("inf"), ValueError), (True, TypeError),
-                       ([1.0, -1.0], ValueError), (np.array([1.0, 2.0]), TypeError)):
+                       ([1.0, -1.0], ValueError), (np.array([1.0, -2.0]), ValueError),
+                       (np.ones((2, 2)), TypeError)):
         with pytest.raises(error, match="`pos_weight`"):
             uk.BinaryCrossentropy(from_logits=True, pos_weight=bad)
-    loss = uk.BinaryCrossentropy(from_logits=True, pos_weight=(1.0, 2.0, 3.0))
-    again = uk.BinaryCrossentropy.from_config(loss.get_config())
-    assert again.pos_weight == [1.0, 2.0, 3.0]
+    for good in ((1.0, 2.0, 3.0), np.array([1.0, 2.0, 3.0], dtype=np.float32)):
+        loss = uk.BinaryCrossentropy(from_logits=True, pos_weight=good)
+        again = uk.BinaryCrossentropy.from_config(loss.get_config())
+        assert again.pos_weight == [1.0, 2.0, 3.0]
+        assert all(type(v) is float for v in again.pos_weight)  # (JSON in get_config)
 
 
 _P = np.linspace(0.1, 0.9, 8).reshape(4, 2)

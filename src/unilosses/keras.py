@@ -314,10 +314,13 @@ def _pos_weight(value: Any) -> float | list[float] | None:
         return None
     if isinstance(value, (list, tuple)):
         return [check_nonnegative("pos_weight", v) for v in value]
-    if getattr(value, "shape", ()) != ():
+    shape = getattr(value, "shape", ())
+    if len(shape) == 1 and hasattr(value, "tolist"):  # (NumPy, torch, JAX: kept as a list)
+        return [check_nonnegative("pos_weight", v) for v in value.tolist()]
+    if shape != ():
         raise TypeError(f"`pos_weight` must be a number >= 0 or a list of them, got "
-                        f"{type(value).__name__}; pass a list (e.g. `pos_weight.tolist()`), "
-                        f"which get_config can store.")
+                        f"{type(value).__name__} of shape {tuple(shape)}; pass a list (e.g. "
+                        f"`pos_weight.tolist()`), which get_config can store.")
     return check_nonnegative("pos_weight", value)
 
 

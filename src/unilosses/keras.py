@@ -224,6 +224,16 @@ class _Loss(keras.losses.Loss):
                  dtype: Any = None) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
+        # On TensorFlow, Keras's conversion to the loss's dtype hands a keras.Variable to
+        # ``call`` unchanged (its dtype a string, which the functions cannot read); its value,
+        # the backend's own variable or tensor, is what Keras's ops read (same gradient).
+        def value(x: Any) -> Any:
+            return x.value if isinstance(x, keras.Variable) else x
+
+        return super().__call__(keras.tree.map_structure(value, y_true),
+                                keras.tree.map_structure(value, y_pred), sample_weight)
+
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()
         config["dtype"] = self.dtype

@@ -26,7 +26,8 @@ CHECK_MODULES = (TESTS / "test_keras_losses.py", TESTS / "test_training.py")
 KERAS_BACKENDS = ("jax", "tensorflow", "torch")
 TIMEOUT_S = 600
 
-_results: dict[str, dict[str, Any]] = {}
+#: keyed by (backend, the test modules its worker runs)
+_results: dict[tuple[str, tuple[Path, ...]], dict[str, Any]] = {}
 
 
 def _skip_reason(backend: str) -> str | None:
@@ -51,12 +52,12 @@ def backend_params() -> list[Any]:
     return params
 
 
-def _start(backend: str, out: Path) -> subprocess.Popen[bytes]:
+def _start(backend: str, out: Path, modules: tuple[Path, ...]) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2",
            # Keras users run JAX in its default float32 mode; the suite's conftest turns x64 on
            "JAX_ENABLE_X64": "0", "PYTHONPATH": os.pathsep.join(
                [str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, str(WORKER), backend, str(out), *map(str, CHECK_MODULES)]
+    cmd = [sys.executable, str(WORKER), backend, str(out), *map(str, modules)]
     # output to a file, not a pipe: a worker must never wait for us to read it
     with open(out / "worker.log", "w") as log:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -76,7 +77,7 @@ def _collect(proc: subprocess.Popen[bytes], out: Path) -> dict[str, Any]:
     return results
 
 
-_running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+_running: dict[tuple[str, tuple[Path, ...]], tuple[subprocess.Popen[bytes], Path]] = {}
 
 
 def _stop_running() -> None:
@@ -88,29 +89,33 @@ def _stop_running() -> None:
 atexit.register(_stop_running)
 
 
-def results_for(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The worker's results for ``backend``; each check writes under a pytest temporary
-    directory (``keras-BACKEND*/CHECK_NAME``).
+def results_for(backend: str, tmp_path_factory: pytest.TempPathFactory,
+                modules: tuple[Path, ...] = CHECK_MODULES) -> dict[str, Any]:
+    """The worker's results for ``backend`` (running the checks of ``modules``); each check
+    writes under a pytest temporary directory (``keras-BACKEND*/CHECK_NAME``).
 
-    The first request starts the workers of every backend that can run, side by side (they
-    spend much of their time importing), and waits for the one asked for."""
-    if backend not in _results:
-        if not _running:
+    The first request for ``modules`` starts the workers of every backend that can run, side
+    by side (they spend much of their time importing), and waits for the one asked for."""
+    key = (backend, modules)
+    if key not in _results:
+        if not any(m == modules for _, m in _running):
             for b in KERAS_BACKENDS:
                 if _skip_reason(b) is None:
                     out = tmp_path_factory.mktemp(f"keras-{b}")
-                    _running[b] = (_start(b, out), out)
-        if backend not in _running:
+                    _running[b, modules] = (_start(b, out, modules), out)
+        if key not in _running:
             out = tmp_path_factory.mktemp(f"keras-{backend}")
-            _running[backend] = (_start(backend, out), out)
-        proc, out = _running[backend]
-        _results[backend] = _collect(proc, out)
-    return _results[backend]
+            _running[key] = (_start(backend, out, modules), out)
+        proc, out = _running[key]
+        _results[key] = _collect(proc, out)
+    return _results[key]
 
 
-def assert_check(backend: str, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Fail (with the check's traceback) unless check ``name`` passed under ``backend``."""
-    results = results_for(backend, tmp_path_factory)
+def assert_check(backend: str, name: str, tmp_path_factory: pytest.TempPathFactory,
+                 modules: tuple[Path, ...] = CHECK_MODULES) -> None:
+    """Fail (with the check's traceback) unless check ``name`` passed under ``backend``; a
+    test module whose checks run in workers of their own passes itself as ``modules``."""
+    results = results_for(backend, tmp_path_factory, modules)
     if name not in results:
         pytest.fail(f"the Keras worker for {backend} did not report {name}; its output:\n"
                     f"{results['__log__']}", pytrace=False)

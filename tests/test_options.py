@@ -207,6 +207,41 @@ def test_quantiles_as_a_0d_array(xp):
         unilosses.quantile_loss(p, t, quantiles=xp.asarray(np.asarray(1.5)))
 
 
+
+def test_numpy_integers_for_axis_and_ignore_index(xp):
+    # np.int64(1) (an argmax, a config read with NumPy) was refused as "must be an int",
+    # where NumPy and every framework take it as an axis
+    x = xp.asarray(_LOGITS)
+    y = xp.asarray(np.array([2, 1]))
+    f = unilosses.sparse_categorical_cross_entropy_with_logits
+    want = xp.to_numpy(f(x, y, axis=-1, ignore_index=1))
+    for kind in (np.int64, np.int32):
+        got = f(x, y, axis=kind(-1), ignore_index=kind(1))
+        np.testing.assert_allclose(xp.to_numpy(got), want, rtol=1e-12)
+        got = unilosses.sparse_categorical_focal_loss_with_logits(x, y, axis=kind(1),
+                                                                  ignore_index=kind(1))
+        np.testing.assert_allclose(
+            xp.to_numpy(got), xp.to_numpy(unilosses.sparse_categorical_focal_loss_with_logits(
+                x, y, axis=1, ignore_index=1)), rtol=1e-12)
+        got = unilosses.rmse(x, x * 2.0, axis=(kind(0),))
+        np.testing.assert_allclose(xp.to_numpy(got),
+                                   xp.to_numpy(unilosses.rmse(x, x * 2.0, axis=0)), rtol=1e-12)
+    with pytest.raises(TypeError, match="`axis` must be an int"):
+        f(x, y, axis=np.float64(1.0))
+    with pytest.raises(TypeError, match="`ignore_index` must be an int or None"):
+        f(x, y, ignore_index=np.bool_(True))
+
+
+def test_front_ends_take_numpy_integers_for_axis_and_ignore_index():
+    torch = pytest.importorskip("torch")
+    import unilosses.torch as ut
+
+    x, y = torch.tensor(_LOGITS), torch.tensor([2, 1])
+    got = ut.CrossEntropyLoss(ignore_index=np.int64(1))(x, y)
+    assert got.item() == ut.CrossEntropyLoss(ignore_index=1)(x, y).item()
+    assert type(ut.CrossEntropyLoss(ignore_index=np.int64(1)).ignore_index) is int
+
+
 # -- regression sweep: each number option, as a NumPy scalar, a 0-d array of the inputs'
 # framework and bad values, on every backend (torch: the plain path's 16 elements and the
 # generic path's 4096) --------------------------------------------------------------------------

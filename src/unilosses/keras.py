@@ -113,6 +113,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 is tf
 
 from ._core.validate import (
     _number,
+    as_index,
     check_flag,
     check_nonnegative,
     check_positive,
@@ -180,6 +181,7 @@ def _same_rank(y_true: Tensor, y_pred: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _axis(value: int) -> int:
+    value = as_index(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"`axis` must be an int, got {type(value).__name__}.")
     return value
@@ -195,6 +197,7 @@ def _alpha(alpha: Any) -> Any:
 
 
 def _ignore_index(name: str, value: Any) -> int | None:
+    value = as_index(value)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f"`{name}` must be an int or None, got {value!r}.")
     return value

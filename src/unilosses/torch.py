@@ -141,6 +141,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from ._core.validate import (
+    as_index,
     check_flag,
     check_nonnegative,
     check_positive,
@@ -247,12 +248,14 @@ def _class_weights(name: str, value: Any) -> Tensor | None:
 
 
 def _ignore_index(value: int | None) -> int | None:
+    value = as_index(value)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f"`ignore_index` must be an int or None, got {value!r}.")
     return value
 
 
 def _axis(value: int) -> int:
+    value = as_index(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"`axis` must be an int, got {type(value).__name__}.")
     return value

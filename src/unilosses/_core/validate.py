@@ -164,7 +164,15 @@ def check_broadcastable(
         )
 
 
+def as_index(value: Any) -> Any:
+    """A NumPy integer (from an array's ``argmax``, a config read with NumPy) as the Python int
+    it holds, as NumPy and the frameworks take it for an axis; anything else unchanged, for
+    the caller's own check."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    axis = as_index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise TypeError(f"`{name}` must be an int, got {type(axis).__name__}.")
     if not -ndim <= axis < ndim:
@@ -208,7 +216,7 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
-    for a in axes:
+    for a in map(as_index, axes):
         if isinstance(a, bool) or not isinstance(a, int):
             raise TypeError(f"`axis` must be None, an int or a tuple of ints, got {axis!r}.")
         if not -ndim <= a < ndim:

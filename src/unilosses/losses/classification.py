@@ -9,6 +9,7 @@ from .._core.call import Call, plain, prepare
 from .._core.checks import checks_enabled
 from .._core.validate import (
     _number,
+    as_index,
     check_broadcastable,
     check_nonnegative,
     check_unit_interval,
@@ -572,10 +573,12 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
                         weights, where, logits=True)
 
 
-def check_ignore_index(ignore_index: Any) -> None:
+def check_ignore_index(ignore_index: Any) -> int | None:
+    ignore_index = as_index(ignore_index)
     if ignore_index is not None and (isinstance(ignore_index, bool)
                                      or not isinstance(ignore_index, int)):
         raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}.")
+    return ignore_index
 
 
 def per_class(call: Call, value: float, x: Array, axis: int) -> Any:
@@ -616,7 +619,7 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
             label_smoothing: float, class_weights: Any, reduction: str, weights: Any,
             where: Any, logits: bool) -> Array:
     ls = check_unit_interval("label_smoothing", label_smoothing)
-    check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     ndim = len(host_shape(predictions))
     ax = reduced_axis(axis, predictions, "logits" if logits else "predictions")
     names, arrays = class_weight_arrays((("logits" if logits else "predictions"), "labels"),

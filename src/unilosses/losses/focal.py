@@ -691,7 +691,7 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
                        where: Any) -> Array:
     ls = check_unit_interval("label_smoothing", label_smoothing)
     gamma = check_nonnegative("gamma", gamma)
-    check_ignore_index(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     a, a_array = _alpha(alpha)
     pname, tname = ("logits" if logits else "predictions"), ("labels" if sparse else "targets")
     ndim = len(host_shape(predictions))

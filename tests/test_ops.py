@@ -125,6 +125,19 @@ def test_decorated_signature_and_masked_nan_gradient(ad_backend):
     assert np.isfinite(v) and np.all(np.isfinite(g)) and g[1] == 0
 
 
+
+def test_safe_pow_zero_keeps_the_graph(ad_backend):
+    """safe_pow(a, 0) is 1 with gradient 0 everywhere (0 ** 0 included), connected to ``a``:
+    it was ones_like(a), so torch's backward() of a loss made of it failed ("does not require
+    grad")."""
+    b = ad_backend
+    a = np.array([-1.0, 0.0, 2.0, np.inf])
+    v, g = b.value_and_grad(lambda x: b.xp.sum(ops.safe_pow(x, 0.0)), b.asarray(a))
+    assert float(v) == 4.0
+    np.testing.assert_array_equal(g, 0.0)
+    assert_close(b, ops.safe_pow(b.asarray(np.array([np.nan, 0.0])), 0.0), [1.0, 1.0],
+                 "float64")
+
 def test_decorator_rejects_bad_definitions():
     with pytest.raises(TypeError, match="reserved"):
         @unilosses.loss

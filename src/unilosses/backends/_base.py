@@ -206,10 +206,10 @@ class Adapter:
     def safe_pow(self, a: Array, p: float) -> Array:
         """a ** p for a >= 0 with gradient 0 at 0 for every p > 0, and 0 ** 0 == 1; NaN stays
         NaN."""
-        if p == 0:
-            return self.xp.ones_like(a)
         low = a <= 0
-        return self.where(low, 0.0, self.where(low, 1.0, a) ** p)
+        # p == 0 goes through the same power, not ones_like: a constant would cut the graph
+        # (torch: backward() of a loss made of it fails; TF: the gradient is None, not 0)
+        return self.where(low, 1.0 if p == 0 else 0.0, self.where(low, 1.0, a) ** p)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         return self.xp.take_along_axis(x, indices, axis=axis)

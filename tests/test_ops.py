@@ -126,6 +126,22 @@ def test_decorated_signature_and_masked_nan_gradient(ad_backend):
 
 
 
+@unilosses.loss
+def squared_in_float64(xp, predictions, targets):
+    d = predictions - targets
+    return xp.astype(d * d, xp.float64)
+
+
+def test_decorated_loss_of_the_wrong_dtype_is_refused(xp):
+    """An elementwise loss in another dtype than its inputs' is an error, like a wrong shape
+    (it was returned as it came: float64 from float32 inputs)."""
+    p = xp.asarray(np.array([1.0, 2.0]), "float32")
+    with pytest.raises(TypeError, match=r"squared_in_float64 returned .* dtype .*float64"):
+        squared_in_float64(p, p)
+    out = squared_in_float64(xp.asarray(np.array([1.0, 2.0])), xp.asarray(np.zeros(2)))
+    assert_close(xp, out, 2.5, "float64")
+
+
 def test_safe_pow_zero_keeps_the_graph(ad_backend):
     """safe_pow(a, 0) is 1 with gradient 0 everywhere (0 ** 0 included), connected to ``a``:
     it was ones_like(a), so torch's backward() of a loss made of it failed ("does not require

@@ -74,6 +74,14 @@ def loss(fn: Callable[..., Any] | None = None, *, fill: float = 0.0) -> Any:
         out = fn(call.xp, *xs, **kwargs)
         check_same_shape(f"{fn.__name__}'s elementwise loss", call.ad.shape(out),
                          names[0], call.loss_shape)
+        if out.dtype != call.dtype:
+            # checked like the shape: an astype or a float64 array in `fn` (perhaps on one
+            # backend only) would otherwise change the loss's dtype silently
+            raise TypeError(
+                f"{fn.__name__} returned an elementwise loss of dtype {out.dtype}, but the "
+                f"computation dtype is {call.dtype}; return it in the dtype of the arrays "
+                f"`{fn.__name__}` receives (e.g. xp.astype(loss, {names[0]}.dtype))."
+            )
         return call.reduce(out)
 
     sig = [_P(n, _P.POSITIONAL_ONLY) for n in names]

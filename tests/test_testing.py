@@ -56,6 +56,22 @@ def test_parity_fails_on_a_wrong_backend_with_a_readable_report():
     assert not any(f"\n  {b}:" in msg for b in others), msg   # only torch is blamed
 
 
+
+def float64_on_torch(predictions, targets):
+    """Right values, wrong dtype on one backend (a plain function: the decorator refuses it)."""
+    out = unilosses.mse(predictions, targets)
+    return out.double() if type(out).__module__.startswith("torch") else out
+
+
+def test_parity_fails_on_a_wrong_dtype():
+    """A float32 loss that comes back as float64 on one backend is a failure: its values are
+    fine, so comparing values alone (as before) passed it."""
+    pytest.importorskip("torch")
+    p, t = rng.normal(size=(5,)).astype("float32"), rng.normal(size=(5,)).astype("float32")
+    with pytest.raises(AssertionError, match=r"torch: value of dtype float64, expected float32"):
+        assert_backend_parity(float64_on_torch, p, t)
+    assert_backend_parity(float64_on_torch, p.astype("float64"), t.astype("float64"))
+
 def test_parity_rejects_unknown_backends():
     with pytest.raises(ValueError, match="not installed or unknown: cupy"):
         assert_backend_parity(charbonnier, np.zeros(2), np.zeros(2), backends=["cupy"])

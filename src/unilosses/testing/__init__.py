@@ -134,12 +134,14 @@ def assert_backend_parity(
     Raises
     ------
     AssertionError
-        Listing every backend that deviates, what (value or gradient), by how much and where.
+        Listing every backend that deviates, what (value, its dtype, or gradient), by how much
+        and where.  The value must have the first array's dtype when that is floating.
     """
     kwargs = dict(kwargs or {})
     arrays64 = [np.asarray(a, np.float64) if np.issubdtype(np.asarray(a).dtype, np.floating)
                 else np.asarray(a) for a in arrays]
     dtype = str(np.asarray(arrays[0]).dtype)
+    floating = np.issubdtype(np.asarray(arrays[0]).dtype, np.floating)
     tol = tolerance(dtype) if rtol is None else rtol
     ref = reference if reference is not None else (
         lambda *a, **k: np.asarray(fn(*a, **k), np.float64))
@@ -171,6 +173,10 @@ def assert_backend_parity(
         except Exception as exc:  # a backend that raises is a failure, reported as such
             failures.append(f"{name}: raised {type(exc).__name__}: {exc}")
             continue
+        if floating and np.asarray(value).dtype != dtype:
+            # values alone would pass a loss that returns float64 from float32 on one backend
+            failures.append(f"{name}: value of dtype {np.asarray(value).dtype}, expected "
+                            f"{dtype} (the dtype of the first array)")
         d = deviation(value, expected)
         if not d.within(tol):
             failures.append(f"{name}: value off by rel {d.rel:.3g} (abs {d.abs:.3g}) > "

@@ -170,7 +170,7 @@ def mse(call: Any, p: Array, t: Array) -> Array | None:
         return None
     if torch.compiler.is_compiling():
         return F.mse_loss(p, t, reduction=r)
-    if r == "mean" and forward_mode():
+    if r == "mean" and _backward_in_forward_mode(p, t):
         # forward mode over the mean's backward (torch.func.jvp(grad(f)), forward_ad under
         # create_graph) writes into an immutable ZeroTensor in torch (RuntimeError)
         return None
@@ -194,7 +194,7 @@ def huber(call: Any, p: Array, t: Array, delta: float) -> Array | None:
         return None
     if torch.compiler.is_compiling():
         return F.huber_loss(p, t, reduction=r, delta=delta)
-    if forward_mode():  # torch's huber_loss_backward has no forward-mode rule: it raises
+    if _backward_in_forward_mode(p, t):  # huber_loss_backward has no forward-mode rule
         return None
     return _nn.huber_loss(p, t, _ENUM[r], delta)
 
@@ -884,6 +884,13 @@ def closed_form_sum(value_and_grad: Callable[..., tuple[Array, Array]] | None, x
 def _forward_ad() -> bool:
     """Whether a forward-mode AD level is open (``torch.autograd.forward_ad.dual_level``)."""
     return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
+def _backward_in_forward_mode(p: Array, t: Array) -> bool:
+    """Whether the kernel's backward may run under forward mode (a Hessian-vector product in
+    forward over reverse mode).  Without a gradient wanted there is no backward: an inference
+    call skips the interpreter stack's read (the kernels' forward-mode rules are sound)."""
+    return (p.requires_grad or t.requires_grad) and forward_mode()
 
 
 _interpreters = getattr(torch._C._functorch, "get_interpreter_stack", None)

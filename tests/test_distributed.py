@@ -217,6 +217,21 @@ def test_numpy_misuse():
         global_mean(2.0, 1)
 
 
+def test_global_mean_divides_by_a_weight_sum_below_one():
+    # reduction="weighted_mean" divides by the summed weights, which may be below 1 (sample or
+    # class weights of 0.01): global_mean of the sum and that weight sum is the same mean
+    p, y = np.array([1.0, 2.0, 4.0, -1.0]), np.zeros(4)
+    w, m = np.array([0.02, 0.01, 0.05, 0.5]), np.array([True, True, True, False])
+    wsum = float((w * m).sum())  # 0.08
+    want = float(((w * p**2)[m]).sum() / wsum)  # 0.86 / 0.08 = 10.75
+    assert float(unilosses.mse(p, y, weights=w, where=m, reduction="weighted_mean")) == \
+        pytest.approx(want, rel=1e-12)
+    got = global_mean(unilosses.mse(p, y, reduction="sum", weights=w, where=m), wsum)
+    assert float(got) == pytest.approx(want, rel=1e-12)
+    # counts: an all-masked (or all-zero-weight) batch still gives its sum, 0, not nan
+    assert float(global_mean(np.float64(0.0), 0.0)) == 0.0
+
+
 @pytest.mark.skipif(not _has("torch"), reason="torch is not installed")
 def test_torch_without_process_group():
     import torch
@@ -353,6 +368,23 @@ def test_jax_shard_map_anchor_focal_recipe(jax_run):
         for p in ("w", "b"):
             _close(r[f"sm/{recipe}/grad_{p}"], r["sm/full/grad_" + p], f"{recipe} grad {p}",
                    scale=4.0)
+
+
+@pytest.mark.slow
+def test_jax_shard_map_weighted_mean_with_a_weight_sum_below_one(jax_run):
+    r = jax_run
+    z, labels, cw = r["wm/logits"], r["wm/labels"], r["wm/class_weights"]
+    valid = labels != -1
+    w = np.where(valid, cw[np.where(valid, labels, 0)], 0.0)
+    assert 0.0 < w.sum() < 1.0 and (~valid).any()
+    # NumPy reference: sum_i w_i CE_i / sum_i w_i, gradient w_i (softmax_i - onehot_i) / sum w
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    onehot = np.eye(z.shape[-1])[np.where(valid, labels, 0)]
+    value = (w * -(logp * onehot).sum(-1)).sum() / w.sum()
+    grad = w[:, None] * (np.exp(logp) - onehot) / w.sum()
+    for tag in ("full", "recipe"):
+        _close(r[f"wm/{tag}/value"], value, f"{tag} weighted mean", scale=4.0)
+        _close(r[f"wm/{tag}/grad"], grad, f"{tag} weighted mean gradient", scale=4.0)
 
 
 @pytest.mark.slow

@@ -177,7 +177,7 @@ def global_sum(x: Array, /, *, axis_name: Any = None, group: Any = None) -> Arra
 
 def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
                 group: Any = None) -> Array:
-    """The full-batch mean: ``global_sum(loss_sum) / max(global_sum(count), 1)``.
+    """The full-batch mean: ``global_sum(loss_sum) / global_sum(count)`` (the sum where that is 0).
 
     Parameters
     ----------
@@ -186,17 +186,18 @@ def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
         ``unilosses.mse(p, y, reduction="sum", where=m)``.
     count : array or Python number
         This replica's number of unmasked elements (``m.sum()``, or ``p.size``/``p.numel()``
-        without a mask); cast to ``loss_sum``'s dtype.  A Python number counts the same on
-        every replica.
+        without a mask), or for ``reduction="weighted_mean"`` its summed weights (which may
+        add up to less than 1); cast to ``loss_sum``'s dtype.  A Python number counts the same
+        on every replica.
     axis_name, group
         As :func:`global_sum`.
 
     Returns
     -------
     0-d array
-        The loss ``reduction="mean"`` would give on the whole batch, on every replica; its
-        gradient, aggregated the engine's own way, is the full-batch gradient (module
-        docstring).  An all-masked global batch gives 0.
+        The loss ``reduction="mean"`` (or ``"weighted_mean"``) would give on the whole batch,
+        on every replica; its gradient, aggregated the engine's own way, is the full-batch
+        gradient (module docstring).  An all-masked global batch gives 0.
 
     Examples
     --------
@@ -223,7 +224,9 @@ def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
         count = ad.asarray(count, dtype=dtype, like=loss_sum)
     total = global_sum(loss_sum, axis_name=axis_name, group=group)
     n = global_sum(count, axis_name=axis_name, group=group)
-    return total / ad.where(n > 1.0, n, 1.0)
+    # not max(n, 1): a weight sum below 1 is divided by as it is ("weighted_mean"); a count of
+    # 0 leaves the sum, which is 0 then (the losses' own rule for an empty mean)
+    return total / ad.where(n != 0.0, n, 1.0)
 
 
 def positive_count(anchor_state: Array, /, *, dtype: Any = None) -> Array:

@@ -302,6 +302,40 @@ def part_shard_map(res: dict[str, np.ndarray]) -> None:
     res["sm/pmap/grad_w"], res["sm/pmap/grad_b"] = np.asarray(g["w"][0]), np.asarray(g["b"][0])
 
 
+# -- shard_map: a weighted mean (class weights) whose global weight sum is below 1 -----------
+
+CLASS_WEIGHTS = [0.02, 0.05, 0.01]
+LABELS = [0, -1, 2, 1, -1, 1, 0, 2]  # one row per shard; shards 1 and 4 have only ignored rows
+
+
+def weighted_ce(z, labels, reduction):  # type: ignore[no-untyped-def]
+    return unilosses.sparse_categorical_cross_entropy_with_logits(
+        z, labels, class_weights=jnp.asarray(CLASS_WEIGHTS), ignore_index=-1,
+        reduction=reduction)
+
+
+def weighted_recipe(z, labels):  # type: ignore[no-untyped-def]
+    weight_sum = jnp.sum(jnp.where(labels != -1, jnp.asarray(CLASS_WEIGHTS)[labels], 0.0))
+    return global_mean(weighted_ce(z, labels, "sum"), weight_sum, axis_name="data")
+
+
+def part_weighted_mean(res: dict[str, np.ndarray]) -> None:
+    z = np.random.default_rng(2).normal(size=(len(LABELS), 3)) * 2.0
+    labels = np.array(LABELS, np.int32)
+    res["wm/logits"], res["wm/labels"] = z, labels
+    res["wm/class_weights"] = np.array(CLASS_WEIGHTS)
+    v, g = jax.jit(jax.value_and_grad(lambda z, l: weighted_ce(z, l, "weighted_mean")))(
+        z, labels)
+    res["wm/full/value"], res["wm/full/grad"] = np.asarray(v), np.asarray(g)
+    mesh = jax.make_mesh((len(LABELS),), ("data",))
+    with jax.set_mesh(mesh):
+        put = [jax.device_put(a, NamedSharding(mesh, P("data"))) for a in (z, labels)]
+        sm = jax.shard_map(weighted_recipe, mesh=mesh, in_specs=(P("data"), P("data")),
+                           out_specs=P())
+        v, g = jax.jit(jax.value_and_grad(sm))(*put)
+    res["wm/recipe/value"], res["wm/recipe/grad"] = np.asarray(v), np.asarray(g)
+
+
 def main() -> None:
     # XLA's optimisation passes are most of the compile time on 2 cores; the SPMD partitioner
     # and the collectives, which are what is tested here, run regardless
@@ -310,6 +344,7 @@ def main() -> None:
     res: dict[str, np.ndarray] = {}
     part_sharded_jit(res)
     part_shard_map(res)
+    part_weighted_mean(res)
     np.savez(sys.argv[1], **res)
 
 

@@ -232,6 +232,24 @@ def test_global_mean_divides_by_a_weight_sum_below_one():
     assert float(global_mean(np.float64(0.0), 0.0)) == 0.0
 
 
+def test_dice_shards_combine_per_coefficient_only():
+    # the recipe's arithmetic on two shards of 2 images: global_mean of the summed shard sums
+    # and counts.  A coefficient per image and class is a mean over coefficients: it combines.
+    # One coefficient over the whole batch (axis=None, the default) is a ratio of sums: the
+    # shards' coefficients do not give the batch's (README "Multi-device training")
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.02, 0.98, (4, 5, 5, 2))
+    t = (rng.uniform(size=(4, 5, 5, 2)) > 0.7).astype(float)
+    t[2:, ..., 1] = 0.0  # the second shard has no pixel of class 1
+    halves = (slice(0, 2), slice(2, 4))
+    for loss in (unilosses.dice_loss, unilosses.tversky_loss):
+        sums = [loss(p[h], t[h], axis=(1, 2), reduction="sum") for h in halves]
+        _close(global_mean(np.float64(sum(sums)), 2 * 2 + 2 * 2), loss(p, t, axis=(1, 2)),
+               f"{loss.__name__} per image and class")
+        sums = [loss(p[h], t[h], reduction="sum") for h in halves]
+        _far(global_mean(np.float64(sum(sums)), 2), loss(p, t), f"{loss.__name__} axis=None")
+
+
 @pytest.mark.skipif(not _has("torch"), reason="torch is not installed")
 def test_torch_without_process_group():
     import torch

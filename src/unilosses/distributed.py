@@ -30,7 +30,8 @@ gradient ``g = sum_r dS_r/dtheta / N``.  On every replica compute::
     n = anchor_normalizer(anchor_state, axis_name=...)        # N: positives over all replicas
     loss = global_sum(anchor_focal_loss_with_logits(x, t, anchor_state, normalizer=n),
                       axis_name=...)
-    # any other loss
+    # any other loss whose mean is over elements, samples or coefficients (not a Dice or
+    # Tversky coefficient spanning the batch, axis=None: a ratio of sums)
     loss = global_mean(unilosses.mse(p, y, reduction="sum"), count, axis_name=...)
 
 (``axis_name`` for JAX, ``group`` for torch, neither for TensorFlow.)  ``loss`` is then ``L`` on

@@ -232,6 +232,21 @@ def test_global_mean_divides_by_a_weight_sum_below_one():
     assert float(global_mean(np.float64(0.0), 0.0)) == 0.0
 
 
+def test_global_mean_takes_a_numpy_scalar_count():
+    # a NumPy scalar count (``mask.sum()`` of a NumPy mask, ``np.int64(n)``) counts as the
+    # number it holds next to any framework's loss sum, as NumPy scalars do as the losses'
+    # options; a NumPy *array* count next to a torch sum is still refused
+    torch = pytest.importorskip("torch")
+    s = torch.tensor(6.0, requires_grad=True)
+    got = global_mean(s, np.int64(4))
+    assert got.dtype == torch.float32 and float(got.detach()) == 1.5
+    got.backward()
+    assert float(s.grad) == 0.25
+    assert float(global_mean(torch.tensor(3.0, dtype=torch.float64), np.float32(0.5))) == 6.0
+    with pytest.raises(TypeError, match="`count` is"):
+        global_mean(torch.tensor(6.0), np.array([4]))
+
+
 def test_dice_shards_combine_per_coefficient_only():
     # the recipe's arithmetic on two shards of 2 images: global_mean of the summed shard sums
     # and counts.  A coefficient per image and class is a mean over coefficients: it combines.

@@ -80,6 +80,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
+
 from .backends import adapter_for
 
 Array = Any
@@ -188,8 +190,8 @@ def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
     count : array or Python number
         This replica's number of unmasked elements (``m.sum()``, or ``p.size``/``p.numel()``
         without a mask), or for ``reduction="weighted_mean"`` its summed weights (which may
-        add up to less than 1); cast to ``loss_sum``'s dtype.  A Python number counts the same
-        on every replica.
+        add up to less than 1); cast to ``loss_sum``'s dtype.  A Python number (or a NumPy
+        scalar) counts the same on every replica.
     axis_name, group
         As :func:`global_sum`.
 
@@ -212,6 +214,10 @@ def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
     ad = adapter_for(loss_sum)
     assert ad is not None  # _engine_of accepted it
     dtype = loss_sum.dtype
+    if isinstance(count, np.generic):
+        # a NumPy scalar (``mask.sum()`` of a NumPy mask) counts as the number it holds, as
+        # NumPy scalars do as the losses' options; only arrays must share the loss's framework
+        count = count.item()
     if hasattr(count, "shape"):
         cad = adapter_for(count)
         if cad is not ad:

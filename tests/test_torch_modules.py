@@ -9,6 +9,7 @@ without torch.
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 
@@ -620,6 +621,36 @@ def test_options_are_checked_at_construction():
         ut.MSELoss(True)          # torch's first positional is its deprecated size_average
     with pytest.raises(TypeError):
         ut.BCEWithLogitsLoss(None, True)                   # the same, after `weight`
+
+
+def test_sequence_options_are_checked_at_construction():
+    """Per-class values given as a sequence are checked entry by entry when the module is made,
+    as the same option given as a number is, under the option's name: out of range was
+    refused only at the first call, and float() parsed "0.5", took True as 1.0 and failed on
+    "a" without naming the option."""
+    for make, exc, text in [
+        (lambda: ut.BinaryFocalLoss(alpha=[1.5, 0.3]), ValueError, "`alpha` must lie in [0, 1]"),
+        (lambda: ut.QuantileLoss(quantiles=(0.1, -0.2)), ValueError,
+         "`quantiles` must lie in [0, 1]"),
+        (lambda: ut.CategoricalCrossEntropyLoss(class_weights=[1.0, -1.0]), ValueError,
+         "`class_weights` must be >= 0"),
+        (lambda: ut.CrossEntropyLoss([1.0, float("nan")]), ValueError, "`weight` must be finite"),
+        (lambda: ut.SparseCategoricalFocalLoss(alpha=["0.5", 0.5]), TypeError,
+         "`alpha` must be a Python number, got str"),
+        (lambda: ut.AnchorFocalLoss(alpha=[True, 0.5]), TypeError,
+         "`alpha` must be a Python number, got the boolean"),
+        (lambda: ut.SparseCategoricalCrossEntropyLoss(class_weights=["a", 1.0]), TypeError,
+         "`class_weights` must be a Python number, got str"),
+    ]:
+        with pytest.raises(exc, match=re.escape(text)):
+            make()
+    # valid entries (NumPy scalars among them) are kept as given, in float64
+    m = ut.BinaryFocalLoss(alpha=[np.float32(0.5), 1, 0.0])
+    assert torch.equal(m.alpha, torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64))
+    x, t = _t(X[:, :3]), _t(Y01[:, :3])
+    val, _ = ref.focal_logits(X[:, :3], Y01[:, :3], alpha=np.array([0.5, 1.0, 0.0]))
+    assert_close(TB, ut.BinaryFocalWithLogitsLoss(alpha=(0.5, 1, 0.0))(x, t), val.mean(),
+                 "float64")
 
 
 def test_positional_options_in_torchs_order():

@@ -218,9 +218,11 @@ def _tensor_option(name: str, value: Tensor | float | None,
     return torch.tensor(float(value))
 
 
-def _sequence_tensor(values: Any) -> Tensor:
+def _sequence_tensor(name: str, values: Any, check: Callable[[str, Any], float]) -> Tensor:
+    """``check``: the option's own check of a number, on each entry, as for the option given
+    as one number (float() parsed "0.5", took True as 1.0, and named no option)."""
     # float64, so that the values are kept as given: the loss casts them to the inputs' dtype
-    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+    return torch.tensor([check(name, v) for v in values], dtype=torch.float64)
 
 
 def _float_or_buffer(module: nn.Module, name: str, value: Any, *,
@@ -228,7 +230,7 @@ def _float_or_buffer(module: nn.Module, name: str, value: Any, *,
     """A float option in [0, 1] (an attribute), or per-entry values (a tensor or a sequence:
     a buffer, which follows ``.to()`` and ``state_dict``)."""
     if isinstance(value, (list, tuple)):
-        value = _sequence_tensor(value)
+        value = _sequence_tensor(name, value, check_unit_interval)
     if isinstance(value, Tensor):
         module.register_buffer(name, value)
     elif value is None and optional:
@@ -242,7 +244,7 @@ def _class_weights(name: str, value: Any) -> Tensor | None:
     if value is None or isinstance(value, Tensor):
         return value
     if isinstance(value, (list, tuple)):
-        return _sequence_tensor(value)
+        return _sequence_tensor(name, value, check_nonnegative)
     raise TypeError(f"`{name}` must be a tensor, a sequence of floats or None, got "
                     f"{type(value).__name__}.")
 

@@ -653,6 +653,24 @@ def test_sequence_options_are_checked_at_construction():
                  "float64")
 
 
+def test_axes_options_are_checked_at_construction():
+    """The ``axis`` of Dice, Tversky and RMSE (None, an int or a tuple of ints) is checked when
+    the module is made, as every other module's ``axis`` is: it was stored as given and
+    refused only at the first call.  NumPy integers are the ints they hold."""
+    for make in (lambda: ut.DiceLoss(axis="a"), lambda: ut.TverskyLoss(axis=(1, 1.5)),
+                 lambda: ut.RMSELoss(axis=1.5), lambda: ut.DiceLoss(axis=True)):
+        with pytest.raises(TypeError, match=re.escape("`axis` must be None, an int or a tuple "
+                                                      "of ints")):
+            make()
+    m = ut.DiceLoss(axis=[np.int64(1)])
+    assert m.axis == (1,) and type(m.axis[0]) is int
+    p, t = _t(PROB), _t(Y01)
+    val = ref.dice(PROB, Y01, axis=(1,))
+    assert_close(TB, m(p, t), np.mean(val), "float64")
+    assert ut.RMSELoss(axis=np.int64(0)).axis == 0
+    assert ut.TverskyLoss(axis=None).axis is None
+
+
 def test_positional_options_in_torchs_order():
     """Where torch's constructor takes an option positionally with the same meaning, the
     module reads it the same way: value and gradient as torch's module."""

@@ -263,6 +263,17 @@ def _axis(value: int) -> int:
     return value
 
 
+def _axes(value: Any) -> int | tuple[int, ...] | None:
+    """The axes of one value (Dice, Tversky, RMSE): None, an int or a tuple of ints."""
+    if value is None:
+        return None
+    axes = tuple(map(as_index, value)) if isinstance(value, (list, tuple)) else as_index(value)
+    for a in axes if isinstance(axes, tuple) else (axes,):
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"`axis` must be None, an int or a tuple of ints, got {value!r}.")
+    return axes
+
+
 class _Loss(nn.Module):
     """Base: holds ``reduction`` and shows the options in ``repr``."""
 
@@ -324,7 +335,7 @@ class RMSELoss(_Loss):
 
     def __init__(self, *, axis: int | tuple[int, ...] | None = None) -> None:
         nn.Module.__init__(self)
-        self.axis = axis
+        self.axis = _axes(axis)
 
     def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
                 where: Tensor | None = None) -> Tensor:
@@ -789,7 +800,7 @@ class DiceLoss(_Functional):
     def __init__(self, *, axis: int | tuple[int, ...] | None = None, smooth: float = 0.0,
                  eps: float = 1e-7, reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
-        self.axis = axis
+        self.axis = _axes(axis)
         self.smooth = check_nonnegative("smooth", smooth)
         self.eps = check_nonnegative("eps", eps)
 

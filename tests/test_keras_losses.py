@@ -498,6 +498,18 @@ def keras_check_errors(tmp: Path) -> None:
          "alpha"),
         (lambda: uk.MeanSquaredError()(np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")),
          ValueError, "must match exactly"),
+        # per-class values, entry by entry, as the option given as one number
+        (lambda: uk.CategoricalFocalCrossentropy(alpha=[1.5, 0.2]), ValueError,
+         "`alpha` must lie in [0, 1]"),
+        (lambda: uk.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=[0.2, -0.1]),
+         ValueError, "`alpha` must lie in [0, 1]"),
+        (lambda: uk.AnchorFocalCrossentropy(alpha=[0.2, 1.1]), ValueError,
+         "`alpha` must lie in [0, 1]"),
+        (lambda: uk.Quantile(quantiles=[0.1, 1.5]), ValueError, "`quantiles` must lie in [0, 1]"),
+        (lambda: uk.CategoricalCrossentropy(class_weights=[1.0, -1.0]), ValueError,
+         "`class_weights` must be >= 0"),
+        (lambda: uk.SparseCategoricalCrossentropy(class_weights=[-1.0, 1.0]), ValueError,
+         "`class_weights` must be >= 0"),
     ]:
         try:
             make()

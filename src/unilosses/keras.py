@@ -95,6 +95,7 @@ default reduction (the mean over the batch) is exactly :func:`unilosses.anchor_f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -193,7 +194,7 @@ def _alpha(alpha: Any) -> Any:
         return None if alpha is None else check_unit_interval("alpha", alpha)
     if getattr(alpha, "shape", None) == () and "bool" not in str(alpha.dtype):
         return check_unit_interval("alpha", alpha)  # a NumPy scalar: the number it holds
-    return _float_list("alpha", alpha)
+    return _float_list("alpha", alpha, check_unit_interval)
 
 
 def _ignore_index(name: str, value: Any) -> int | None:
@@ -203,14 +204,17 @@ def _ignore_index(name: str, value: Any) -> int | None:
     return value
 
 
-def _float_list(name: str, values: Any) -> list[float] | None:
+def _float_list(name: str, values: Any,
+                check: Callable[[str, Any], float] = _number) -> list[float] | None:
+    """``check``: the option's own check of a number, on each entry (as for the option given
+    as one number, at construction: not at the first call)."""
     if values is None:
         return None
     # (a string is a sequence: "123" was [1.0, 2.0, 3.0]; and float() parsed "0.5" entries)
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise TypeError(f"`{name}` must be a sequence of numbers, got "
                         f"{type(values).__name__}.")
-    return [_number(name, v) for v in values]
+    return [check(name, v) for v in values]
 
 
 def _tensor(value: Any, like: Tensor) -> Any:
@@ -393,7 +397,7 @@ class CategoricalCrossentropy(_Loss):
         self.from_logits = check_flag("from_logits", from_logits)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
-        self.class_weights = _float_list("class_weights", class_weights)
+        self.class_weights = _float_list("class_weights", class_weights, check_nonnegative)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         y_true, y_pred = _same_rank(y_true, y_pred)
@@ -440,7 +444,7 @@ class SparseCategoricalCrossentropy(_Loss):
         self.ignore_index = _ignore_index("ignore_index", ignore_index)
         self.label_smoothing = check_unit_interval("label_smoothing", label_smoothing)
         self.axis = _axis(axis)
-        self.class_weights = _float_list("class_weights", class_weights)
+        self.class_weights = _float_list("class_weights", class_weights, check_nonnegative)
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         labels = _labels(y_true, y_pred)
@@ -571,7 +575,7 @@ def _overlap_axis(name: str, value: Any) -> Any:
 def _quantiles(name: str, value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return check_unit_interval(name, value)
-    return _float_list(name, value)
+    return _float_list(name, value, check_unit_interval)
 
 
 #: option name -> check(name, value) returning the value kept (and put in the config)

@@ -354,6 +354,25 @@ def keras_check_config_round_trip(tmp: Path) -> None:
     assert uk.LogCosh(dtype="float64").get_config()["dtype"] == "float64"
 
 
+def keras_check_numpy_options_are_the_numbers_they_hold(tmp: Path) -> None:
+    """An option read with NumPy (from a config, an array's max) is the Python number it holds,
+    as the other options take it, and the config stays JSON: Quantile(quantiles=np.float32(q))
+    was refused ("`quantiles` must be a sequence of numbers, got float32")."""
+    import json
+
+    import keras
+
+    import unilosses.keras as uk
+
+    x64, y64 = X.astype(np.float64), Y.astype(np.float64)
+    loss = uk.Quantile(quantiles=np.float32(0.25))
+    assert type(loss.quantiles) is float and loss.quantiles == 0.25
+    json.dumps(keras.saving.serialize_keras_object(loss))
+    e = y64 - x64
+    want = np.maximum(0.25 * e, (0.25 - 1) * e).mean(axis=-1)
+    _close(_native(keras, loss(Y, X, sample_weight=SW)), (SW * want).mean())
+
+
 def keras_check_model_save_and_load(tmp: Path) -> None:
     """A model compiled with a unilosses loss is saved to m.keras and loads back with it."""
     import keras

@@ -575,6 +575,8 @@ def _overlap_axis(name: str, value: Any) -> Any:
 def _quantiles(name: str, value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return check_unit_interval(name, value)
+    if getattr(value, "shape", None) == () and "bool" not in str(value.dtype):
+        return check_unit_interval(name, value)  # a NumPy scalar: the number it holds
     return _float_list(name, value, check_unit_interval)
 
 

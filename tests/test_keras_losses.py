@@ -372,6 +372,15 @@ def keras_check_numpy_options_are_the_numbers_they_hold(tmp: Path) -> None:
     want = np.maximum(0.25 * e, (0.25 - 1) * e).mean(axis=-1)
     _close(_native(keras, loss(Y, X, sample_weight=SW)), (SW * want).mean())
 
+    # Dice's and Tversky's axes: Dice(axis=np.int64(1)) failed with "'numpy.int64' object is
+    # not iterable", and a list kept NumPy integers, which json refuses
+    for axis in (np.int64(1), [np.int64(1)], (1,)):
+        loss = uk.Dice(axis=axis, reduction=None)
+        assert loss.axis in (1, (1,)) and json.dumps(keras.saving.serialize_keras_object(loss))
+        p64, t64 = PROB.astype(np.float64), Y01.astype(np.float64)
+        want = 1 - 2 * (p64 * t64).sum(1) / ((p64 + t64).sum(1) + 1e-7)
+        _close(_native(keras, loss(Y01, PROB)), want)
+
 
 def keras_check_model_save_and_load(tmp: Path) -> None:
     """A model compiled with a unilosses loss is saved to m.keras and loads back with it."""
@@ -517,6 +526,9 @@ def keras_check_errors(tmp: Path) -> None:
          "alpha"),
         (lambda: uk.MeanSquaredError()(np.zeros((4, 3), "float32"), np.zeros((4, 2), "float32")),
          ValueError, "must match exactly"),
+        (lambda: uk.Dice(axis=1.5), TypeError, "`axis` must be None, an int or a tuple of ints"),
+        (lambda: uk.Tversky(axis="ab"), TypeError, "`axis` must be None, an int or a tuple"),
+        (lambda: uk.Dice(axis=(1, True)), TypeError, "`axis` must be None, an int or a tuple"),
         # per-class values, entry by entry, as the option given as one number
         (lambda: uk.CategoricalFocalCrossentropy(alpha=[1.5, 0.2]), ValueError,
          "`alpha` must lie in [0, 1]"),

@@ -568,8 +568,15 @@ class AnchorFocalCrossentropy(_Loss):
 
 # -- the loss catalogue: one body, the options declared per class ---------------------------------
 def _overlap_axis(name: str, value: Any) -> Any:
-    # the axes of one Dice/Tversky coefficient: None, an int or a tuple (checked by the loss)
-    return value if value is None or isinstance(value, int) else tuple(value)
+    """The axes of one Dice/Tversky coefficient: None, an int or a tuple of ints (NumPy
+    integers as the ints they hold, which the config's JSON takes)."""
+    if value is None:
+        return None
+    axes = tuple(map(as_index, value)) if isinstance(value, (list, tuple)) else as_index(value)
+    for a in axes if isinstance(axes, tuple) else (axes,):
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"`{name}` must be None, an int or a tuple of ints, got {value!r}.")
+    return axes
 
 
 def _quantiles(name: str, value: Any) -> Any:

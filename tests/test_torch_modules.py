@@ -653,6 +653,35 @@ def test_sequence_options_are_checked_at_construction():
                  "float64")
 
 
+def test_numpy_arrays_as_options():
+    """A NumPy array is a sequence where a module takes one (alpha, quantiles, per-class
+    weights, which sklearn's compute_class_weight returns as an array), as the Keras classes
+    take it; where a module takes a tensor or a number (pos_weight, BCE's weight, as torch's
+    modules) the refusal says so.  Both were refused with the functional losses' advice for
+    jax.jit ("`alpha` must be a Python number, got ndarray. Options are fixed when a loss is
+    traced: ..."), a list pos_weight with "must be a Python number"."""
+    alpha = np.array([0.5, 1.0, 0.0])
+    m = ut.BinaryFocalWithLogitsLoss(alpha=alpha)
+    assert torch.equal(m.alpha, torch.from_numpy(alpha))
+    val, _ = ref.focal_logits(X[:, :3], Y01[:, :3], alpha=alpha)
+    assert_close(TB, m(_t(X[:, :3]), _t(Y01[:, :3])), val.mean(), "float64")
+    x, y = _ce_index_inputs()
+    ours = ut.CrossEntropyLoss(CE_W, label_smoothing=0.1)(_t(x), y)
+    theirs = nn.CrossEntropyLoss(_t(CE_W), label_smoothing=0.1)(_t(x), y)
+    assert_close(TB, ours, _np(theirs), "float64")
+    q = ut.QuantileLoss(quantiles=np.array([0.1, 0.9]))
+    assert torch.equal(q.quantiles, torch.tensor([0.1, 0.9], dtype=torch.float64))
+    with pytest.raises(ValueError, match=re.escape("`quantiles` must lie in [0, 1]")):
+        ut.QuantileLoss(quantiles=np.array([0.1, 1.9]))
+    for make, got in [(lambda: ut.BCEWithLogitsLoss(pos_weight=np.array([1.0, 2.0])), "ndarray"),
+                      (lambda: ut.BCEWithLogitsLoss(pos_weight=[1.0, 2.0]), "list"),
+                      (lambda: ut.BCELoss(weight=np.array([1.0, 2.0])), "ndarray")]:
+        with pytest.raises(TypeError, match=r"must be a tensor, a (float|number >= 0) or None, "
+                                            rf"got {got}") as info:
+            make()
+        assert "jax" not in str(info.value)
+
+
 def test_axes_options_are_checked_at_construction():
     """The ``axis`` of Dice, Tversky and RMSE (None, an int or a tuple of ints) is checked when
     the module is made, as every other module's ``axis`` is: it was stored as given and

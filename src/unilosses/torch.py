@@ -7,7 +7,8 @@ per-call ``weights`` and ``where`` of the functional losses are keyword argument
 ``forward``.  Tensor options (``pos_weight``, ``weight``, ``class_weights``) are buffers: they
 follow ``.to(device)`` / ``.double()`` and are saved in ``state_dict`` under torch's names.
 Options that may be a float or per-class values (``alpha``, ``quantiles``) are attributes when
-floats and buffers when tensors or sequences.
+floats and buffers when tensors or sequences (a NumPy array among them, as for
+``class_weights``).
 
 Options given positionally follow torch's own order where they mean the same
 (``HuberLoss("sum", 0.5)``, ``BCELoss(weight)``, ``BCEWithLogitsLoss(weight)``,
@@ -132,6 +133,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 try:
     import torch
     from torch import Tensor, nn
@@ -212,24 +215,35 @@ def _tensor_option(name: str, value: Tensor | float | None,
     if isinstance(value, Tensor):
         return value
     if check is not None:
+        if isinstance(value, (list, tuple)) or _is_array(value):
+            # (check would refuse it as "must be a Python number", with advice for jax.jit)
+            raise TypeError(f"`{name}` must be a tensor, a number >= 0 or None, got "
+                            f"{type(value).__name__}.")
         return torch.tensor(check(name, value))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a tensor, a float or None, got {type(value).__name__}.")
     return torch.tensor(float(value))
 
 
+def _is_array(value: Any) -> bool:
+    """A NumPy array of one or more dimensions (a 0-d one is the number it holds)."""
+    return isinstance(value, np.ndarray) and value.ndim > 0
+
+
 def _sequence_tensor(name: str, values: Any, check: Callable[[str, Any], float]) -> Tensor:
     """``check``: the option's own check of a number, on each entry, as for the option given
     as one number (float() parsed "0.5", took True as 1.0, and named no option)."""
+    shape = values.shape if isinstance(values, np.ndarray) else (len(values),)
+    entries = values.ravel().tolist() if isinstance(values, np.ndarray) else values
     # float64, so that the values are kept as given: the loss casts them to the inputs' dtype
-    return torch.tensor([check(name, v) for v in values], dtype=torch.float64)
+    return torch.tensor([check(name, v) for v in entries], dtype=torch.float64).reshape(shape)
 
 
 def _float_or_buffer(module: nn.Module, name: str, value: Any, *,
                      optional: bool = False) -> None:
     """A float option in [0, 1] (an attribute), or per-entry values (a tensor or a sequence:
     a buffer, which follows ``.to()`` and ``state_dict``)."""
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or _is_array(value):
         value = _sequence_tensor(name, value, check_unit_interval)
     if isinstance(value, Tensor):
         module.register_buffer(name, value)
@@ -243,7 +257,7 @@ def _class_weights(name: str, value: Any) -> Tensor | None:
     """Per-class weights: a tensor, or a sequence made into one."""
     if value is None or isinstance(value, Tensor):
         return value
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or _is_array(value):
         return _sequence_tensor(name, value, check_nonnegative)
     raise TypeError(f"`{name}` must be a tensor, a sequence of floats or None, got "
                     f"{type(value).__name__}.")

@@ -511,6 +511,8 @@ def keras_check_errors(tmp: Path) -> None:
         (lambda: uk.SparseCategoricalCrossentropy(ignore_index=1.5), TypeError, "ignore_index"),
         (lambda: uk.CategoricalFocalCrossentropy(gamma=-1.0), ValueError, "gamma"),
         (lambda: uk.Dice(smooth=-1.0), ValueError, "smooth"),
+        (lambda: uk.Dice(eps=0.0), ValueError, "`smooth` and `eps` are both 0"),
+        (lambda: uk.Tversky(smooth=0, eps=0.0), ValueError, "`smooth` and `eps` are both 0"),
         (lambda: uk.Quantile(quantile=0.5), TypeError, "unexpected option(s) quantile"),
         (lambda: uk.AnchorFocalCrossentropy(normalize="anchor"), ValueError, "normalize"),
         # Keras's positional order where ours differs: refused, not read as another option

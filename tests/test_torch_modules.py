@@ -617,6 +617,13 @@ def test_options_are_checked_at_construction():
         ut.QuantileLoss(quantiles=1.5)
     with pytest.raises(ValueError, match="normalize"):
         ut.AnchorFocalWithLogitsLoss(normalize="anchor")
+    # options checked together, as the function checks them (at the first call before)
+    for make in (lambda: ut.DiceLoss(eps=0.0), lambda: ut.TverskyLoss(smooth=0, eps=0.0)):
+        with pytest.raises(ValueError, match="`smooth` and `eps` are both 0"):
+            make()
+    p, t = _t(PROB), _t(Y01)
+    assert_close(TB, ut.DiceLoss(eps=0.0, smooth=1.0)(p, t),
+                 ref.dice(PROB, Y01, smooth=1.0, eps=0.0), "float64")
     with pytest.raises(TypeError):
         ut.MSELoss(True)          # torch's first positional is its deprecated size_average
     with pytest.raises(TypeError):

@@ -630,6 +630,8 @@ class _Catalogue(_Loss):
         for key, default in self._defaults.items():
             check = self._checks[key] if key in self._checks else _CHECKS[key]
             setattr(self, key, check(key, options.get(key, default)))
+        if "smooth" in self._defaults:  # Dice, Tversky: the two checked together, as the loss does
+            _seg._smoothing(self.smooth, self.eps)
 
     def _loss(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
         """The function on (predictions, targets) with the options, unreduced."""

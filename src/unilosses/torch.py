@@ -815,8 +815,7 @@ class DiceLoss(_Functional):
                  eps: float = 1e-7, reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
         self.axis = _axes(axis)
-        self.smooth = check_nonnegative("smooth", smooth)
-        self.eps = check_nonnegative("eps", eps)
+        self.smooth, self.eps = _seg._smoothing(smooth, eps)
 
 
 class TverskyLoss(DiceLoss):

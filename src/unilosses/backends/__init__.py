@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,12 @@ KNOWN_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "tensorflow")
 _BY_TYPE: dict[type, Adapter | None] = dict.fromkeys(
     (list, tuple, int, float, bool, complex, str, type(None)))
 _BY_NAME: dict[str, Adapter] = {}
+#: held while an adapter loads: threads whose first calls come together wait for the one
+#: load.  Unheld, each found the adapter module in ``sys.modules`` while another was still
+#: importing it (no ``load`` yet), or made an adapter of its own, and a call mixing two of a
+#: framework's array classes (a tensor and a Parameter) was refused as from two frameworks.
+#: (Reentrant: importing a framework may load an adapter.)
+_LOADING = threading.RLock()
 
 
 def adapter_named(name: str) -> Adapter:
@@ -54,13 +61,18 @@ def adapter_named(name: str) -> Adapter:
         pass
     for bname, _, _, modname in _DETECTORS:
         if bname == name:
-            module = sys.modules.get(modname)
-            if module is None:
+            if modname not in sys.modules:  # (before the lock, which dynamo cannot trace)
                 _refuse_import_while_compiling(name)
-                module = importlib.import_module(modname)
-            adapter = module.load()
-            _BY_NAME[name] = adapter
-            _register_classes(name, adapter)
+            with _LOADING:
+                loaded = _BY_NAME.get(name)
+                if loaded is not None:  # by another thread meanwhile
+                    return loaded
+                module = sys.modules.get(modname)
+                if module is None:
+                    module = importlib.import_module(modname)
+                adapter = module.load()
+                _BY_NAME[name] = adapter
+                _register_classes(name, adapter)
             return adapter
     raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(KNOWN_BACKENDS)}")
 
@@ -115,9 +127,10 @@ def _detect(x: Any) -> Adapter | None:
         # Keyed by the namespace module so each namespace gets one adapter.
         xp = ns()
         key = f"generic:{getattr(xp, '__name__', id(xp))}"
-        if key not in _BY_NAME:
-            _BY_NAME[key] = Adapter(xp)
-        return _BY_NAME[key]
+        adapter = _BY_NAME.get(key)
+        if adapter is None:  # (setdefault: one adapter, whichever thread made it first)
+            adapter = _BY_NAME.setdefault(key, Adapter(xp))
+        return adapter
     return None
 
 

@@ -13,9 +13,13 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
+import unilosses
 from unilosses import backends
+from unilosses.parity import REGISTRY
+from unilosses.parity.tolerance import deviation, tolerance
 
 THREADS = 6
 
@@ -158,3 +162,118 @@ def test_first_arrays_of_an_array_api_namespace_from_threads_share_one_adapter(m
         for c in classes:
             backends._BY_TYPE.pop(c, None)
         backends._BY_NAME.pop(f"generic:{ns.__name__}", None)
+
+
+#: losses over the module-level caches: torch's cached constants (the batch size, alpha) and
+#: plain kernels, TensorFlow's cached constants, fills and axes; labels, masks and weights.
+#: (Few, one case each: JAX compiles each operation of each shape and dtype on first use.)
+_LOSSES = ("log_cosh", "categorical_cross_entropy",
+           "sparse_categorical_cross_entropy_with_logits", "binary_focal_loss_with_logits")
+
+
+def test_losses_from_threads_equal_one_thread(xp):
+    """Each loss's value (and gradient) computed in several threads at once, float32 and
+    float64 interleaved, labels and probabilities, equals the one-thread result bit for bit,
+    which the float64 reference confirms."""
+    jobs = []
+    for name in _LOSSES:
+        spec = REGISTRY[name]
+        for case in spec.make_cases(0)[:1]:
+            for dtype in ("float32", "float64"):
+                jobs.append((spec, case.cast(dtype), dtype))
+    # (JAX's gradients compile for seconds more: values only there)
+    grads = xp.differentiable and xp.name != "jax"
+
+    def run(i: int) -> tuple[np.ndarray, ...]:
+        spec, case, _ = jobs[i]
+        args = [xp.asarray(a) for a in case.args]
+        arrays = {k: xp.asarray(v) for k, v in case.arrays.items()}
+
+        def f(*a: Any) -> Any:
+            return spec.fn(*a, **case.options, **arrays)
+
+        value = np.asarray(xp.to_numpy(f(*args)))
+        if not grads or value.ndim:
+            return (value,)
+        return (value, *(np.asarray(r) for r in xp.value_and_grad(f, *args)))
+
+    alone = [run(i) for i in range(len(jobs))]
+    for (spec, case, dtype), out in zip(jobs, alone):
+        expected = spec.value(*case.args, dtype=dtype, **case.options, **case.arrays)
+        assert out[0].dtype == np.dtype(dtype), (spec.name, case.name, out[0].dtype)
+        assert deviation(out[0], expected).rel <= tolerance(dtype), (spec.name, case.name)
+
+    def work(k: int) -> list[tuple[int, tuple[np.ndarray, ...]]]:
+        order = np.random.default_rng(k).permutation(len(jobs))
+        return [(int(i), run(int(i))) for i in order]
+
+    for got in _in_threads(work, 4):
+        assert not isinstance(got, Exception), repr(got)
+        for i, out in got:
+            spec, case, dtype = jobs[i]
+            assert len(out) == len(alone[i]), (spec.name, case.name, dtype)
+            for a, b in zip(out, alone[i]):
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), \
+                    (spec.name, case.name, dtype, a, b)
+
+
+def test_checks_off_in_one_thread_stays_in_that_thread():
+    """``unilosses.checks(False)`` is the body's own: a thread inside it runs the loss on
+    values out of range, while threads outside it keep refusing them, at the same time."""
+    p, t = np.array([0.5, 1.5, 0.2]), np.array([1.0, 0.0, 1.0])
+    with unilosses.checks(False):
+        expected = float(unilosses.binary_cross_entropy(p, t))
+    assert np.isfinite(expected)
+
+    def work(k: int) -> list[Any]:
+        out: list[Any] = []
+        for _ in range(200):
+            try:
+                if k % 2:
+                    with unilosses.checks(False):
+                        out.append(float(unilosses.binary_cross_entropy(p, t)))
+                else:
+                    out.append(float(unilosses.binary_cross_entropy(p, t)))
+            except ValueError as e:
+                out.append(e)
+        return out
+
+    for k, got in enumerate(_in_threads(work)):
+        if k % 2:
+            assert got == [expected] * 200, got[:3]
+        else:
+            assert all(isinstance(e, ValueError) and "[0, 1]" in str(e) for e in got), got[:3]
+
+
+def test_torch_constants_cleared_while_other_threads_use_them():
+    """torch's plain kernels cache constants by (value, dtype) and clear the cache at 256:
+    threads that fill it with batch sizes and alphas of their own, in both dtypes, each get
+    the one-thread result (no missing key, no constant of another dtype)."""
+    torch = pytest.importorskip("torch")
+    from unilosses.backends import _torch_kernels as kernels
+
+    rng = np.random.default_rng(0)
+    calls = []
+    for n in range(1, 70):
+        for dtype in (torch.float32, torch.float64):
+            p = torch.tensor(rng.random((n, 3)) + 0.1, dtype=dtype)
+            q = torch.tensor(rng.random((n, 3)), dtype=dtype)
+            x = torch.tensor(rng.normal(size=n), dtype=dtype)
+            y = torch.tensor(rng.integers(0, 2, n), dtype=dtype)
+            alpha = float(rng.random()) * 0.9
+            calls.append(lambda p=p, q=q: unilosses.categorical_cross_entropy(p, q))
+            calls.append(lambda x=x, y=y, a=alpha: unilosses.binary_focal_loss_with_logits(
+                x, y, alpha=a, gamma=2))
+            calls.append(lambda x=x, y=y: unilosses.log_cosh(x, y))
+    alone = [c() for c in calls]
+    cleared = len(kernels._CONSTANTS) < len(calls)  # (more keys than it keeps: it cleared)
+    assert cleared
+
+    def work(k: int) -> list[tuple[int, Any]]:
+        order = np.random.default_rng(k).permutation(len(calls))
+        return [(int(i), calls[i]()) for i in order for _ in range(2)]
+
+    for got in _in_threads(work):
+        assert not isinstance(got, Exception), repr(got)
+        for i, v in got:
+            assert v.dtype == alone[i].dtype and torch.equal(v, alone[i]), (i, v, alone[i])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import types
 import warnings
 from collections.abc import Callable
@@ -932,6 +933,10 @@ _FUSED_BACKEND = "inductor"
 #: compiled bodies by ``_key``; None: compiling failed
 _COMPILED: dict[tuple[Any, ...], Any] = {}
 _warned: list[bool] = []
+#: held around a key's first call: older torch (before its config moved to ContextVars) kept
+#: dynamo's config process-wide, where two threads' overlapping ``patch``es restore each
+#: other's values (``specialize_float`` then left on for the whole process)
+_FIRST_CALL = threading.Lock()
 
 
 def _fused_value_grad(value_and_grad: Callable[..., tuple[Array, Array]], x: Array,
@@ -983,7 +988,7 @@ def _run_fused(body: Callable[..., Any], value_and_grad: Callable[..., Any], x: 
                 # the closure's floats (alpha, gamma) as constants of the graph; left to
                 # dynamo they are inputs, read on the host at every call (binary focal loss
                 # at 1.6e7 on an H200: 1.2x as long).  The patch costs ~40 us: once per key
-                with torch._dynamo.config.patch(specialize_float=True):
+                with _FIRST_CALL, torch._dynamo.config.patch(specialize_float=True):
                     return fn(*args)
             return fn(*args)
     except torch.OutOfMemoryError:

@@ -33,7 +33,11 @@ def checks_enabled() -> bool:
 
 @contextmanager
 def checks(enabled: bool) -> Iterator[None]:
-    """Run the body with value checks on or off, restoring the previous state afterwards."""
+    """Run the body with value checks on or off, restoring the previous state afterwards.
+
+    The setting is a context variable: it holds in this thread (or asyncio task) only, and
+    threads started inside the body do not inherit it; :func:`set_checks` sets the process's
+    default."""
     token = _override.set(bool(enabled))
     try:
         yield

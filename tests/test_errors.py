@@ -151,6 +151,36 @@ def test_labels_must_be_integer(xp):
             xp.asarray(P), xp.asarray(np.zeros(2, np.int64)))
 
 
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16", "uint32", "uint64"])
+def test_labels_of_any_integer_dtype(xp, dtype):
+    # MNIST's labels are uint8: TensorFlow's gather takes only int16/32/64 indices (it raised
+    # InvalidArgumentError from GatherV2), torch's min/max and comparisons refuse
+    # uint16/32/64, and an unsigned array cannot be compared with ignore_index=-100
+    # (array-api-strict raised OverflowError); every loss that takes labels gives the
+    # int64 labels' value
+    x = xp.asarray(np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [1.0, 0.0, 1.0]]), "float32")
+    y = np.array([0, 2, 1])
+    calls = [
+        lambda y, **k: unilosses.sparse_categorical_cross_entropy_with_logits(x, y, **k),
+        lambda y, **k: unilosses.sparse_categorical_cross_entropy(x * 0.0 + 0.5, y, **k),
+        lambda y, **k: unilosses.sparse_categorical_focal_loss_with_logits(x, y, **k),
+    ]
+    for call in calls:
+        for kw in ({}, {"ignore_index": 2}, {"ignore_index": -100}):
+            want = xp.to_numpy(call(xp.asarray(y, "int64"), **kw))
+            got = xp.to_numpy(call(xp.asarray(y, dtype), **kw))
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+            assert str(got.dtype) == "float32"
+    for k in (1, 2):
+        np.testing.assert_array_equal(
+            xp.to_numpy(unilosses.in_top_k(x, xp.asarray(y, dtype), k=k)),
+            xp.to_numpy(unilosses.in_top_k(x, xp.asarray(y, "int64"), k=k)))
+        np.testing.assert_allclose(
+            xp.to_numpy(unilosses.top_k_accuracy(x, xp.asarray(y, dtype), k=k)),
+            xp.to_numpy(unilosses.top_k_accuracy(x, xp.asarray(y, "int64"), k=k)))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("labels", [np.int64, np.int32])
 def test_the_wrong_kind_of_target_is_refused_on_every_path(xp, dtype, labels):

@@ -392,6 +392,11 @@ def prepare(
                 )
             check_same_shape(name, ad.shape(x), f"{names[0]} without axis {class_axis}",
                              loss_shape)
+            if x.dtype != xp.int64 and x.dtype != xp.int32:
+                # (uint8 labels, MNIST's, and the like) TensorFlow gathers only int16/32/64
+                # indices, torch has no min/max or comparisons of uint16/32/64, and an
+                # unsigned array cannot be compared with a negative ignore_index
+                x = ad.astype(x, ad.index_dtype())
         else:
             if same_shape is None or name in same_shape:
                 check_same_shape(names[0], pshape, name, ad.shape(x))

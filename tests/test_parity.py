@@ -274,6 +274,22 @@ def test_plot_writes_png(capsys, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+
+@pytest.mark.parametrize("flag", ["--out", "--plot"])
+def test_an_unwritable_output_is_a_usage_error_before_the_run(monkeypatch, capsys, tmp_path,
+                                                               flag):
+    # it was a FileNotFoundError traceback (exit 1) after the whole run, its report lost
+    import unilosses.parity
+
+    monkeypatch.setattr(unilosses.parity, "run", lambda opts: pytest.fail("ran"))
+    monkeypatch.setattr("unilosses.parity.plot.matplotlib_available", lambda: True)
+    path = tmp_path / "no_such_dir" / "report.png"
+    code, out, err = _run_cli(capsys, "--backends", "numpy", flag, str(path))
+    assert code == 2
+    assert err == (f"unilosses parity: error: cannot write {flag} {path}: "
+                   f"the directory {path.parent} does not exist\n")
+
+
 # -- selection -------------------------------------------------------------------------------
 def test_selection_flags(capsys):
     code, out, _ = _run_cli(capsys, "--backends", "numpy", "--losses", "binary_*",

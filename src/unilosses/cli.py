@@ -132,6 +132,14 @@ def parity_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     if args.plot and not matplotlib_available():
         print(f"unilosses parity: error: {MISSING_MATPLOTLIB}", file=sys.stderr)
         return 2
+    # checked before the run, which takes minutes: a path found unwritable after it lost
+    # the report to a traceback
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else ""
+        if path and not os.path.isdir(folder):
+            print(f"unilosses parity: error: cannot write {flag} {path}: the directory "
+                  f"{folder} does not exist", file=sys.stderr)
+            return 2
     dtypes = _csv(args.dtype) or ["all"]
     if "all" in dtypes:
         dtypes = list(DTYPES)

@@ -41,3 +41,22 @@ def test_every_parameter_is_documented(name):
             documented.update(n.strip() for n in line.split(" : ")[0].split(","))
     missing = set(inspect.signature(fn).parameters) - documented
     assert not missing, f"{name}: {sorted(missing)} not in Parameters"
+
+
+
+def test_the_doctests_outside_the_losses_run():
+    # the default run collects doctests under src/unilosses/losses only; those of ops and
+    # @unilosses.loss (its docstring is `help(unilosses.loss)`) never ran
+    import doctest
+    import importlib
+    from pathlib import Path
+
+    src = Path(unilosses.__file__).resolve().parent
+    modules = [".".join(("unilosses", *f.relative_to(src).with_suffix("").parts))
+               for f in sorted(src.rglob("*.py"))
+               if "losses" not in f.relative_to(src).parts[:1]
+               and re.search(r"^\s*>>> ", f.read_text(), flags=re.M)]
+    assert {"unilosses.ops", "unilosses._core.define"} <= set(modules)
+    for name in modules:
+        failed, attempted = doctest.testmod(importlib.import_module(name))
+        assert attempted and not failed, name

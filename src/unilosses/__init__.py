@@ -4,6 +4,8 @@ Every loss takes arrays of one framework and returns that framework's array, on 
 device, with that framework's autograd.  ``import unilosses`` imports no framework.
 """
 
+# (the README's `unilosses.ops`, for @unilosses.loss functions; it imports no framework)
+from . import ops as ops
 from ._core.checks import checks as checks
 from ._core.checks import set_checks as set_checks
 from ._core.define import loss as loss

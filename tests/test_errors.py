@@ -152,6 +152,40 @@ def test_labels_must_be_integer(xp):
 
 
 
+
+@pytest.mark.parametrize("fn", [unilosses.sparse_categorical_cross_entropy_with_logits,
+                                unilosses.sparse_categorical_focal_loss_with_logits])
+def test_a_class_axis_left_at_its_default_is_named(xp, fn):
+    # torch's segmentation layout (N, C, H, W) with the default axis=-1: the error said only
+    # "Reshape one of them, e.g. with a squeeze or reshape", where the fix is axis=1
+    x = xp.asarray(np.zeros((2, 3, 4, 5)), "float32")
+    y = xp.asarray(np.zeros((2, 4, 5)), "int64")
+    with pytest.raises(ValueError, match=r"`labels` has shape \(2, 4, 5\) but `logits without "
+                                         r"axis 3` has shape \(2, 3, 4\).*`logits`' shape "
+                                         r"without axis 1: if that is the class axis \(torch's "
+                                         r"\(N, C, \.\.\.\) layout\), pass axis=1\."):
+        fn(x, y)
+    assert float(xp.to_numpy(fn(x, y, axis=1))) > 0
+
+
+@pytest.mark.parametrize("fn,sparse", [
+    (unilosses.categorical_cross_entropy_with_logits,
+     "sparse_categorical_cross_entropy_with_logits"),
+    (unilosses.categorical_cross_entropy, "sparse_categorical_cross_entropy"),
+    (unilosses.categorical_focal_loss_with_logits, "sparse_categorical_focal_loss_with_logits"),
+])
+@pytest.mark.parametrize("shape", [(3,), (3, 1)])
+def test_integer_labels_given_to_a_categorical_loss_name_the_sparse_form(xp, fn, sparse,
+                                                                         shape):
+    # Keras's and torch's users hold class indices; the error only said to reshape
+    x = xp.asarray(np.full((3, 4), 0.25), "float32")
+    y = xp.asarray(np.zeros(shape), "int64")
+    with pytest.raises(ValueError, match=r"`targets` has shape .*\. `targets` holds integers, "
+                                         r"one per sample: if they are class indices, pass "
+                                         rf"them to {sparse}\b"):
+        fn(x, y)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16", "uint32", "uint64"])
 def test_labels_of_any_integer_dtype(xp, dtype):
     # MNIST's labels are uint8: TensorFlow's gather takes only int16/32/64 indices (it raised

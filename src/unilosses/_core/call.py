@@ -330,6 +330,32 @@ def _numbers_from_numpy_scalars(np: Any, arrays: tuple[Any, ...], weights: Any,
             where.item() if isinstance(where, generic) else where)
 
 
+def _class_axis_hint(name: str, shape: tuple[Any, ...], labels: tuple[Any, ...]) -> str:
+    """The axis of ``shape`` whose removal leaves the labels' shape: torch's (N, C, H, W)
+    layout given with the default axis=-1 ("" when none, or for 2-D predictions, where the
+    labels of an (N, C) batch against (C, N) is a mistake of another kind)."""
+    if len(shape) < 3:
+        return ""
+    for a in range(len(shape)):
+        if shape[:a] + shape[a + 1:] == labels:
+            return (f" `labels` has `{name}`' shape without axis {a}: if that is the class "
+                    f"axis (torch's (N, C, ...) layout), pass axis={a}.")
+    return ""
+
+
+def _sparse_hint(ad: Any, name: str, x: Array, loss_shape: tuple[Any, ...],
+                 sparse_form: str | None) -> str:
+    """Integer targets of the labels' shape, (N,) or Keras's (N, 1), given to a loss that
+    takes one-hot or soft targets: name the loss that takes them."""
+    shape = ad.shape(x)
+    if (sparse_form is None or not ad.is_integral(x) or x.dtype == ad.xp.bool
+            or shape not in (loss_shape, (*loss_shape, 1))):
+        return ""
+    squeezed = "" if shape == loss_shape else f" (squeezed to {fmt_shape(loss_shape)})"
+    return (f" `{name}` holds integers, one per sample: if they are class indices, pass them "
+            f"to {sparse_form}{squeezed}, or one-hot encode them.")
+
+
 def prepare(
     names: tuple[str, ...],
     arrays: tuple[Any, ...],
@@ -340,6 +366,7 @@ def prepare(
     class_axis: int | None = None,
     labels: tuple[str, ...] = (),
     same_shape: tuple[str, ...] | None = None,
+    sparse_form: str | None = None,
 ) -> tuple[Call, list[Array]]:
     """Dispatch, check and cast the arrays of a loss call.
 
@@ -347,6 +374,8 @@ def prepare(
     are integer class labels (shape: predictions without ``class_axis``) and stay integer; the
     others are cast to the computation dtype and must have the predictions' shape (or those
     named in ``same_shape``).  With ``class_axis`` the elementwise loss drops that axis.
+    ``sparse_form``: the loss that takes integer labels in place of the targets, named when
+    integer targets of the labels' shape are refused.
     """
     if weights is None and where is None and reduction in REDUCTIONS:
         plain = _prepare_plain(names, arrays, reduction, class_axis, labels, same_shape)
@@ -390,8 +419,12 @@ def prepare(
                     f"`{name}` must hold integer class indices, got dtype {x.dtype}; "
                     f"for one-hot or soft targets use the categorical (non-sparse) loss."
                 )
-            check_same_shape(name, ad.shape(x), f"{names[0]} without axis {class_axis}",
-                             loss_shape)
+            try:
+                check_same_shape(name, ad.shape(x), f"{names[0]} without axis {class_axis}",
+                                 loss_shape)
+            except ValueError as exc:
+                raise ValueError(f"{exc}{_class_axis_hint(names[0], pshape, ad.shape(x))}"
+                                 ) from None
             if x.dtype != xp.int64 and x.dtype != xp.int32:
                 # (uint8 labels, MNIST's, and the like) TensorFlow gathers only int16/32/64
                 # indices, torch has no min/max or comparisons of uint16/32/64, and an
@@ -399,7 +432,11 @@ def prepare(
                 x = ad.astype(x, ad.index_dtype())
         else:
             if same_shape is None or name in same_shape:
-                check_same_shape(names[0], pshape, name, ad.shape(x))
+                try:
+                    check_same_shape(names[0], pshape, name, ad.shape(x))
+                except ValueError as exc:
+                    raise ValueError(f"{exc}{_sparse_hint(ad, name, x, loss_shape, sparse_form)}"
+                                     ) from None
             if not (ad.is_floating(x) or ad.is_integral(x)):
                 raise TypeError(f"`{name}` must be a real array, got dtype {x.dtype}.")
             x = ad.astype(x, dtype)

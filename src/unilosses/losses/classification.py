@@ -416,7 +416,9 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     names, arrays = class_weight_arrays((("logits" if logits else "predictions"), "targets"),
                                         (predictions, targets), class_weights)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
-                        class_axis=ax, same_shape=("targets",))
+                        class_axis=ax, same_shape=("targets",),
+                        sparse_form="sparse_categorical_cross_entropy"
+                                    + ("_with_logits" if logits else ""))
     xp = call.xp
     p, t = out[0], out[1]
     cw = prepared_class_weights(call, out, 2, ax, ndim)

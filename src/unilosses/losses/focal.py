@@ -699,7 +699,9 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
     names, arrays = _with_alpha((pname, tname), (predictions, targets), a_array)
     call, out = prepare(names, arrays, reduction=reduction, weights=weights, where=where,
                         class_axis=ax, labels=(tname,) if sparse else (),
-                        same_shape=() if sparse else ("targets",))
+                        same_shape=() if sparse else ("targets",),
+                        sparse_form="sparse_categorical_focal_loss"
+                                    + ("_with_logits" if logits else ""))
     xp, ad = call.xp, call.ad
     p = out[0]
     if len(out) > 2:

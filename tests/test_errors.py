@@ -186,6 +186,29 @@ def test_integer_labels_given_to_a_categorical_loss_name_the_sparse_form(xp, fn,
         fn(x, y)
 
 
+
+@pytest.mark.parametrize("fn", [unilosses.sparse_categorical_cross_entropy_with_logits,
+                                unilosses.sparse_categorical_focal_loss_with_logits])
+def test_out_of_range_labels_are_shown(xp, fn):
+    # torch's cross_entropy skips -100 by default; here it is an error, which named neither
+    # the value found nor the option that skips it
+    x = xp.asarray(np.zeros((4, 3)), "float32")
+    msg = (r"`labels` holds values outside \[0, 3\) for 3 classes along axis 1 "
+           r"\(found -100\); fix the labels, or mark entries to skip with `ignore_index=` or "
+           r"`where=`\. -100 is torch's default ignore_index: pass ignore_index=-100 to skip "
+           r"them\.$")
+    with pytest.raises(ValueError, match=msg):
+        fn(x, xp.asarray(np.array([0, -100, 2, -100])))
+    with pytest.raises(ValueError, match=r"\(found -1, 3, 7\); fix the labels, or mark entries "
+                                         r"to skip with `ignore_index=` or `where=`\.$"):
+        fn(x, xp.asarray(np.array([3, -1, 7, 0])))
+    with pytest.raises(ValueError, match=r"\(other than ignore_index=-1\) \(found 3\);"):
+        fn(x, xp.asarray(np.array([3, -1, 2, 0])), ignore_index=-1)
+    skipped = fn(x, xp.asarray(np.array([0, -100, 2, -100])), ignore_index=-100)
+    kept = fn(xp.asarray(np.zeros((2, 3)), "float32"), xp.asarray(np.array([0, 2])))
+    np.testing.assert_allclose(xp.to_numpy(skipped), xp.to_numpy(kept), rtol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "int16", "uint16", "uint32", "uint64"])
 def test_labels_of_any_integer_dtype(xp, dtype):
     # MNIST's labels are uint8: TensorFlow's gather takes only int16/32/64 indices (it raised

@@ -591,6 +591,20 @@ def per_class(call: Call, value: float, x: Array, axis: int) -> Any:
     return value / call.ad.astype(call.ad.dim(x, axis), call.dtype)
 
 
+def _range_error(call: Call, y: Array, classes: int, ax: int,
+                 ignore_index: int | None) -> str:
+    """The message for labels outside [0, classes), with the first few found (read back to
+    the host, on the error path only) and, for -100, torch's default ignore_index."""
+    bad = sorted({v for v in call.ad.to_numpy(y).ravel().tolist() if not 0 <= v < classes})
+    found = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+    return (f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
+            + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
+            + (f" (found {found})" if bad else "")
+            + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."
+            + (" -100 is torch's default ignore_index: pass ignore_index=-100 to skip them."
+               if ignore_index is None and -100 in bad else ""))
+
+
 def checked_labels(call: Call, y: Array, x: Array, ax: int,
                    ignore_index: int | None) -> Array:
     """Labels of ``x``'s classes along ``ax`` with ``ignore_index`` masked out,
@@ -602,10 +616,8 @@ def checked_labels(call: Call, y: Array, x: Array, ax: int,
     y = call.clean(y, 0)
     if classes is None:  # (TensorFlow traced with the class dimension None: no value check)
         return call.xp.minimum(ad.clip(y, 0, None), ad.astype(ad.dim(x, ax) - 1, y.dtype))
-    checked = call.require_within(y, 0, classes - 1, lambda: (
-        f"`labels` holds values outside [0, {classes}) for {classes} classes along axis {ax}"
-        + ("" if ignore_index is None else f" (other than ignore_index={ignore_index})")
-        + "; fix the labels, or mark entries to skip with `ignore_index=` or `where=`."))
+    checked = call.require_within(y, 0, classes - 1,
+                                  lambda: _range_error(call, y, classes, ax, ignore_index))
     # with checks off (or traced) an out-of-range label must still not index out of bounds
     # (NumPy raises, CUDA asserts): clamp it, as JAX's gather does
     return y if checked else ad.clip(y, 0, classes - 1)

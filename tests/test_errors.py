@@ -34,6 +34,24 @@ def test_non_floating_predictions(xp):
                                                    xp.asarray(np.zeros(4)))
 
 
+
+@pytest.mark.parametrize("fn", [unilosses.binary_cross_entropy, unilosses.mse,
+                                unilosses.categorical_cross_entropy])
+def test_keras_argument_order_is_named(xp, fn):
+    # keras.losses take (y_true, y_pred): integer labels first and float predictions second
+    # got only "Cast it first", which would compute the loss of the labels
+    y_true = xp.asarray(np.array([[0, 1], [1, 0]]), "int64")
+    y_pred = xp.asarray(np.array([[0.2, 0.8], [0.6, 0.4]]), "float32")
+    with pytest.raises(TypeError, match=r"`predictions` must be a real floating array, got "
+                                        r"dtype .*int64.*Cast it first, .*\. If `targets` "
+                                        r"holds the predictions: unilosses takes predictions "
+                                        r"first, then targets \(keras\.losses take y_true "
+                                        r"first\)\.$"):
+        fn(y_true, y_pred)
+    with pytest.raises(TypeError, match=r"Cast it first, .*\)\.$"):  # no floats to swap with
+        fn(y_true, y_true)
+
+
 @pytest.mark.parametrize("reduction", ["avg", "batchmean", None, "MEAN"])
 def test_unknown_reduction(xp, reduction):
     with pytest.raises(ValueError, match="reduction=.* is not supported; use one of"):

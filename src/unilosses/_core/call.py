@@ -398,7 +398,16 @@ def prepare(
     p = arrays[0]
     if not hasattr(p, "shape"):
         p = ad.asarray(p)
-    p, dtype = floating_predictions(ad, p, names[0])
+    try:
+        p, dtype = floating_predictions(ad, p, names[0])
+    except TypeError as exc:
+        swapped = (len(arrays) > 1 and names[1] not in labels
+                   and hasattr(arrays[1], "dtype") and ad.is_floating(arrays[1]))
+        if not swapped:
+            raise
+        raise TypeError(f"{exc} If `{names[1]}` holds the predictions: unilosses takes "
+                        f"predictions first, then targets (keras.losses take y_true first)."
+                        ) from None
     pshape = ad.shape(p)
     if class_axis is None:
         loss_shape = pshape

@@ -487,3 +487,20 @@ def test_focal_logits_curvature_in_hard_targets(ad_backend, gamma, alpha):
               - b.value_and_grad(f, y, b.asarray((x - h).reshape(shape)))[1]) / (2 * h)
         np.testing.assert_allclose(_second_derivative(b, f, y, a, outer=1), fd, rtol=1e-6,
                                    atol=1e-8)
+
+
+def test_numpy_reductions_are_numpy_scalars():
+    # the README: "NumPy reductions return NumPy scalars, as np.sum does"; "weighted_mean"
+    # with weights and rmse gave 0-d arrays (np.where's result) where the rest gave scalars
+    p = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    t, w = np.zeros((2, 2), np.float32), np.array([1.0, 3.0], np.float32)
+    labels = np.array([0, 1])
+    for out in (unilosses.mse(p, t, weights=w, reduction="weighted_mean"),
+                unilosses.mse(p, t, where=p > 1.5, weights=w, reduction="weighted_mean"),
+                unilosses.sparse_categorical_cross_entropy_with_logits(
+                    p, labels, class_weights=w, reduction="weighted_mean"),
+                unilosses.dice_loss(p / 4, t, axis=0, weights=w, reduction="weighted_mean"),
+                unilosses.rmse(p, t), unilosses.rmse(p, t, axis=(0, 1))):
+        assert isinstance(out, np.float32), repr(out)
+    assert float(unilosses.mse(p, t, weights=w, reduction="weighted_mean")) == 8.75
+    np.testing.assert_allclose(float(unilosses.rmse(p, t)), np.sqrt(7.5), rtol=1e-6)

@@ -44,7 +44,10 @@ class NumpyAdapter(Adapter):
 
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         # np.where keeps the array operand's dtype when the other is a Python scalar (NEP 50)
-        return np.where(cond, x, y)
+        out = np.where(cond, x, y)
+        # 0-d: a NumPy scalar, as NumPy's arithmetic and reductions give ("weighted_mean"
+        # and rmse, which end in a where, returned 0-d arrays where the rest gave scalars)
+        return out[()] if out.ndim == 0 else out
 
     def softplus(self, x: Array) -> Array:
         return np.logaddexp(x, np.zeros((), dtype=x.dtype))

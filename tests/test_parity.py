@@ -290,6 +290,18 @@ def test_an_unwritable_output_is_a_usage_error_before_the_run(monkeypatch, capsy
                    f"the directory {path.parent} does not exist\n")
 
 
+
+def test_an_unknown_torch_compile_backend_is_a_usage_error(capsys):
+    # it ran every loss, each row "FAIL ... did not trace: InvalidBackend", exit 1
+    pytest.importorskip("torch")
+    code, out, err = _run_cli(capsys, "--backends", "torch", "--losses", "mse", "--dtype",
+                              "float32", "--compile", "--torch-compile-backend", "bogus")
+    assert code == 2 and out == ""
+    assert err.startswith("unilosses parity: error: unknown --torch-compile-backend 'bogus'; "
+                          "torch.compile's backends: ")
+    assert "aot_eager" in err and "inductor" in err
+
+
 # -- selection -------------------------------------------------------------------------------
 def test_selection_flags(capsys):
     code, out, _ = _run_cli(capsys, "--backends", "numpy", "--losses", "binary_*",

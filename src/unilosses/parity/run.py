@@ -278,6 +278,14 @@ def run(opts: Options | None = None) -> Report:
         use_jax_cache(opts.jax_cache_dir)
     statuses = [probe(n) for n in names]
     available = [s for s in statuses if s.available]
+    if opts.compile and any(s.name == "torch" for s in available):
+        # a misspelt backend failed each loss's compiled run, exit 1 after the whole run
+        from torch._dynamo import list_backends
+
+        known = list_backends(exclude_tags=())
+        if opts.torch_compile_backend not in known:
+            raise ValueError(f"unknown --torch-compile-backend {opts.torch_compile_backend!r}; "
+                             f"torch.compile's backends: {', '.join(known)}")
     rows: list[Row] = []
     for dtype in opts.dtypes:
         tol = tolerance(dtype)

@@ -134,3 +134,8 @@ def test_parity_module_flag(tmp_path, monkeypatch, capsys, clean_registry):
     assert cli_main(["parity", "--module", "my_empty", "--backends", "numpy"]) == 2
     assert cli_main(["parity", "--module", "no_such_module_xyz", "--backends", "numpy"]) == 2
     assert "cannot import --module no_such_module_xyz" in capsys.readouterr().err
+    # a file name, as `python my_losses_ok.py` takes it: said only "No module named
+    # 'my_losses_ok.py'; 'my_losses_ok' is not a package"
+    assert cli_main(["parity", "--module", "my_losses_ok.py", "--backends", "numpy"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "; --module takes a module name, as `import` does: --module my_losses_ok\n")

@@ -119,7 +119,11 @@ def parity_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             try:
                 added = load_module(path)
             except ImportError as exc:
-                print(f"unilosses parity: error: cannot import --module {path}: {exc}",
+                hint = ""
+                if path.endswith(".py"):  # a file name, as `python FILE` takes it
+                    name = path[:-3].replace(os.sep, ".").replace("/", ".").strip(".")
+                    hint = f"; --module takes a module name, as `import` does: --module {name}"
+                print(f"unilosses parity: error: cannot import --module {path}: {exc}{hint}",
                       file=sys.stderr)
                 return 2
             if not added:

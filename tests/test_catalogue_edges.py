@@ -271,6 +271,16 @@ def test_weighted_mean_zero_weight_sum_is_zero(ad_backend):
     assert v == 0 and np.all(g == 0)
 
 
+def test_weighted_mean_of_weights_summing_below_zero(xp):
+    """Only a weight sum of exactly 0 gives 0 (Keras's divide_no_nan): weights summing below 0
+    still divide (mutant: ``wsum != 0`` as ``wsum > 0`` made such a mean 0)."""
+    p, t = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    w = np.array([-1.0, -0.5, 0.25, -2.0])
+    out = U.mse(xp.asarray(p), xp.asarray(t), weights=xp.asarray(w), reduction="weighted_mean")
+    wf = np.broadcast_to(w, p.shape)
+    assert_close(xp, out, (wf * (p - t) ** 2).sum() / wf.sum(), "float64")
+
+
 def test_weighted_mean_without_weights_is_mean(xp):
     p, t = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
     assert_close(xp, U.mae(xp.asarray(p), xp.asarray(t), reduction="weighted_mean"),

@@ -130,15 +130,18 @@ def test_torch_cross_entropy_class_weights_probability_targets(dtype):
 
 
 @needs_torch
-def test_torch_cross_entropy_one_hot_weighted_mean_equals_sparse():
-    """One-hot probability targets with "weighted_mean" are torch's class-index weighted mean."""
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_torch_cross_entropy_one_hot_weighted_mean_equals_sparse(label_smoothing):
+    """One-hot probability targets with "weighted_mean" are torch's class-index weighted mean;
+    with label smoothing too, whose divisor is the summed weight of the unsmoothed labels
+    (mutant: the divisor of the smoothed targets)."""
     x, y = _class_logits((8, 5), None)
     t = np.eye(5)[y]
     cw = torch.from_numpy(CW)
     check_torch(
         lambda a, b: unilosses.categorical_cross_entropy_with_logits(
-            a, b, class_weights=cw, reduction="weighted_mean"),
-        lambda a, b: F.cross_entropy(a, b.argmax(-1), weight=cw),
+            a, b, class_weights=cw, reduction="weighted_mean", label_smoothing=label_smoothing),
+        lambda a, b: F.cross_entropy(a, b.argmax(-1), weight=cw, label_smoothing=label_smoothing),
         x, (t,), "float64")
 
 

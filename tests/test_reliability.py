@@ -31,6 +31,21 @@ def test_probabilities_outside_unit_interval(xp):
     np.testing.assert_allclose(xp.to_numpy(out), -np.log(0.8))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_or_negative_probabilities_of_the_categorical_losses(xp, dtype):
+    """A NaN (or negative) probability is refused by both categorical losses on
+    probabilities, on small 2-D calls too, which torch's plain kernels take (mutant: their
+    check ``not amin >= 0`` as ``amin < 0``, which lets NaN through to a NaN loss)."""
+    t = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype)
+    y = np.array([0, 2])
+    for bad in (np.nan, -0.1):
+        p = np.array([[0.5, 0.3, 0.2], [0.1, bad, 0.8]], dtype)
+        with pytest.raises(ValueError, match=r"`predictions` holds negative values \(or NaN\)"):
+            unilosses.categorical_cross_entropy(xp.asarray(p), xp.asarray(t))
+        with pytest.raises(ValueError, match=r"`predictions` holds negative values \(or NaN\)"):
+            unilosses.sparse_categorical_cross_entropy(xp.asarray(p), xp.asarray(y))
+
+
 def test_labels_out_of_range(xp):
     x = xp.asarray(rng.normal(size=(3, 4)))
     for bad in ([0, 4, 1], [0, -1, 2]):

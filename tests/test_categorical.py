@@ -87,6 +87,27 @@ def test_ignore_index(xp):
     assert_close(xp, out, val.mean(), "float64")
 
 
+def test_ignore_index_and_where_together(xp):
+    """Labels equal to ignore_index and elements masked by ``where`` are both left out: of
+    the sum, of the count ("mean") and of the summed weights ("weighted_mean") (mutant:
+    Call.restrict replacing the mask by the labels' instead of combining the two)."""
+    y = LABELS.copy()
+    y[[1, 4]] = -100
+    where = np.ones(N, bool)
+    where[[0, 4]] = False  # (the row of extreme logits masked; row 4 both ignored and masked)
+    keep = (y != -100) & where
+    w = np.linspace(0.5, 2.0, N)
+    val, _ = ref.cce_logits(X[keep], ref.one_hot(y[keep], C))
+    expected = {"mean": val.mean(), "sum": val.sum(),
+                "weighted_mean": (w[keep] * val).sum() / w[keep].sum()}
+    for reduction, want in expected.items():
+        out = unilosses.sparse_categorical_cross_entropy_with_logits(
+            xp.asarray(X), xp.asarray(y), ignore_index=-100, where=xp.asarray(where),
+            weights=xp.asarray(w) if reduction == "weighted_mean" else None,
+            reduction=reduction)
+        assert_close(xp, out, want, "float64")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cce_gradient(ad_backend, dtype):
     b = ad_backend

@@ -54,6 +54,8 @@ _BINARY = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
     (-1.0, ValueError, r"`pos_weight` must be >= 0"),
     (True, TypeError, r"`pos_weight` must be .*got the boolean"),
     ([1.0, float("nan"), 2.0], ValueError, r"`pos_weight` holds values outside \[0, "),
+    # (an infinite weight as an array: the check's upper bound is the dtype's maximum)
+    ([1.0, float("inf"), 2.0], ValueError, r"`pos_weight` holds values outside \[0, "),
     ([1.0, -1.0, 2.0], ValueError, r"`pos_weight` holds values outside \[0, "),
 ])
 def test_pos_weight_is_checked(xp, pos_weight, error, match):

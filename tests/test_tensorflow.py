@@ -629,6 +629,22 @@ def test_unknown_class_dimension(name, jit):
     assert_close(TF, f(x, y, t), fn(x, y, t).numpy(), "float32")
 
 
+def test_unknown_class_dimension_clamps_out_of_range_labels():
+    """Traced with the class dimension None, the labels cannot be range-checked: one out of
+    range is clamped to [0, C - 1] (as the eager path with checks off, and JAX's gather),
+    never read out of bounds (mutant: the clamp's upper bound C instead of C - 1, which
+    TensorFlow's gather refuses on the CPU)."""
+    x = rng.normal(size=(5, 4))
+    y = np.array([0, 4, 2, -3, 7])
+    f = tf.function(
+        lambda a, b: unilosses.sparse_categorical_cross_entropy_with_logits(a, b,
+                                                                           reduction="none"),
+        input_signature=[tf.TensorSpec([None, None], tf.float64),
+                         tf.TensorSpec([None], tf.int64)])
+    expected = -_log_softmax(x)[np.arange(5), np.clip(y, 0, 3)]
+    assert_close(TF, f(tf.constant(x), tf.constant(y)), expected, "float64")
+
+
 @pytest.mark.parametrize("loss", [unilosses.dice_loss, unilosses.tversky_loss])
 def test_unknown_batch_dimension_with_weights_of_the_overlap_losses(loss):
     # the loss shape (predictions without the summed axes) was built as a tuple holding None,

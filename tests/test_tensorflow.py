@@ -1270,3 +1270,44 @@ def test_captured_eager_targets_and_mask_in_two_traced_functions(jit):
     want = unilosses.log_cosh(x, t, where=m).numpy()
     for v in got:
         np.testing.assert_allclose(v.numpy(), want, **tolerance("float32"))
+
+
+_MISMATCHED = {  # name -> (loss, predictions' shape, the other array's shape, its dtype)
+    "mse": (unilosses.mse, (4, 1), (4, 3), tf.float32),
+    "mse_transposed": (unilosses.mse, (1, 3), (3, 1), tf.float32),
+    "mse_vector": (unilosses.mse, (1,), (5,), tf.float32),
+    "bce_logits": (unilosses.binary_cross_entropy_with_logits, (4, 3), (4, 1), tf.float32),
+    "categorical_ce": (unilosses.categorical_cross_entropy_with_logits, (4, 1), (4, 3),
+                       tf.float32),
+    "dice": (unilosses.dice_loss, (1, 3), (4, 3), tf.float32),
+    "sparse_ce": (unilosses.sparse_categorical_cross_entropy_with_logits, (1, 3), (4,),
+                  tf.int64),
+    "sparse_ce_labels_of_one": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                                (4, 3), (1,), tf.int64),
+    "in_top_k": (lambda x, y: unilosses.in_top_k(x, y, k=2), (4, 3), (1,), tf.int64),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", sorted(_MISMATCHED))
+def test_shapes_unknown_when_traced_are_checked_at_run_time(name, jit):
+    """Traced with None dimensions the shapes cannot be compared when tracing; arrays whose
+    shapes differ at run time are refused then, not broadcast: mse of a (4, 1) against a
+    (4, 3), traced [None, None], gave the mean of a (4, 3) loss (0.2176 on random inputs),
+    and reduction="none" that (4, 3) array."""
+    fn, pshape, tshape, dtype = _MISMATCHED[name]
+    p = tf.constant(rng.uniform(0.1, 0.9, pshape).astype(np.float32))
+    t = (tf.constant(rng.integers(0, pshape[-1], tshape)) if dtype == tf.int64
+         else tf.constant(rng.uniform(0.1, 0.9, tshape).astype(np.float32)))
+    f = tf.function(fn, jit_compile=jit, input_signature=[
+        tf.TensorSpec([None] * len(pshape), tf.float32),
+        tf.TensorSpec([None] * len(tshape), dtype)])
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        f(p, t)
+    if not jit:  # (XLA compiles Assert to nothing: its own error names the shapes)
+        assert "must have the same shape" in str(info.value)
+    # the same function on matching shapes: the eager value
+    t_ok = (tf.constant(rng.integers(0, pshape[-1], pshape[:-1])) if dtype == tf.int64
+            else tf.constant(rng.uniform(0.1, 0.9, pshape).astype(np.float32)))
+    want = fn(p, t_ok)
+    np.testing.assert_allclose(f(p, t_ok).numpy(), want.numpy(), rtol=1e-6)

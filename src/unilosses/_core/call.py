@@ -307,6 +307,17 @@ def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: s
     return Call(ad, dtype, loss_shape, None, None, reduction), list(arrays)
 
 
+def _run_time_shape(ad: Adapter, x: Array, shape: tuple[Any, ...], name: str,
+                    other: str) -> Array:
+    """``x`` checked to have ``shape`` when it runs, where a dimension is unknown when traced
+    (the check above let it pass)."""
+    if size_of(shape) is not None and size_of(ad.shape(x)) is not None:
+        return x
+    return ad.run_time_shape(
+        x, shape, f"`{name}` and {other} must have the same shape (unilosses never broadcasts "
+        f"one against the other), but their shapes differ at run time; reshape one of them:")
+
+
 def check_host_value(name: str, x: Any) -> None:
     """A Python number or list may stand for an array argument; anything else (a string) is
     refused here, naming it, rather than by a framework's conversion."""
@@ -434,6 +445,8 @@ def prepare(
             except ValueError as exc:
                 raise ValueError(f"{exc}{_class_axis_hint(names[0], pshape, ad.shape(x))}"
                                  ) from None
+            x = _run_time_shape(ad, x, loss_shape, name, f"`{names[0]}` without axis "
+                                f"{class_axis}")
             if x.dtype != xp.int64 and x.dtype != xp.int32:
                 # (uint8 labels, MNIST's, and the like) TensorFlow gathers only int16/32/64
                 # indices, torch has no min/max or comparisons of uint16/32/64, and an
@@ -446,6 +459,7 @@ def prepare(
                 except ValueError as exc:
                     raise ValueError(f"{exc}{_sparse_hint(ad, name, x, loss_shape, sparse_form)}"
                                      ) from None
+                x = _run_time_shape(ad, x, pshape, name, f"`{names[0]}`")
             if not (ad.is_floating(x) or ad.is_integral(x)):
                 raise TypeError(f"`{name}` must be a real array, got dtype {x.dtype}.")
             x = ad.astype(x, dtype)

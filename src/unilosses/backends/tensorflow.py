@@ -731,6 +731,20 @@ class TensorflowAdapter(Adapter):
     def shape(self, x: Array) -> tuple[Any, ...]:
         return _static_shape(x)
 
+    def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str) -> Array:
+        want = tf.cast(_dyn(shape), tf.int32)
+        have = tf.shape(x)
+        # an unknown dimension that is 1 at run time would otherwise broadcast silently
+        # ((N, 1) against (N, C) gave an (N, C) loss).  Under XLA (jit_compile) Assert
+        # compiles to nothing: there the broadcast refuses a size other than 1, and the
+        # reshape a 1 against another size (XLA compiles per concrete shape, so both fail
+        # when compiling, naming the shapes)
+        ok = tf.debugging.Assert(tf.reduce_all(tf.equal(have, want)),
+                                 [message, "got", have, "expected", want])
+        with tf.control_dependencies([ok]):
+            x = tf.identity(x)
+        return tf.reshape(x, tf.shape(tf.broadcast_to(x, want)))
+
     def dim(self, x: Array, axis: int) -> Any:
         return tf.shape(x, out_type=tf.int64)[axis]
 

@@ -636,3 +636,47 @@ def test_torch_without_values(name, where):
                 got.sum().backward()
                 g = args[0].grad
                 assert g is not None and g.shape == args[0].shape and g.device == args[0].device
+
+
+# loss -> (kwargs, whether the second array holds labels)
+_SYMBOLIC = {
+    "binary_cross_entropy": ({}, False),
+    "binary_focal_loss": ({}, False),
+    "sparse_categorical_cross_entropy_with_logits": ({"label_smoothing": 0.1}, True),
+    "kl_divergence": ({"reduction": "batchmean"}, False),
+    "categorical_cross_entropy_with_logits": ({}, False),
+}
+
+
+@needs_jax
+@pytest.mark.parametrize("name", sorted(_SYMBOLIC))
+def test_jax_export_with_symbolic_shapes(name):
+    """jax.export with symbolic batch and class dimensions ("b, c") exports the loss, and the
+    exported function gives the eager value and gradient at other shapes.  The probability
+    losses compared the symbolic size with a threshold ("Symbolic dimension comparison 'b*c'
+    >= '65536' is inconclusive"), sparse CE and batchmean KL took float() of a dimension
+    ("float() argument must be a string or a real number, not '_DimExpr'")."""
+    from jax import export
+
+    kw, labels = _SYMBOLIC[name]
+    fn = getattr(unilosses, name)
+    b, c = export.symbolic_shape("b, c")
+    second = (jax.ShapeDtypeStruct((b,), jnp.int32) if labels
+              else jax.ShapeDtypeStruct((b, c), jnp.float32))
+
+    def value_and_grad(x, y):  # type: ignore[no-untyped-def]
+        return jax.value_and_grad(lambda x: fn(x, y, **kw))(x)
+
+    exported = export.export(jax.jit(value_and_grad))(
+        jax.ShapeDtypeStruct((b, c), jnp.float32), second)
+    rng = np.random.default_rng(0)
+    for n, k in ((5, 4), (1, 3), (3, 1)):
+        p = rng.dirichlet(np.ones(k), n).astype(np.float32)
+        x = np.log(p) if name == "kl_divergence" else p
+        y = (rng.integers(0, k, n).astype(np.int32) if labels
+             else rng.dirichlet(np.ones(k), n).astype(np.float32))
+        x, y = jnp.asarray(x), jnp.asarray(y)
+        value, grad = exported.call(x, y)
+        e_value, e_grad = value_and_grad(x, y)
+        assert_close(JAX, value, np.asarray(e_value), "float32")
+        assert_close(JAX, grad, np.asarray(e_grad), "float32")

@@ -42,8 +42,10 @@ def inside_clip(call: Call, p: Array, name: str = "predictions") -> bool:
     [eps, 1 - eps], so that the clip can be dropped.  With checks off, the values are read for
     that only from :data:`_INSIDE_MIN` elements on."""
     n = size_of(call.ad.shape(p))
+    # (an int: a symbolic size, jax.export's or torch.compile's, is not compared, which
+    # jax.export refuses as inconclusive and torch would guard on; it is not read anyway)
     return call.require_probabilities(p, name, inside=(EPSILON, 1.0 - EPSILON),
-                                      read=n is not None and n >= _INSIDE_MIN)
+                                      read=isinstance(n, int) and n >= _INSIDE_MIN)
 
 
 def finite_logits(call: Call, x: Array) -> Array:
@@ -97,12 +99,16 @@ def clamped_log_normalizer(call: Call, x: Array, axis: int) -> tuple[Array, Arra
     if ad.bounded(x):  # every logit shown within the bounds: no clamp (eager, large inputs)
         return m, xp.log(xp.sum(xp.exp(x - m), axis=axis))
     classes = ad.shape(x)[axis]
-    if classes is None:  # (unknown while tracing: both bounds)
+    try:
+        count = None if classes is None else float(classes)
+    except TypeError:  # (jax.export's symbolic dimension has no float value)
+        count = None
+    if count is None:  # (unknown while tracing: both bounds)
         return m, xp.log(xp.sum(xp.exp(clamped_logits(call, x) - m), axis=axis))
     s = xp.sum(xp.exp(ad.clip(x - m, None, 0.0)), axis=axis)
     # (NaN rows keep their sum, NaN)
     low = xp.squeeze(m, axis=axis) <= -logit_bound(call)
-    return m, xp.log(ad.where(low, float(classes), s))
+    return m, xp.log(ad.where(low, count, s))
 
 
 def along_axis(call: Call, v: Array, axis: int, ndim: int) -> Array:

@@ -1311,3 +1311,42 @@ def test_shapes_unknown_when_traced_are_checked_at_run_time(name, jit):
             else tf.constant(rng.uniform(0.1, 0.9, pshape).astype(np.float32)))
     want = fn(p, t_ok)
     np.testing.assert_allclose(f(p, t_ok).numpy(), want.numpy(), rtol=1e-6)
+
+
+def _per_class(name):  # type: ignore[no-untyped-def]
+    v = tf.constant([0.2, 0.5, 0.8])
+    return {
+        "alpha": lambda x, t: unilosses.binary_focal_loss_with_logits(x, t, alpha=v),
+        "pos_weight": lambda x, t: unilosses.binary_cross_entropy_with_logits(
+            x, t, pos_weight=v),
+        "variance": lambda x, t: unilosses.gaussian_nll(x, t, v),
+        "weights": lambda x, t: unilosses.mse(x, t, weights=v),
+        "class_weights": lambda x, t: unilosses.categorical_cross_entropy_with_logits(
+            x, t, class_weights=v),
+        "categorical_alpha": lambda x, t: unilosses.categorical_focal_loss_with_logits(
+            x, t, alpha=v),
+    }[name]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("name", ["alpha", "pos_weight", "variance", "weights",
+                                  "class_weights", "categorical_alpha"])
+def test_per_class_options_are_checked_at_run_time(name, jit):
+    """A (3,) per-class option against logits traced [None, None] that are (4, 1) or (4, 5)
+    at run time is refused, as eagerly: binary_focal_loss_with_logits(alpha=(3,)) returned
+    0.3509 on (4, 1) logits of 1 and targets of 0 (a (4, 3) loss), where the eager call
+    raises "`alpha` has shape (3,), which does not broadcast to the logits of shape (4, 1)"."""
+    fn = _per_class(name)
+    f = tf.function(fn, jit_compile=jit,
+                    input_signature=[tf.TensorSpec([None, None], tf.float32)] * 2)
+    for shape in ((4, 1), (4, 5)):
+        x, t = tf.ones(shape), tf.fill(shape, 0.5)
+        with pytest.raises(ValueError):
+            fn(x, t)
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            f(x, t)
+        if not jit:
+            assert f"`{name.replace('categorical_', '')}`" in str(info.value)
+    x = tf.constant(rng.normal(size=(4, 3)).astype(np.float32))
+    t = tf.constant(rng.dirichlet(np.ones(3), 4).astype(np.float32))
+    np.testing.assert_allclose(f(x, t).numpy(), fn(x, t).numpy(), rtol=1e-6)

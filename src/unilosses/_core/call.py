@@ -318,6 +318,18 @@ def _run_time_shape(ad: Adapter, x: Array, shape: tuple[Any, ...], name: str,
         f"one against the other), but their shapes differ at run time; reshape one of them:")
 
 
+def broadcast_checked(ad: Adapter, name: str, x: Array, shape: tuple[Any, ...],
+                      what: str) -> Array:
+    """:func:`check_broadcastable`, and ``x`` checked again when it runs where a dimension is
+    unknown when traced (the static check let it pass)."""
+    check_broadcastable(name, ad.shape(x), shape, what)
+    if size_of(shape) is not None and size_of(ad.shape(x)) is not None:
+        return x
+    return ad.run_time_shape(
+        x, shape, f"`{name}` does not broadcast to {what} at run time; give it that shape or "
+        f"one that broadcasts to it (size-1 or missing leading dimensions):", broadcast=True)
+
+
 def check_host_value(name: str, x: Any) -> None:
     """A Python number or list may stand for an array argument; anything else (a string) is
     refused here, naming it, rather than by a framework's conversion."""
@@ -488,8 +500,8 @@ def prepare(
             _same_device(ad, device, names[0], "weights", weights)
         if not (ad.is_floating(weights) or ad.is_integral(weights)):
             raise TypeError(f"`weights` must be a real array, got dtype {weights.dtype}.")
-        check_broadcastable("weights", ad.shape(weights), loss_shape,
-                            "the elementwise loss of shape")
+        weights = broadcast_checked(ad, "weights", weights, loss_shape,
+                                    "the elementwise loss of shape")
         w = ad.astype(weights, dtype)
     call = Call(ad, dtype, loss_shape, mask, w, reduction)
     if mask is not None and w is not None:
@@ -497,4 +509,4 @@ def prepare(
     return call, out
 
 
-__all__ = ["Call", "plain", "prepare", "fmt_shape"]
+__all__ = ["Call", "broadcast_checked", "plain", "prepare", "fmt_shape"]

@@ -58,10 +58,12 @@ class Adapter:
     def shape(self, x: Array) -> tuple[Any, ...]:
         return tuple(x.shape)
 
-    def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str) -> Array:
-        """``x``, required to have ``shape`` exactly when the program runs, where the static
-        shapes leave a dimension unknown (None: TensorFlow traced with it unknown), else an
-        error with ``message``.  Elsewhere shapes are known, and checked, when traced."""
+    def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str,
+                       broadcast: bool = False) -> Array:
+        """``x``, required to have ``shape`` exactly (``broadcast``: to broadcast to it, as
+        it is or as broadcast) when the program runs, where the static shapes leave a
+        dimension unknown (None: TensorFlow traced with it unknown), else an error with
+        ``message``.  Elsewhere shapes are known, and checked, when traced."""
         return x
 
     def dim(self, x: Array, axis: int) -> Any:

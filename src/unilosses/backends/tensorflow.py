@@ -731,7 +731,8 @@ class TensorflowAdapter(Adapter):
     def shape(self, x: Array) -> tuple[Any, ...]:
         return _static_shape(x)
 
-    def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str) -> Array:
+    def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str,
+                       broadcast: bool = False) -> Array:
         want = tf.cast(_dyn(shape), tf.int32)
         have = tf.shape(x)
         # an unknown dimension that is 1 at run time would otherwise broadcast silently
@@ -739,10 +740,18 @@ class TensorflowAdapter(Adapter):
         # compiles to nothing: there the broadcast refuses a size other than 1, and the
         # reshape a 1 against another size (XLA compiles per concrete shape, so both fail
         # when compiling, naming the shapes)
-        ok = tf.debugging.Assert(tf.reduce_all(tf.equal(have, want)),
-                                 [message, "got", have, "expected", want])
-        with tf.control_dependencies([ok]):
+        tail = want[len(shape) - len(x.shape):]
+        ok = tf.equal(have, tail)
+        if broadcast:
+            ok = ok | tf.equal(have, 1)
+        assertion = tf.debugging.Assert(tf.reduce_all(ok),
+                                        [message, "got", have, "expected", want])
+        with tf.control_dependencies([assertion]):
             x = tf.identity(x)
+        if broadcast:
+            # (under XLA the broadcast is fused into its use; elsewhere the Assert suffices,
+            # where a broadcast would be a full-size copy)
+            return tf.broadcast_to(x, want) if _in_xla() else x
         return tf.reshape(x, tf.shape(tf.broadcast_to(x, want)))
 
     def dim(self, x: Array, axis: int) -> Any:

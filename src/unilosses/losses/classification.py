@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._core.call import Call, plain, prepare
+from .._core.call import Call, broadcast_checked, plain, prepare
 from .._core.checks import checks_enabled
 from .._core.validate import (
     _number,
     as_index,
-    check_broadcastable,
     check_nonnegative,
     check_unit_interval,
     fmt_shape,
@@ -118,15 +117,23 @@ def along_axis(call: Call, v: Array, axis: int, ndim: int) -> Array:
     return v
 
 
-def check_class_vector(call: Call, name: str, v: Array, classes: Any) -> None:
-    """``v`` must be 1-D with one entry per class."""
-    shape = call.ad.shape(v)
-    if len(shape) != 1 or (classes is not None and shape[0] is not None
-                           and shape[0] != classes):
+def check_class_vector(call: Call, name: str, v: Array, shape: tuple[Any, ...],
+                       axis: int) -> Array:
+    """``v`` must be 1-D with one entry per class (axis ``axis`` of ``shape``); returned
+    checked again when it runs where the class count is unknown when traced."""
+    classes = shape[axis]
+    vshape = call.ad.shape(v)
+    if len(vshape) != 1 or (classes is not None and vshape[0] is not None
+                            and vshape[0] != classes):
         raise ValueError(
-            f"`{name}` has shape {fmt_shape(shape)}; it must be 1-D with one entry per class, "
-            f"({classes},)."
+            f"`{name}` has shape {fmt_shape(vshape)}; it must be 1-D with one entry per "
+            f"class, ({classes},)."
         )
+    if classes is not None and vshape[0] is not None:
+        return v
+    return call.ad.run_time_shape(v, shape[axis:axis + 1], f"`{name}` must be 1-D with one "
+                                  f"entry per class, but its length differs from the class "
+                                  f"count at run time:")
 
 
 def _smooth_binary(t: Array, label_smoothing: float) -> Array:
@@ -283,7 +290,7 @@ def binary_cross_entropy_with_logits(
     ad = call.ad
     pw = pos_weight if len(out) <= 2 else out[2]
     if len(out) > 2:
-        check_broadcastable("pos_weight", ad.shape(pw), ad.shape(out[0]), "the logits of shape")
+        pw = broadcast_checked(ad, "pos_weight", pw, ad.shape(out[0]), "the logits of shape")
         call.require_within(pw, 0.0, float(call.xp.finfo(call.dtype).max), lambda: (
             "`pos_weight` holds values outside [0, inf) (or NaN, or inf); give each class's "
             "positive term a finite weight >= 0."))
@@ -408,7 +415,7 @@ def prepared_class_weights(call: Call, out: list[Array], n: int, axis: int,
     if len(out) <= n:
         return None
     cw = out[n]
-    check_class_vector(call, "class_weights", cw, call.ad.shape(out[0])[axis])
+    cw = check_class_vector(call, "class_weights", cw, call.ad.shape(out[0]), axis)
     call.require(cw >= 0.0, lambda: "`class_weights` holds negative values (or NaN).")
     return along_axis(call, cw, axis, ndim)
 

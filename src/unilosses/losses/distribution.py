@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._core.call import Call, prepare
+from .._core.call import Call, broadcast_checked, prepare
 from .._core.validate import (
-    check_broadcastable,
     check_flag,
     check_positive,
     host_shape,
@@ -271,7 +270,7 @@ def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full
     xp, ad = call.xp, call.ad
     if per_row:
         v = xp.expand_dims(v, axis=-1)
-    check_broadcastable("variance", ad.shape(v), ad.shape(p), "the predictions of shape")
+    v = broadcast_checked(ad, "variance", v, ad.shape(p), "the predictions of shape")
     if call.mask is not None:
         v = call.clean(xp.broadcast_to(v, call.loss_shape), 1.0)
     call.require(v >= 0.0, lambda: "`variance` holds negative values (or NaN).")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._core.call import Call, plain, prepare
+from .._core.call import Call, broadcast_checked, plain, prepare
 from .._core.checks import checks_enabled
 from .._core.validate import (
-    check_broadcastable,
     check_nonnegative,
     check_positive,
     check_unit_interval,
@@ -72,8 +71,7 @@ def _broadcast_alpha(call: Call, out: list[Array], n: int, alpha: float | None,
     if len(out) <= n:
         return alpha
     a = out[n]
-    check_broadcastable("alpha", call.ad.shape(a), call.ad.shape(out[0]),
-                        f"the {against} of shape")
+    a = broadcast_checked(call.ad, "alpha", a, call.ad.shape(out[0]), f"the {against} of shape")
     _check_alpha_values(call, a)
     return a
 
@@ -705,7 +703,7 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
     xp, ad = call.xp, call.ad
     p = out[0]
     if len(out) > 2:
-        check_class_vector(call, "alpha", out[2], ad.shape(p)[ax])
+        out[2] = check_class_vector(call, "alpha", out[2], ad.shape(p), ax)
         _check_alpha_values(call, out[2])
         a = along_axis(call, out[2], ax, ndim)
     if logits:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._core.call import Call, check_host_value, prepare
+from .._core.call import Call, broadcast_checked, check_host_value, prepare
 from .._core.dispatch import resolve
-from .._core.validate import check_broadcastable, check_nonnegative, normalize_axes
+from .._core.validate import check_nonnegative, normalize_axes
 
 Array = Any
 
@@ -51,8 +51,8 @@ def _overlap(predictions: Array, targets: Array, axis: Any, reduction: str, weig
             weights = ad.asarray(weights, like=p)
         if not (ad.is_floating(weights) or ad.is_integral(weights)):
             raise TypeError(f"`weights` must be a real array, got dtype {weights.dtype}.")
-        check_broadcastable("weights", ad.shape(weights), loss_shape,
-                            f"the loss (predictions without axis {axes}) of shape")
+        weights = broadcast_checked(ad, "weights", weights, loss_shape,
+                                    f"the loss (predictions without axis {axes}) of shape")
         w = ad.astype(weights, call.dtype)
         if mask is not None:
             w = ad.where(mask, xp.broadcast_to(w, loss_shape), 0.0)

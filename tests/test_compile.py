@@ -488,6 +488,7 @@ def test_torch_compile_axis_as_an_argument(dynamic):
         unilosses.rmse(p, t, axis=(1, -1))
 
 
+
 INDUCTOR = {
     # the gather, the ignore mask and label smoothing
     "sparse_categorical_cross_entropy_with_logits": False,
@@ -680,3 +681,34 @@ def test_jax_export_with_symbolic_shapes(name):
         e_value, e_grad = value_and_grad(x, y)
         assert_close(JAX, value, np.asarray(e_value), "float32")
         assert_close(JAX, grad, np.asarray(e_grad), "float32")
+
+
+@needs_torch
+@pytest.mark.parametrize("module", ["SparseCategoricalCrossEntropyWithLogitsLoss",
+                                    "CrossEntropyLoss", "KLDivLoss"])
+def test_torch_export_with_dynamic_dimensions(module):
+    """torch.export.export with Dim batch and class dimensions: the exported module gives the
+    eager value at other batch sizes and class counts.  float() of a dimension specialised
+    it: the class count of an all-clamped row (sparse CE), the batch count of
+    reduction="batchmean" (KL): "Constraints violated (c)! ... your code specialized it to be
+    a constant (4)"."""
+    from torch.export import Dim, export
+
+    import unilosses.torch as ut
+
+    kl = module == "KLDivLoss"
+    loss = ut.KLDivLoss(reduction="batchmean") if kl else getattr(ut, module)()
+    rng = np.random.default_rng(0)
+
+    def inputs(n, c):  # type: ignore[no-untyped-def]
+        x = torch.tensor(rng.normal(size=(n, c)) * 3, dtype=torch.float32)
+        if kl:
+            return torch.log_softmax(x, -1), torch.softmax(torch.randn(n, c), -1)
+        return x, torch.tensor(rng.integers(0, c, n))
+
+    b, c = Dim("b", min=2, max=4096), Dim("c", min=2, max=1024)
+    dims = ({0: b, 1: c}, {0: b, 1: c} if kl else {0: b})
+    exported = export(loss, inputs(5, 4), dynamic_shapes=dims).module()
+    for n, k in ((5, 4), (2, 9), (64, 3)):
+        x, y = inputs(n, k)
+        assert_close(TORCH, exported(x, y), loss(x, y).numpy(), "float32")

@@ -98,16 +98,14 @@ def clamped_log_normalizer(call: Call, x: Array, axis: int) -> tuple[Array, Arra
     if ad.bounded(x):  # every logit shown within the bounds: no clamp (eager, large inputs)
         return m, xp.log(xp.sum(xp.exp(x - m), axis=axis))
     classes = ad.shape(x)[axis]
-    try:
-        count = None if classes is None else float(classes)
-    except TypeError:  # (jax.export's symbolic dimension has no float value)
-        count = None
-    if count is None:  # (unknown while tracing: both bounds)
+    if classes is None:  # (unknown while tracing: both bounds)
         return m, xp.log(xp.sum(xp.exp(clamped_logits(call, x) - m), axis=axis))
     s = xp.sum(xp.exp(ad.clip(x - m, None, 0.0)), axis=axis)
     # (NaN rows keep their sum, NaN)
     low = xp.squeeze(m, axis=axis) <= -logit_bound(call)
-    return m, xp.log(ad.where(low, count, s))
+    # (a float by arithmetic, not float(): float() of jax.export's symbolic dimension raises,
+    # and of a symbolic one in torch.export specialises the class count to a constant)
+    return m, xp.log(ad.where(low, classes * 1.0, s))
 
 
 def along_axis(call: Call, v: Array, axis: int, ndim: int) -> Array:

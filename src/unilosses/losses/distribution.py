@@ -125,10 +125,9 @@ def _batch_count(call: Call, loss: Array) -> Any:
     if not shape:
         return 1.0
     if call.mask is None and shape[0] is not None:
-        try:
-            return float(max(shape[0], 1))
-        except TypeError:  # (jax.export's symbolic dimension has no float value: counted)
-            pass
+        # (a float by arithmetic, not float(): float() of jax.export's symbolic dimension
+        # raises, and of a symbolic one in torch.export specialises the batch to a constant)
+        return max(shape[0], 1) * 1.0
     kept = xp.ones_like(loss) if call.mask is None else ad.astype(call.mask, call.dtype)
     if len(shape) > 1:
         # (a sum, not a max: the max of a zero-size axis is an error, its sum 0, no entry)

@@ -489,6 +489,35 @@ def test_torch_compile_axis_as_an_argument(dynamic):
 
 
 
+@needs_torch
+@pytest.mark.usefixtures("fresh_dynamo")
+@pytest.mark.parametrize("name", ["sparse_categorical_cross_entropy_with_logits",
+                                  "sparse_categorical_cross_entropy",
+                                  "sparse_categorical_focal_loss_with_logits"])
+def test_torch_compile_a_sparse_loss_itself_with_dynamic_true(name):
+    """torch.compile(loss, dynamic=True, fullgraph=True) on the loss function itself traces
+    its integer arguments, the class axis among them, as symbolic integers, which
+    array_api_compat's squeeze sorted: "Unsupported: sort with non-constant keys".  One graph
+    across batch sizes from 2 on, and the eager values and gradients."""
+    from torch._dynamo.utils import counters
+
+    fn = getattr(unilosses, name)
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True, dynamic=True)
+    g = torch.Generator().manual_seed(0)
+    counters.clear()
+    for n in (2, 7, 64):
+        x = torch.randn(n, 5, generator=g)
+        x = x.softmax(-1) if "with_logits" not in name else x * 3
+        y = torch.randint(0, 5, (n,), generator=g)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        got, want = compiled(x1, y), fn(x2, y)
+        assert_close(TORCH, got, want.detach().numpy(), "float32")
+        got.backward()
+        want.backward()
+        assert_close(TORCH, x1.grad, x2.grad.numpy(), "float32")
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 INDUCTOR = {
     # the gather, the ignore mask and label smoothing
     "sparse_categorical_cross_entropy_with_logits": False,

@@ -207,7 +207,15 @@ def reduced_axis(axis: Any, x: Any, name: str) -> int:
             f"`{name}` is 0-d, but this loss reduces over its `axis`={axis!r} (the classes, "
             f"or the vector); give it at least one axis, e.g. x.reshape(1, -1) for one sample."
         )
-    return normalize_axis(axis, ndim)
+    ax = normalize_axis(axis, ndim)
+    # torch.compile(loss, dynamic=True) traces an int argument of the loss, the axis among
+    # them, as a symbolic integer, which array_api_compat's squeeze sorts (a graph break);
+    # compared with each axis it becomes that axis (one graph per axis, as the shapes differ)
+    # (from the last axis down: the default -1 is met first)
+    for a in range(ndim - 1, 0, -1):
+        if ax == a:
+            return a
+    return 0
 
 
 def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:

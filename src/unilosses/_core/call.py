@@ -311,7 +311,8 @@ def _run_time_shape(ad: Adapter, x: Array, shape: tuple[Any, ...], name: str,
                     other: str) -> Array:
     """``x`` checked to have ``shape`` when it runs, where a dimension is unknown when traced
     (the check above let it pass)."""
-    if size_of(shape) is not None and size_of(ad.shape(x)) is not None:
+    if not ad.unknown_dims or (size_of(shape) is not None
+                               and size_of(ad.shape(x)) is not None):
         return x
     return ad.run_time_shape(
         x, shape, f"`{name}` and {other} must have the same shape (unilosses never broadcasts "
@@ -323,7 +324,8 @@ def broadcast_checked(ad: Adapter, name: str, x: Array, shape: tuple[Any, ...],
     """:func:`check_broadcastable`, and ``x`` checked again when it runs where a dimension is
     unknown when traced (the static check let it pass)."""
     check_broadcastable(name, ad.shape(x), shape, what)
-    if size_of(shape) is not None and size_of(ad.shape(x)) is not None:
+    if not ad.unknown_dims or (size_of(shape) is not None
+                               and size_of(ad.shape(x)) is not None):
         return x
     return ad.run_time_shape(
         x, shape, f"`{name}` does not broadcast to {what} at run time; give it that shape or "

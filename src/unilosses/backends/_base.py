@@ -58,6 +58,10 @@ class Adapter:
     def shape(self, x: Array) -> tuple[Any, ...]:
         return tuple(x.shape)
 
+    #: whether a traced shape may leave a dimension unknown (None: TensorFlow); elsewhere the
+    #: run-time shape checks are skipped without looking at the shapes (microseconds a call)
+    unknown_dims = False
+
     def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str,
                        broadcast: bool = False) -> Array:
         """``x``, required to have ``shape`` exactly (``broadcast``: to broadcast to it, as

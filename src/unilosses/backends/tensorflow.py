@@ -731,6 +731,8 @@ class TensorflowAdapter(Adapter):
     def shape(self, x: Array) -> tuple[Any, ...]:
         return _static_shape(x)
 
+    unknown_dims = True
+
     def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str,
                        broadcast: bool = False) -> Array:
         want = tf.cast(_dyn(shape), tf.int32)

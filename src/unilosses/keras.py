@@ -115,6 +115,7 @@ if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 is tf
 from ._core.validate import (
     _number,
     as_index,
+    axes_option,
     check_flag,
     check_nonnegative,
     check_positive,
@@ -567,18 +568,6 @@ class AnchorFocalCrossentropy(_Loss):
 
 
 # -- the loss catalogue: one body, the options declared per class ---------------------------------
-def _overlap_axis(name: str, value: Any) -> Any:
-    """The axes of one Dice/Tversky coefficient: None, an int or a tuple of ints (NumPy
-    integers as the ints they hold, which the config's JSON takes)."""
-    if value is None:
-        return None
-    axes = tuple(map(as_index, value)) if isinstance(value, (list, tuple)) else as_index(value)
-    for a in axes if isinstance(axes, tuple) else (axes,):
-        if isinstance(a, bool) or not isinstance(a, int):
-            raise TypeError(f"`{name}` must be None, an int or a tuple of ints, got {value!r}.")
-    return axes
-
-
 def _quantiles(name: str, value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return check_unit_interval(name, value)
@@ -804,7 +793,7 @@ class Dice(_Catalogue):
 
     _function = staticmethod(_seg.dice_loss)
     _defaults = {"axis": None, "smooth": 0.0, "eps": 1e-7}
-    _checks = {"axis": _overlap_axis, "smooth": check_nonnegative, "eps": check_nonnegative}
+    _checks = {"axis": axes_option, "smooth": check_nonnegative, "eps": check_nonnegative}
 
 
 @_register

@@ -145,6 +145,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 from ._core.validate import (
     as_index,
+    axes_option,
     check_flag,
     check_nonnegative,
     check_positive,
@@ -277,15 +278,6 @@ def _axis(value: int) -> int:
     return value
 
 
-def _axes(value: Any) -> int | tuple[int, ...] | None:
-    """The axes of one value (Dice, Tversky, RMSE): None, an int or a tuple of ints."""
-    if value is None:
-        return None
-    axes = tuple(map(as_index, value)) if isinstance(value, (list, tuple)) else as_index(value)
-    for a in axes if isinstance(axes, tuple) else (axes,):
-        if isinstance(a, bool) or not isinstance(a, int):
-            raise TypeError(f"`axis` must be None, an int or a tuple of ints, got {value!r}.")
-    return axes
 
 
 class _Loss(nn.Module):
@@ -349,7 +341,7 @@ class RMSELoss(_Loss):
 
     def __init__(self, *, axis: int | tuple[int, ...] | None = None) -> None:
         nn.Module.__init__(self)
-        self.axis = _axes(axis)
+        self.axis = axes_option("axis", axis)
 
     def forward(self, input: Tensor, target: Tensor, *, weights: Tensor | None = None,
                 where: Tensor | None = None) -> Tensor:
@@ -814,7 +806,7 @@ class DiceLoss(_Functional):
     def __init__(self, *, axis: int | tuple[int, ...] | None = None, smooth: float = 0.0,
                  eps: float = 1e-7, reduction: str = "mean") -> None:
         super().__init__(reduction=reduction)
-        self.axis = _axes(axis)
+        self.axis = axes_option("axis", axis)
         self.smooth, self.eps = _seg._smoothing(smooth, eps)
 
 

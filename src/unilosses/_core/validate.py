@@ -171,6 +171,19 @@ def as_index(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
+def axes_option(name: str, value: Any) -> int | tuple[int, ...] | None:
+    """An option naming the axes of one value (Dice, Tversky, RMSE), checked where a front end
+    is built: None, an int or a tuple (or list) of ints, NumPy integers as the ints they hold
+    (which a saved config's JSON takes)."""
+    if value is None:
+        return None
+    axes = tuple(map(as_index, value)) if isinstance(value, (list, tuple)) else as_index(value)
+    for a in axes if isinstance(axes, tuple) else (axes,):
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise TypeError(f"`{name}` must be None, an int or a tuple of ints, got {value!r}.")
+    return axes  # type: ignore[no-any-return]
+
+
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     axis = as_index(axis)
     if isinstance(axis, bool) or not isinstance(axis, int):

@@ -600,12 +600,14 @@ _FOCAL_GRAD_MAX = 1 << 13
 
 def _plain_focal_inputs(x: Array, t: Array, alpha: Any, gamma: Any, logits: bool) -> bool:
     """Whether a plain focal kernel takes these: see "Small plain logits" above; on logits
-    with a gradient up to _FOCAL_GRAD_MAX elements."""
+    with a gradient up to _FOCAL_GRAD_MAX elements; on probabilities with a gradient, gamma
+    1 or 2 (at gamma 0 autograd's t / p - (1 - t) / (1 - p) cancels where p nears t, up to
+    1e7 ulps in float32: the generic path's closed form keeps (p - t) / (p (1 - p)), 2)."""
     return (_focal_options(alpha, gamma) and type(x) is _Tensor and type(t) is _Tensor
             and t.dtype == x.dtype and x.dtype in _BOUNDS and x.is_cpu and t.is_cpu
             and t.shape == x.shape and 0 < x.numel() < _CHECK_MIN and not tracing(x, t)
-            and not (logits and x.numel() > _FOCAL_GRAD_MAX and x.requires_grad
-                     and torch.is_grad_enabled()))
+            and not ((logits and x.numel() > _FOCAL_GRAD_MAX or not logits and gamma == 0)
+                     and x.requires_grad and torch.is_grad_enabled()))
 
 
 def _probabilities_inside(p: Array, eps: float, check: Callable[[], bool]) -> bool | None:

@@ -42,3 +42,42 @@ def test_focal_probabilities_gradient_near_targets(ad_backend, alpha):  # type: 
         lambda a, b: unilosses.binary_focal_loss(a, b, alpha=alpha, gamma=0.0,
                                                  reduction="sum"), x, y)
     assert ulp_errors(g, g64, np.float32).max() <= 8
+
+
+def test_bce_with_logits_gradient_of_confident_logits(ad_backend, request):  # type: ignore[no-untyped-def]
+    # hard labels and logits of either sign up to 30: d/dx = sigmoid(x) - t.  Formed as
+    # such, sigmoid(x) rounds to 1 for x > 17 (float32) and the gradient of a right
+    # positive becomes 0 (TensorFlow eagerly, the closed form: 1.7e7 ulps); tf.nn's, optax's
+    # and the composition's are within 8
+    if ad_backend.name == "tensorflow":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="eager closed form sigmoid(x) - t; the accurate form "
+            "(where(x > 0, (1 - t) - s, s - t), s = sigmoid(-|x|)) cost ~20% of eager "
+            "forward+backward at 1e6 elements, so it is left out"))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-30, 30, 4096).astype(np.float32)
+    t = (rng.uniform(0, 1, 4096) < 0.5).astype(np.float32)
+    _, g64 = R.bce_logits(x, t)
+    a, b = ad_backend.asarray(x), ad_backend.asarray(t)
+    _, g = ad_backend.value_and_grad(
+        lambda u, v: unilosses.binary_cross_entropy_with_logits(u, v, reduction="sum"), a, b)
+    errors = ulp_errors(g, g64, np.float32)
+    if ad_backend.name == "torch":
+        # torch's fused kernel (F.binary_cross_entropy_with_logits), taken as it is: its
+        # backward is sigmoid(x) - t, e^x / 2 ulps off for a positive label (see README)
+        errors = errors[(t == 0) | (x <= 0)]
+    assert errors.max() <= 8
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bce_probabilities_gradient_near_targets(ad_backend, reduction):  # type: ignore[no-untyped-def]
+    # d/dp = (p - t) / (p (1 - p)); autodiff's (1 - t) / (1 - p) - t / p cancelled: up to
+    # 1.4e7 ulps (median 52) in float32 above torch's kernel's sizes (4096 elements with a
+    # gradient), against 2 for torch's binary_cross_entropy
+    p, t = near_targets(8192)
+    _, g64 = R.bce(p, t)
+    g64 = g64 / (p.size if reduction == "mean" else 1)
+    x, y = ad_backend.asarray(p), ad_backend.asarray(t)
+    _, g = ad_backend.value_and_grad(
+        lambda a, b: unilosses.binary_cross_entropy(a, b, reduction=reduction), x, y)
+    assert ulp_errors(g, g64, np.float32).max() <= 8

@@ -207,7 +207,26 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
                         checked=lambda: not call.ad.is_tracing(p) and checks_enabled())
     if fused is not None:
         return fused
+    total = call.reduced_sum(
+        lambda pb, tb: _bce_probabilities_value_grad(call, pb, tb, grad=False)[0], p, t,
+        value_and_grad=lambda pb, tb, **kw: _bce_probabilities_value_grad(call, pb, tb, **kw))
+    if total is not None:
+        return total
     return call.reduce(-(t * xp.log(p) + (1.0 - t) * call.ad.log1p(-p)))
+
+
+def _bce_probabilities_value_grad(call: Call, p: Array, t: Array, grad: bool = True,
+                                  value: bool = True,
+                                  **_: Any) -> tuple[Array | None, Array | None]:
+    """The elementwise BCE of probabilities ``p`` inside the clip and its derivative in ``p``,
+    ``(p - t) / (p (1 - p))``: autodiff's ``(1 - t) / (1 - p) - t / p`` cancels as ``p``
+    nears a soft target (up to 1.4e7 ulps in float32, median 52, at ``|p - t|`` of 1e-7 to
+    1e-1; torch's ``binary_cross_entropy`` backward: 2)."""
+    xp = call.xp
+    v = -(t * xp.log(p) + (1.0 - t) * call.ad.log1p(-p)) if value else None
+    if not grad:
+        return v, None
+    return v, (p - t) / (p * (1.0 - p))
 
 
 def binary_cross_entropy_with_logits(

@@ -350,13 +350,20 @@ def _bce_logits_value_grad(call: Call, x: Array, t: Array, grad: bool = True,
                            value: bool = True, bounded: bool = False,
                            **_: Any) -> tuple[Array | None, Array | None]:
     """:func:`_bce_logits` of the clamped logits (``bounded``: known unclamped) and its
-    derivative in ``x``, ``sigmoid(x) - t``, 0 where the clamp acts (as the clamp's)."""
+    derivative in ``x``, ``sigmoid(x) - t`` (to full relative precision for hard labels), 0
+    where the clamp acts (as the clamp's)."""
     ad = call.ad
     xc = x if bounded or ad.bounded(x) else clamped_logits(call, x)
     v = _bce_logits(call, xc, t) if value else None
     if not grad:
         return v, None
-    g = ad.sigmoid(xc) - t
+    # sigmoid(x) - t as (1 - t) - sigmoid(-x) above 0, sigmoid(x) - t below: for a label
+    # that agrees with the logit the small sigmoid, not 1 - sigmoid(x) (which rounds to 0
+    # from x = 17 in float32: 1.7e7 ulps off, where tf.nn's gradient is 3).  sigmoid(-|x|)
+    # by a select, not abs: abs's derivative at 0 is 0, which the second derivative kept
+    up = xc > 0
+    s = ad.sigmoid(ad.where(up, -xc, xc))
+    g = ad.where(up, (1.0 - t) - s, s - t)
     return v, g if xc is x else ad.where(xc == x, g, 0.0)
 
 

@@ -934,6 +934,16 @@ _FUSED_DEVICE_MIN = 1
 _FUSED_BACKEND = "inductor"
 #: compiled bodies by ``_key``; None: compiling failed
 _COMPILED: dict[tuple[Any, ...], Any] = {}
+#: at most this many compiled bodies per closed form, dtype and device, whatever the values
+#: of the options it closes over: past them a new value runs on the eager blocks.  Each value
+#: is a compiled body of its own (dynamo specialises a closure's floats, with or without
+#: ``specialize_float``), and an option on a schedule (gamma, alpha, a new value every step)
+#: compiled at every step, each kept for the rest of the run (torchvision's focal loss
+#: compiles nothing).  (8: dynamo's own recompile limit per function)
+_FUSED_VARIANTS = 8
+#: how many bodies each closed form, dtype and device has in ``_COMPILED``, by ``_key``
+#: without the closure's values
+_VARIANTS: dict[tuple[Any, ...], int] = {}
 _warned: list[bool] = []
 #: held around a key's first call: older torch (before its config moved to ContextVars) kept
 #: dynamo's config process-wide, where two threads' overlapping ``patch``es restore each
@@ -981,6 +991,11 @@ def _run_fused(body: Callable[..., Any], value_and_grad: Callable[..., Any], x: 
     first = fn is False
     if fn is None:
         return None
+    if first:
+        form = key[:3] + key[4:]
+        if _VARIANTS.get(form, 0) >= _FUSED_VARIANTS:
+            return None
+        _VARIANTS[form] = _VARIANTS.get(form, 0) + 1
     args = (value_and_grad, x.detach(), *(a.detach() for a in rest))
     try:
         if first:  # (torch.compile itself refuses some Pythons and platforms)

@@ -13,7 +13,6 @@ import pytest
 
 import unilosses
 
-
 # -- torch: the fused closed forms (torch.compile inside an eager call) ---------------------------
 
 @pytest.fixture

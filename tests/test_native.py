@@ -1270,6 +1270,20 @@ def test_fused_backward_twice_and_the_second_derivative(used, fused):  # type: i
     _close(second(x), used.generic(second, x), torch.float64)
 
 
+def test_fused_backward_with_a_batch_of_cotangents(used, fused):  # type: ignore[no-untyped-def]
+    # is_grads_batched=True runs backward under vmap, which refused the in-place scaling of
+    # the handed-on derivative by a batched cotangent ("vmap: aten::mul_ ... is not possible")
+    x, t = _focal_inputs(torch.float64, soft=True)
+    x = x[6:].clone().requires_grad_(True)  # away from ±inf
+    (g0,) = torch.autograd.grad(unilosses.binary_focal_loss_with_logits(x, t[6:]), x)
+    out = unilosses.binary_focal_loss_with_logits(x, t[6:])
+    cot = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    (g,) = torch.autograd.grad(out, x, cot, is_grads_batched=True)
+    _close(g[0], g0, torch.float64)
+    _close(g[1], -2.0 * g0, torch.float64)
+    assert fused == [True, True]
+
+
 def test_fused_compiles_once_for_every_size(fused):  # type: ignore[no-untyped-def]
     # dynamic shapes: one graph for three sizes (and the bound check adds no size guard)
     counters = torch._dynamo.utils.counters["stats"]

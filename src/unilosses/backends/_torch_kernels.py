@@ -98,6 +98,19 @@ def functorch_wrapped(x: Array) -> bool:
     return _is_wrapped is not None and bool(_is_wrapped(x))
 
 
+_is_legacy_batched = getattr(torch._C._functorch, "is_legacy_batchedtensor", None)
+
+
+def batched(g: Array) -> bool:
+    """Whether ``g`` (a cotangent in a Function's backward) is batched by a vmap: torch.func's,
+    or the legacy one that ``autograd.grad(is_grads_batched=True)`` and
+    ``autograd.functional.jacobian(vectorize=True)`` run backward under.  Such a ``g`` is
+    neither read nor an operand of an op in place into an unbatched tensor (vmap refuses
+    both)."""
+    return functorch_wrapped(g) or (_is_legacy_batched is not None
+                                    and bool(_is_legacy_batched(g)))
+
+
 def tracing(x: Array, *others: Array) -> bool:
     """Whether ``x`` has no values to read (``TorchAdapter.is_tracing``): under torch.compile
     they are fake; under torch.func transforms (vmap, grad) wrapped, and reading one back
@@ -515,7 +528,9 @@ class _PlainLogCosh(torch.autograd.Function):
     def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
         p, t = ctx.saved_tensors
         scale = ctx.scale
-        if torch.is_grad_enabled():
+        # (a cotangent batched by vmap, ``is_grads_batched=True``: no product in place into
+        # the unbatched derivative, which vmap refuses)
+        if torch.is_grad_enabled() or batched(g):
             return torch.tanh(p - t) * (g if scale is None else g * scale), None, None
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # handed on by an earlier backward (retain_graph): again
@@ -817,6 +832,7 @@ class _BlockwiseSum(torch.autograd.Function):
             # composition, with its graph, instead
             full = torch.autograd.grad(f(x, *rest).sum() * scale, x, g, create_graph=True)[0]
             return none + (full,) + tail
+        batch = batched(g)  # (is_grads_batched=True, say): read nothing of g
         if ctx.value_and_grad is not None:
             grad, ctx.grad = ctx.grad, None
             if grad is None:  # handed on by an earlier backward (retain_graph): again
@@ -828,16 +844,21 @@ class _BlockwiseSum(torch.autograd.Function):
             # its normaliser, or weighted): no full-size copy, and nothing here keeps it
             # (autograd may then take it as .grad as it is); g is read on the CPU alone, where
             # reading it costs no host synchronisation
+            if batch:  # nor scale it in place (vmap refuses a batched operand there)
+                return none + (grad * g,) + tail
             one = g.is_cpu and bool(g == 1)
             return none + (grad if one else grad.mul_(g),) + tail
-        grad = torch.empty_like(x)
+        grad, parts = torch.empty_like(x), []
         for s in range(0, x.shape[0], rows):
             with torch.enable_grad():
                 xb = x[s:s + rows].detach().requires_grad_(True)
                 vb = f(xb, *(a[s:s + rows] for a in rest)).sum() * scale
                 (gb,) = torch.autograd.grad(vb, xb, g)
-            grad[s:s + rows] = gb  # our own buffer, in eager mode only
-        return none + (grad,) + tail
+            if batch:  # a batch of block gradients: no copy into an unbatched buffer
+                parts.append(gb)
+            else:
+                grad[s:s + rows] = gb  # our own buffer, in eager mode only
+        return none + (torch.cat(parts) if batch else grad,) + tail
 
 
 def _block_value_grad(value_and_grad: Callable[..., tuple[Array, Array]], bounded: bool,
@@ -1051,7 +1072,10 @@ class _FusedSum(torch.autograd.Function):
                     full = torch.autograd.grad(ctx.f(xg, *rest).sum() * ctx.scale, xg, g)[0]
                 return head + (full,) + tail
             grad = out[1]
-        # no test of g == 1 on the device (a host synchronisation): one scaling pass
+        # no test of g == 1 on the device (a host synchronisation): one scaling pass (out of
+        # place for a cotangent batched by vmap, is_grads_batched=True, which refuses mul_)
+        if batched(g):
+            return head + (grad * (g * ctx.scale),) + tail
         return head + (grad.mul_(g * ctx.scale),) + tail
 
 

@@ -70,3 +70,26 @@ def test_torch_batched_cotangents(case):  # type: ignore[no-untyped-def]
         torch.testing.assert_close(g[i], c * g0, **F64)
     jac = torch.autograd.functional.jacobian(lambda a: f(a, t), x, vectorize=True)
     torch.testing.assert_close(jac, g0, **F64)
+
+
+def test_torch_gradient_in_pos_weight():  # type: ignore[no-untyped-def]
+    """A gradient in ``pos_weight`` (a learned class balance, a BCEWithLogitsLoss buffer
+    under functional_call): torch's kernel has none ("not differentiable with respect to
+    argument 'pos_weight'", F.binary_cross_entropy_with_logits alike); the composition has."""
+    torch = pytest.importorskip("torch")
+    import unilosses.torch as ut
+    x, t = _torch_inputs((5, 3))
+    pw = torch.tensor([2.0, 0.5, 1.0], dtype=torch.float64, requires_grad=True)
+    bce = unilosses.binary_cross_entropy_with_logits
+    for reduction in ("mean", "sum", "none"):
+        assert torch.autograd.gradcheck(
+            lambda p, r=reduction: bce(x, t, pos_weight=p, reduction=r), (pw,))
+    want = torch.func.grad(lambda p: unilosses.binary_cross_entropy_with_logits(
+        x, t, pos_weight=p))(pw.detach())
+    (got,) = torch.autograd.grad(unilosses.binary_cross_entropy_with_logits(
+        x, t, pos_weight=pw), pw)
+    torch.testing.assert_close(got, want, **F64)
+    module = ut.BCEWithLogitsLoss(pos_weight=pw.detach())
+    (name,) = dict(module.named_buffers())
+    (got,) = torch.autograd.grad(torch.func.functional_call(module, {name: pw}, (x, t)), pw)
+    torch.testing.assert_close(got, want, **F64)

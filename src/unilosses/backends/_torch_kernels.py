@@ -225,10 +225,12 @@ def smooth_l1(call: Any, p: Array, t: Array, beta: float) -> Array | None:
 
 def bce_with_logits(call: Any, x: Array, t: Array, pos_weight: Any) -> Array | None:
     r = _reduction(call, x)
-    if r is None or (pos_weight is not None and t.requires_grad):
+    if r is None or (pos_weight is not None and (
+            t.requires_grad or getattr(pos_weight, "requires_grad", False))):
         # (the kernel's gradient in the targets multiplies the cotangent by pos_weight times
         # the clamped logit before dividing by the count: inf at a logit of +-max/4 or +-inf,
-        # where the composition's is finite)
+        # where the composition's is finite; and it has none in pos_weight: "not
+        # differentiable with respect to argument 'pos_weight'", where the composition's is)
         return None
     if pos_weight is not None and not isinstance(pos_weight, torch.Tensor):
         pos_weight = torch.tensor(pos_weight, dtype=x.dtype, device=x.device)

@@ -93,3 +93,24 @@ def test_torch_gradient_in_pos_weight():  # type: ignore[no-untyped-def]
     (name,) = dict(module.named_buffers())
     (got,) = torch.autograd.grad(torch.func.functional_call(module, {name: pw}, (x, t)), pw)
     torch.testing.assert_close(got, want, **F64)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_vmap_over_labels_with_label_smoothing(reduction):  # type: ignore[no-untyped-def]
+    """torch.func.vmap over the integer labels alone, with label smoothing: torch's
+    cross-entropy kernel raised "vmap: inplace arithmetic(self, *extra_args) is not possible"
+    (F.cross_entropy alike); the loss per example is the answer."""
+    torch = pytest.importorskip("torch")
+    x, _ = _torch_inputs((5, 3))
+    labels = torch.tensor([[0, 2, 1, 1, 0], [2, 2, 0, 1, 1]])
+
+    def f(a, y):  # type: ignore[no-untyped-def]
+        return unilosses.sparse_categorical_cross_entropy_with_logits(
+            a, y, label_smoothing=0.2, reduction=reduction)
+
+    got = torch.func.vmap(lambda y: f(x, y), chunk_size=1)(labels)
+    grads = torch.func.vmap(lambda y: torch.func.grad(lambda a: f(a, y).sum())(x))(labels)
+    for i in range(2):
+        torch.testing.assert_close(got[i], f(x, labels[i]), **F64)
+        torch.testing.assert_close(grads[i], _torch_grad(lambda a, y: f(a, y).sum(), x,
+                                                         labels[i]), **F64)

@@ -303,6 +303,11 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
         # sparse 0.57-0.67 with backward (the kernel 0.91-1.10) and 1.13-1.15 forward (1.20-1.22),
         # soft targets 1.06 and 1.05 (1.15, 1.16)
         return None
+    if sparse and label_smoothing and not compiling and functorch_wrapped(targets):
+        # torch.func.vmap over the labels: torch's kernel smooths in place into a tensor
+        # that is not batched ("vmap: inplace arithmetic ... is not possible"; F.cross_entropy
+        # alike), the composition batches
+        return None
     if labels is not None and (compiling or not x.is_cpu or call.ad.is_tracing(x)):
         targets = labels()
     if x.ndim == 2 or axis == 1:  # already torch's layout

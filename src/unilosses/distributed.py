@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import adapter_for
+from .backends import adapter_for, adapter_named
 
 Array = Any
 
@@ -96,9 +96,18 @@ def _describe(x: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
+def _adapter(x: Any) -> Any:
+    """``x``'s adapter, a NumPy scalar's (``x.sum()``, a NumPy loss's "sum") included: NumPy 2's
+    scalars carry an array namespace and find one so, NumPy 1.x's do not and found none."""
+    adapter = adapter_for(x)
+    if adapter is None and isinstance(x, np.generic):
+        return adapter_named("numpy")
+    return adapter
+
+
 def _engine_of(x: Any, fn: str) -> str | None:
     """The distributed engine of array ``x`` (None: an array with no replicas, e.g. NumPy)."""
-    adapter = adapter_for(x)
+    adapter = _adapter(x)
     if adapter is None:
         raise TypeError(
             f"{fn} needs an array of your framework, got {_describe(x)}. Wrap the number "
@@ -211,7 +220,7 @@ def global_mean(loss_sum: Array, count: Any, /, *, axis_name: Any = None,
     7.0
     """
     _engine_of(loss_sum, "global_mean")
-    ad = adapter_for(loss_sum)
+    ad = _adapter(loss_sum)
     assert ad is not None  # _engine_of accepted it
     dtype = loss_sum.dtype
     if isinstance(count, np.generic):
@@ -274,7 +283,7 @@ def anchor_normalizer(anchor_state: Array, /, *, axis_name: Any = None, group: A
     1.0
     """
     n = global_sum(positive_count(anchor_state, dtype=dtype), axis_name=axis_name, group=group)
-    ad = adapter_for(n)
+    ad = _adapter(n)
     assert ad is not None  # global_sum returns an array of the input's framework
     return ad.where(n > 1.0, n, 1.0)
 

@@ -177,6 +177,12 @@ class Call:
             count = count * (self.ad.dim(loss, a) if d is None else d)
         return count
 
+    def in_dtype(self, x: Array) -> Array:
+        """``x`` (a loss's 0-d value, computed after a reduction with Python numbers) in the
+        computation dtype, which NumPy 1.x's promotion may have left (float32 to float64);
+        ``x`` itself on every other backend (``Adapter.promotes_scalars``)."""
+        return self.ad.astype(x, self.dtype) if self.ad.promotes_scalars else x
+
     def reduce(self, loss: Array, axis: Any = None, *, norm: Array | None = None) -> Array:
         """Apply weights, mask and the reduction to the elementwise ``loss``.
 
@@ -184,6 +190,9 @@ class Call:
         label), which "weighted_mean" also divides by, together with ``weights``.
         """
         ad, xp = self.ad, self.xp
+        if ad.promotes_scalars:
+            # (a 0-d loss, e.g. one Dice coefficient, from sums and Python numbers)
+            loss = ad.astype(loss, self.dtype)
         if self.weights is not None:
             loss = loss * self.weights
         if self.mask is not None:

@@ -62,6 +62,11 @@ class Adapter:
     #: run-time shape checks are skipped without looking at the shapes (microseconds a call)
     unknown_dims = False
 
+    #: whether a Python number next to a 0-d array or scalar may promote it (NumPy 1.x's
+    #: value-based promotion: float32 scalar * 2.0 is float64 there); then the 0-d values a
+    #: loss computes after a reduction are cast back to its dtype (``Call.in_dtype``)
+    promotes_scalars = False
+
     def run_time_shape(self, x: Array, shape: tuple[Any, ...], message: str,
                        broadcast: bool = False) -> Array:
         """``x``, required to have ``shape`` exactly (``broadcast``: to broadcast to it, as

@@ -9,6 +9,11 @@ import numpy as np
 
 from ._base import Adapter, Array
 
+#: NumPy 2's promotion (NEP 50): a Python scalar takes the array's dtype even where every
+#: operand is 0-d.  NumPy 1.x promotes by value only next to arrays of rank > 0, so
+#: ``np.where(c, float32 0-d, 1.0)`` (the reductions' final select) gave float64 there.
+_NEP50 = np.where(np.True_, np.float32(0), 0.0).dtype == np.float32
+
 
 def _ml_float(dtype: Any) -> bool:
     """ml_dtypes' floats (bfloat16, float8_*: JAX's types on NumPy arrays), which NumPy's
@@ -18,6 +23,8 @@ def _ml_float(dtype: Any) -> bool:
 
 class NumpyAdapter(Adapter):
     name = "numpy"
+
+    promotes_scalars = not _NEP50
 
     def __init__(self) -> None:
         super().__init__(xp_numpy)
@@ -43,7 +50,13 @@ class NumpyAdapter(Adapter):
         return x.min().item(), x.max().item()
 
     def where(self, cond: Array, x: Any, y: Any) -> Array:
-        # np.where keeps the array operand's dtype when the other is a Python scalar (NEP 50)
+        # np.where keeps the array operand's dtype when the other is a Python scalar (NEP 50;
+        # before NumPy 2 only when that operand has rank > 0: the scalar is cast here)
+        if not _NEP50:
+            if isinstance(y, (int, float)) and isinstance(x, (np.ndarray, np.generic)):
+                y = np.asarray(y, dtype=x.dtype)
+            elif isinstance(x, (int, float)) and isinstance(y, (np.ndarray, np.generic)):
+                x = np.asarray(x, dtype=y.dtype)
         out = np.where(cond, x, y)
         # 0-d: a NumPy scalar, as NumPy's arithmetic and reductions give ("weighted_mean"
         # and rmse, which end in a where, returned 0-d arrays where the rest gave scalars)

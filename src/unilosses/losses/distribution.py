@@ -115,7 +115,7 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
     total = call.reduce(loss)
     if not batchmean:
         return total
-    return total / _batch_count(call, loss)
+    return call.in_dtype(total / _batch_count(call, loss))
 
 
 def _batch_count(call: Call, loss: Array) -> Any:

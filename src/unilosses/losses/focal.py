@@ -554,13 +554,13 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
             images = None if d is None or images is None else images * d
         if images is None:
             return xp.mean(per_image)
-        return xp.sum(per_image) / max(images, 1)
+        return call.in_dtype(xp.sum(per_image) / max(images, 1))
     if total is None:
         total = xp.sum(fl)
     if normalizer is None:
         count = xp.sum(ad.astype(positive, call.dtype))
         return total / ad.where(count > 1.0, count, 1.0)
-    return total / normalizer
+    return call.in_dtype(total / normalizer)
 
 
 def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /, *,

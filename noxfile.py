@@ -17,8 +17,13 @@ import nox
 # CUDA) torch build; CI sets e.g. "torch==2.13.0" for the CPU wheel it has on disk.
 # UNILOSSES_TF_REQUIREMENT: pip requirement for TensorFlow, default "tensorflow"; CI sets
 # "tensorflow-cpu".
+# UNILOSSES_TORCH_LOWEST_REQUIREMENT, UNILOSSES_TF_LOWEST_REQUIREMENT: the same for the
+# `lowest` sessions, default "torch==2.3.0" (from PyPI a CUDA build, some GB) and
+# "tensorflow==2.16.1"; e.g. "tensorflow-cpu==2.16.1".
 TORCH = os.environ.get("UNILOSSES_TORCH_REQUIREMENT", "torch")
 TENSORFLOW = os.environ.get("UNILOSSES_TF_REQUIREMENT", "tensorflow")
+TORCH_LOWEST = os.environ.get("UNILOSSES_TORCH_LOWEST_REQUIREMENT", "torch==2.3.0")
+TF_LOWEST = os.environ.get("UNILOSSES_TF_LOWEST_REQUIREMENT", "tensorflow==2.16.1")
 JAX = "jax[cpu]>=0.4.31"
 STRICT = "array-api-strict>=2.3"
 TEST = ("pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100")
@@ -33,6 +38,19 @@ FRAMEWORKS: dict[str, tuple[str, ...]] = {
     "tensorflow": (TENSORFLOW,),
 }
 BACKENDS = list(FRAMEWORKS)
+
+#: the lowest versions pyproject.toml allows, pinned, with the runtime dependencies' lowest in
+#: every ``lowest`` session (NumPy 1.24 has wheels up to Python 3.11, TensorFlow 2.16 wants
+#: NumPy < 2, torch 2.3 was built against NumPy 1.x); each framework brings the peers that
+#: run on it (Keras 3.3 on TensorFlow, torch and JAX; optax on JAX)
+MINIMUM = ("numpy==1.24.4", "array-api-compat==1.11.0")
+KERAS_LOWEST = "keras==3.3.0"
+LOWEST: dict[str, tuple[str, ...]] = {
+    "numpy": ("array-api-strict==2.3.0",),
+    "torch": (TORCH_LOWEST, KERAS_LOWEST),
+    "jax": ("jax[cpu]==0.4.31", "jaxlib==0.4.31", "optax==0.2.3", KERAS_LOWEST),
+    "tensorflow": (TF_LOWEST, KERAS_LOWEST),
+}
 
 nox.options.sessions = ["lint", "typecheck", "minimal", "tests"]
 
@@ -57,9 +75,10 @@ print("unilosses", unilosses.__version__, "runs on NumPy alone")
 
 def _install(session: nox.Session, *requirements: str) -> None:
     """Install ``requirements``, torch's alone and first (see UNILOSSES_TORCH_REQUIREMENT)."""
-    if TORCH in requirements:
-        session.install(TORCH)
-        requirements = tuple(r for r in requirements if r != TORCH)
+    for torch in (TORCH, TORCH_LOWEST):
+        if torch in requirements:
+            session.install(torch)
+            requirements = tuple(r for r in requirements if r != torch)
     if requirements:
         session.install(*requirements)
 
@@ -69,6 +88,15 @@ def _install(session: nox.Session, *requirements: str) -> None:
 def tests(session: nox.Session, backend: str) -> None:
     """The test suite with one framework installed (the others' tests skip)."""
     _install(session, *FRAMEWORKS[backend], *TEST, "-e", ".")
+    session.run("pytest", *session.posargs, env=ENV)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("backend", list(LOWEST), ids=list(LOWEST))
+def lowest(session: nox.Session, backend: str) -> None:
+    """The test suite on the lowest versions pyproject.toml allows (LOWEST), one framework a
+    session.  Not a default session: it installs old releases (torch's is a CUDA build)."""
+    _install(session, *LOWEST[backend], *MINIMUM, *TEST, "-e", ".")
     session.run("pytest", *session.posargs, env=ENV)
 
 

@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import adapter_for, adapter_named
+from .backends import Adapter, adapter_for, adapter_named
 
 Array = Any
 
@@ -96,7 +96,7 @@ def _describe(x: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def _adapter(x: Any) -> Any:
+def _adapter(x: Any) -> Adapter | None:
     """``x``'s adapter, a NumPy scalar's (``x.sum()``, a NumPy loss's "sum") included: NumPy 2's
     scalars carry an array namespace and find one so, NumPy 1.x's do not and found none."""
     adapter = adapter_for(x)

@@ -351,10 +351,10 @@ def test_optax_softmax_cross_entropy(layout, label_smoothing, reduction, dtype):
     t[(0,) * t.ndim] = 0.3         # not one-hot everywhere: a soft entry (rows need not sum to 1)
 
     def peer(a, b):  # type: ignore[no-untyped-def]
-        # optax.smooth_labels smooths along the last axis, hence the moves
-        b = jnp.moveaxis(optax.smooth_labels(jnp.moveaxis(b, axis, -1), label_smoothing),
-                         -1, axis)
-        return optax.softmax_cross_entropy(a, b, axis=axis)
+        # optax.smooth_labels smooths along the last axis, and optax 0.2.3 (the lowest
+        # pyproject allows) has no `axis=` on its cross-entropies: the classes are moved last
+        b = optax.smooth_labels(jnp.moveaxis(b, axis, -1), label_smoothing)
+        return optax.softmax_cross_entropy(jnp.moveaxis(a, axis, -1), b)
 
     check_jax(lambda a, b: unilosses.categorical_cross_entropy_with_logits(
                   a, b, axis=axis, label_smoothing=label_smoothing, reduction=reduction),
@@ -370,8 +370,9 @@ def test_optax_softmax_cross_entropy_with_integer_labels(layout, reduction, dtyp
     x, y = _class_logits(shape, axis % len(shape), None)
     check_jax(lambda a, b: unilosses.sparse_categorical_cross_entropy_with_logits(
                   a, b, axis=axis, reduction=reduction),
+              # (the classes moved last: optax 0.2.3 has no `axis=`)
               _optax_reduce(lambda a, b: optax.softmax_cross_entropy_with_integer_labels(
-                  a, b, axis=axis), reduction),
+                  jnp.moveaxis(a, axis, -1), b), reduction),
               x, (y,), dtype)
 
 

@@ -43,7 +43,7 @@ BACKENDS = list(FRAMEWORKS)
 #: every ``lowest`` session (NumPy 1.24 has wheels up to Python 3.11, TensorFlow 2.16 wants
 #: NumPy < 2, torch 2.3 was built against NumPy 1.x); each framework brings the peers that
 #: run on it (Keras 3.3 on TensorFlow, torch and JAX; optax on JAX)
-MINIMUM = ("numpy==1.24.4", "array-api-compat==1.11.0")
+MINIMUM = ("numpy==1.24.4", "array-api-compat==1.11.0")  # (pyproject: numpy>=1.24.4)
 KERAS_LOWEST = "keras==3.3.0"
 LOWEST: dict[str, tuple[str, ...]] = {
     "numpy": ("array-api-strict==2.3.0",),
@@ -94,8 +94,9 @@ def tests(session: nox.Session, backend: str) -> None:
 @nox.session(python="3.11")
 @nox.parametrize("backend", list(LOWEST), ids=list(LOWEST))
 def lowest(session: nox.Session, backend: str) -> None:
-    """The test suite on the lowest versions pyproject.toml allows (LOWEST), one framework a
-    session.  Not a default session: it installs old releases (torch's is a CUDA build)."""
+    """The test suite on the lowest versions pyproject allows, one framework a session.
+
+    LOWEST, MINIMUM.  Not a default session: it installs old releases (torch's a CUDA build)."""
     _install(session, *LOWEST[backend], *MINIMUM, *TEST, "-e", ".")
     session.run("pytest", *session.posargs, env=ENV)
 

@@ -19,11 +19,35 @@ def _sign(x: Array, /) -> Array:
     return torch.where(torch.isnan(x), x, torch.sign(x))
 
 
+def _sum(x: Array, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False,
+         **kwargs: Any) -> Array:
+    # array_api_compat 1.11's sum starts with torch.asarray(x), which before torch's change of
+    # asarray's requires_grad default returned x detached: a masked loss on torch 2.3 had no
+    # gradient ("element 0 of tensors does not require grad").  Tensors that carry a gradient
+    # (floating ones) are summed here; the rest as array_api_compat does.
+    if not (isinstance(x, torch.Tensor) and x.requires_grad):
+        return xp_torch.sum(x, axis=axis, dtype=dtype, keepdims=keepdims, **kwargs)
+    if axis == ():
+        return x.clone() if dtype is None else x.to(dtype)
+    if axis is None:
+        out = torch.sum(x, dtype=dtype)
+        return out.reshape((1,) * x.ndim) if keepdims else out
+    return torch.sum(x, axis, dtype=dtype, keepdim=keepdims)
+
+
+def _compat_sum_detaches() -> bool:
+    """Whether array_api_compat's sum drops the autograd graph (feature test, at load)."""
+    return not xp_torch.sum(torch.zeros(1, requires_grad=True)).requires_grad
+
+
 def _namespace() -> Any:
-    """array_api_compat.torch, with a sign that torch.func can batch."""
+    """array_api_compat.torch, with a sign that torch.func can batch (and, where its sum
+    detaches, one that does not)."""
     ns = types.ModuleType(xp_torch.__name__, xp_torch.__doc__)
     ns.__dict__.update(xp_torch.__dict__)
     ns.sign = _sign  # type: ignore[attr-defined]
+    if _compat_sum_detaches():
+        ns.sum = _sum  # type: ignore[attr-defined]
     return ns
 
 

@@ -977,6 +977,9 @@ _FUSED_VARIANTS = 8
 #: without the closure's values
 _VARIANTS: dict[tuple[Any, ...], int] = {}
 _warned: list[bool] = []
+#: torch.OutOfMemoryError is torch.cuda's from torch 2.5 on; torch 2.3 has only the latter
+#: (naming the former in the except clause raised AttributeError instead of falling back)
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 #: held around a key's first call: older torch (before its config moved to ContextVars) kept
 #: dynamo's config process-wide, where two threads' overlapping ``patch``es restore each
 #: other's values (``specialize_float`` then left on for the whole process)
@@ -1040,7 +1043,7 @@ def _run_fused(body: Callable[..., Any], value_and_grad: Callable[..., Any], x: 
                 with _FIRST_CALL, torch._dynamo.config.patch(specialize_float=True):
                     return fn(*args)
             return fn(*args)
-    except torch.OutOfMemoryError:
+    except _OOM:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the compiler: fall back, once
         _COMPILED[key] = None

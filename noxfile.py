@@ -41,10 +41,12 @@ BACKENDS = list(FRAMEWORKS)
 
 #: the lowest versions pyproject.toml allows, pinned, with the runtime dependencies' lowest in
 #: every ``lowest`` session (NumPy 1.24 has wheels up to Python 3.11, TensorFlow 2.16 wants
-#: NumPy < 2, torch 2.3 was built against NumPy 1.x); each framework brings the peers that
-#: run on it (Keras 3.3 on TensorFlow, torch and JAX; optax on JAX)
+#: NumPy < 2); each framework brings the peers that run on it (Keras 3.8 on TensorFlow, torch
+#: and JAX; optax on JAX).  Keras 3.8: set_keras_mask (3.6), the "mean" reductions (3.7),
+#: Tversky's axis (3.8); Keras 3.3's SGD in a MirroredStrategy custom loop did not sum the
+#: replicas' gradients
 MINIMUM = ("numpy==1.24.4", "array-api-compat==1.11.0")  # (pyproject: numpy>=1.24.4)
-KERAS_LOWEST = "keras==3.3.0"
+KERAS_LOWEST = "keras==3.8.0"
 LOWEST: dict[str, tuple[str, ...]] = {
     "numpy": ("array-api-strict==2.3.0",),
     "torch": (TORCH_LOWEST, KERAS_LOWEST),
@@ -116,7 +118,7 @@ def minimal(session: nox.Session) -> None:
 @nox.session
 def parity(session: nox.Session) -> None:
     """Every framework and peer library: the parity report with compilation, and its tests."""
-    _install(session, TORCH, TENSORFLOW, JAX, STRICT, "optax>=0.2.3", "keras>=3.3",
+    _install(session, TORCH, TENSORFLOW, JAX, STRICT, "optax>=0.2.3", "keras>=3.8",
              "matplotlib>=3.7", *TEST, "-e", ".")
     # the table goes to the log; the heatmap is a file CI can keep (ignored by git)
     session.run("unilosses", "parity", "--compile", "--plot", "parity-report.png",
@@ -129,7 +131,7 @@ def bench(session: nox.Session) -> None:
     """The side-by-side benchmark (``python -m benchmarks``); arguments after ``--`` go to it,
     e.g. ``nox -s bench -- --backends torch --sizes 1e6 --modes eager``.  Not a default
     session: it measures, it does not test."""
-    _install(session, TORCH, TENSORFLOW, JAX, "optax>=0.2.3", "keras>=3.3", "-e", ".")
+    _install(session, TORCH, TENSORFLOW, JAX, "optax>=0.2.3", "keras>=3.8", "-e", ".")
     session.run("python", "-m", "benchmarks", *session.posargs, env=ENV)
 
 

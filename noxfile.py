@@ -18,11 +18,11 @@ import nox
 # UNILOSSES_TF_REQUIREMENT: pip requirement for TensorFlow, default "tensorflow"; CI sets
 # "tensorflow-cpu".
 # UNILOSSES_TORCH_LOWEST_REQUIREMENT, UNILOSSES_TF_LOWEST_REQUIREMENT: the same for the
-# `lowest` sessions, default "torch==2.3.0" (from PyPI a CUDA build, some GB) and
+# `lowest` sessions, default "torch==2.5.1" (from PyPI a CUDA build, some GB) and
 # "tensorflow==2.16.1"; e.g. "tensorflow-cpu==2.16.1".
 TORCH = os.environ.get("UNILOSSES_TORCH_REQUIREMENT", "torch")
 TENSORFLOW = os.environ.get("UNILOSSES_TF_REQUIREMENT", "tensorflow")
-TORCH_LOWEST = os.environ.get("UNILOSSES_TORCH_LOWEST_REQUIREMENT", "torch==2.3.0")
+TORCH_LOWEST = os.environ.get("UNILOSSES_TORCH_LOWEST_REQUIREMENT", "torch==2.5.1")
 TF_LOWEST = os.environ.get("UNILOSSES_TF_LOWEST_REQUIREMENT", "tensorflow==2.16.1")
 JAX = "jax[cpu]>=0.4.31"
 STRICT = "array-api-strict>=2.3"
@@ -44,7 +44,14 @@ BACKENDS = list(FRAMEWORKS)
 #: NumPy < 2); each framework brings the peers that run on it (Keras 3.8 on TensorFlow, torch
 #: and JAX; optax on JAX).  Keras 3.8: set_keras_mask (3.6), the "mean" reductions (3.7),
 #: Tversky's axis (3.8); Keras 3.3's SGD in a MirroredStrategy custom loop did not sum the
-#: replicas' gradients
+#: replicas' gradients.  torch 2.5: torch.compile(fullgraph=True) of the modules fails on
+#: 2.3.0 and 2.4.1 (dynamo: hasattr on a tensor's dtype/shape, the adapter's dict .get).
+#: Only lowest(numpy) passes in full.  Known failures, full suite, -n 1: torch 2.5.1 and 2.6.0
+#: 58 (forward AD of aten::aminmax in the probability checks under torch.func.jvp: 55
+#: test_second_derivatives_and_jvps, 3 test_small_inputs_take_the_closed_form...) and 3 on
+#: dynamo's messages (test_torch_compile_as_the_first_call_in_a_process,
+#: test_torch_compile_option_tensor_says_how_to_pass_it, test_readme block5); jax and
+#: tensorflow not re-run in full since their last fixes
 MINIMUM = ("numpy==1.24.4", "array-api-compat==1.11.0")  # (pyproject: numpy>=1.24.4)
 KERAS_LOWEST = "keras==3.8.0"
 LOWEST: dict[str, tuple[str, ...]] = {

@@ -114,3 +114,32 @@ def test_torch_vmap_over_labels_with_label_smoothing(reduction):  # type: ignore
         torch.testing.assert_close(got[i], f(x, labels[i]), **F64)
         torch.testing.assert_close(grads[i], _torch_grad(lambda a, y: f(a, y).sum(), x,
                                                          labels[i]), **F64)
+
+
+def test_torch_range_checks_read_forward_ad_duals_where_aminmax_has_no_rule(monkeypatch):  # type: ignore[no-untyped-def]
+    # older torch (2.5.1 and 2.6.0 seen; not 2.13) has no forward-AD rule for aminmax, which the
+    # probabilities' range checks read: torch.func.jvp of BCE raised NotImplementedError
+    # there.  torch.aminmax is made to refuse duals as old torch does; the JVP must still
+    # equal the gradient's contraction with the tangent.
+    torch = pytest.importorskip("torch")
+    import torch.autograd.forward_ad as fwAD
+
+    real = torch.aminmax
+
+    def aminmax(x, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if fwAD.unpack_dual(x).tangent is not None:
+            raise NotImplementedError("Trying to use forward AD with aten::aminmax that does "
+                                      "not support it.")
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "aminmax", aminmax)
+    p = torch.tensor([0.2, 0.7, 0.9, 0.4], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0, 1.0, 0.5], dtype=torch.float64)
+    v = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    for f in (unilosses.binary_cross_entropy, unilosses.binary_focal_loss,
+              unilosses.categorical_cross_entropy):
+        with fwAD.dual_level():
+            jvp = fwAD.unpack_dual(f(fwAD.make_dual(p, v), t)).tangent
+        q = p.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(q, t), q)
+        torch.testing.assert_close(jvp, (g * v).sum(), rtol=1e-12, atol=0)

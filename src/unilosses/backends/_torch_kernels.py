@@ -636,13 +636,23 @@ def _plain_focal_inputs(x: Array, t: Array, alpha: Any, gamma: Any, logits: bool
                      and x.requires_grad and torch.is_grad_enabled()))
 
 
+def _aminmax(x: Array) -> Any:
+    """``torch.aminmax(x)``, read as values only: a forward-AD dual (``torch.func.jvp``,
+    ``forward_ad``) is read through ``detach()`` where torch has no forward rule for aminmax
+    (NotImplementedError on torch 2.6, not on 2.13), asked only then (a try costs nothing)."""
+    try:
+        return torch.aminmax(x)
+    except NotImplementedError:
+        return torch.aminmax(x.detach())
+
+
 def _probabilities_inside(p: Array, eps: float, check: Callable[[], bool]) -> bool | None:
     """Where ``check()``, one ``aminmax`` read: None (decline: the generic path's error) for
     values outside [0, 1] or NaN, else whether all lie in [eps, 1 - eps] (the clip idle).
     Without it, False (clipped unread)."""
     if not check():
         return False
-    extrema = torch.aminmax(p)
+    extrema = _aminmax(p)
     lo, hi = extrema[0].item(), extrema[1].item()
     if not (lo >= 0.0 and hi <= 1.0):
         return None
@@ -715,7 +725,7 @@ def _plain_anchor(x: Array, t: Array, state: Array, alpha: Any, gamma: Any, norm
             or state.shape != x.shape[:-1] or not state.is_cpu or tracing(state)):
         return None
     if check():
-        extrema = torch.aminmax(state)
+        extrema = _aminmax(state)
         if not (extrema[0].item() >= -1 and extrema[1].item() <= 1):
             return None
     keep = (state != -1).unsqueeze(-1)

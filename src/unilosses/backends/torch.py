@@ -79,7 +79,10 @@ class TorchAdapter(Adapter):
         # one read and one host transfer, where comparisons make temporaries and several passes
         if x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
             return None
-        lo, hi = torch.aminmax(x)
+        try:
+            lo, hi = torch.aminmax(x)
+        except NotImplementedError:  # (a forward-AD dual: older torch, 2.6, has no rule)
+            lo, hi = torch.aminmax(x.detach())
         if x.is_cpu:  # two reads of memory cost less than the stack's op
             return lo.item(), hi.item()
         lo, hi = torch.stack((lo, hi)).tolist()  # one device-to-host transfer

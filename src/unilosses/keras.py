@@ -109,7 +109,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
 
 if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 is tf.keras
     raise ImportError(
-        f"unilosses.keras needs Keras 3, found Keras {keras.__version__}: pip install 'keras>=3'"
+        f"unilosses.keras needs Keras 3, found Keras {keras.__version__}: pip install 'keras>=3.8'"
     )
 
 from ._core.validate import (

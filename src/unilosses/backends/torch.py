@@ -79,10 +79,7 @@ class TorchAdapter(Adapter):
         # one read and one host transfer, where comparisons make temporaries and several passes
         if x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
             return None
-        try:
-            lo, hi = torch.aminmax(x)
-        except NotImplementedError:  # (a forward-AD dual: older torch, 2.6, has no rule)
-            lo, hi = torch.aminmax(x.detach())
+        lo, hi = _torch_kernels._aminmax(x)  # (a forward-AD dual too, on older torch)
         if x.is_cpu:  # two reads of memory cost less than the stack's op
             return lo.item(), hi.item()
         lo, hi = torch.stack((lo, hi)).tolist()  # one device-to-host transfer

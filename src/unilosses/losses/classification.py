@@ -195,7 +195,6 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     ls = check_unit_interval("label_smoothing", label_smoothing)
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)
-    xp = call.xp
     p = call.clean(p, 0.5)
     # probabilities already inside the clip (read with the range check) skip it
     if not inside_clip(call, p):
@@ -207,12 +206,15 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
                         checked=lambda: not call.ad.is_tracing(p) and checks_enabled())
     if fused is not None:
         return fused
+    def elementwise(pb: Array, tb: Array) -> Array:
+        return _bce_probabilities_value_grad(call, pb, tb, grad=False)[0]
+
     total = call.reduced_sum(
-        lambda pb, tb: _bce_probabilities_value_grad(call, pb, tb, grad=False)[0], p, t,
+        elementwise, p, t,
         value_and_grad=lambda pb, tb, **kw: _bce_probabilities_value_grad(call, pb, tb, **kw))
     if total is not None:
         return total
-    return call.reduce(-(t * xp.log(p) + (1.0 - t) * call.ad.log1p(-p)))
+    return call.reduce(elementwise(p, t))
 
 
 def _bce_probabilities_value_grad(call: Call, p: Array, t: Array, grad: bool = True,

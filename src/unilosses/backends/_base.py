@@ -167,6 +167,21 @@ class Adapter:
         """
         return None
 
+    def elementwise_closed_form(self, elementwise: Any, value_and_grad: Any,
+                                *arrays: Array) -> Array | None:
+        """``elementwise(*arrays)``, differentiated in the first array by the closed form
+        ``value_and_grad`` (its derivative times the tangent or cotangent) and in the others
+        through ``elementwise``; or None (the caller then composes it, with autodiff's own
+        derivative).
+
+        For an elementwise loss whose composition's derivative cancels (BCE on probabilities
+        near soft targets) where the caller reduces it itself (weights, masks, reduction
+        "none"), which :meth:`chunked_sum` does not cover.  ``value_and_grad`` is called
+        as there (``grad=False``; ``value=False``).  Without automatic differentiation there
+        is nothing to replace.
+        """
+        return None
+
     #: whether a closed-form derivative should be recomputed from the inputs rather than
     #: share the value's intermediates: True where a compiler fuses value and derivative into
     #: passes of their own, and an intermediate that both use is written to memory between

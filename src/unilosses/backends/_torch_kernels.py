@@ -926,6 +926,39 @@ def closed_form_sum(value_and_grad: Callable[..., tuple[Array, Array]] | None, x
     return _ClosedFormSum.apply(value_and_grad, scale, x, *rest)
 
 
+class _ClosedFormElementwise(torch.autograd.Function):
+    """The elementwise value, differentiated in x by a closed form.
+
+    Backward recomputes the derivative from the saved inputs (a few elementwise passes, where
+    the composition's backward walks its saved intermediates), with a graph where one is
+    wanted (``create_graph=True``): a second derivative then differentiates the closed form.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, value_and_grad: Callable[..., tuple[Array, Array]],  # type: ignore[override]
+                x: Array, *rest: Array) -> Array:
+        ctx.value_and_grad = value_and_grad
+        ctx.save_for_backward(x, *rest)
+        return value_and_grad(x, *rest, grad=False)[0]
+
+    @staticmethod
+    def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
+        x, *rest = ctx.saved_tensors
+        dx = g * ctx.value_and_grad(x, *rest, value=False)[1]
+        return (None, dx) + (None,) * len(rest)
+
+
+def closed_form_elementwise(value_and_grad: Callable[..., tuple[Array, Array]], x: Array,
+                            *rest: Array) -> Array | None:
+    """``Adapter.elementwise_closed_form``: None where no gradient in x is wanted, where one
+    in the others is (the Function gives them none), or forward-mode AD is open (it has no
+    forward-mode rule)."""
+    if (not x.requires_grad or not torch.is_grad_enabled() or _forward_ad()
+            or any(a.requires_grad for a in rest)):
+        return None
+    return _ClosedFormElementwise.apply(value_and_grad, x, *rest)
+
+
 def _forward_ad() -> bool:
     """Whether a forward-mode AD level is open (``torch.autograd.forward_ad.dual_level``)."""
     return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
@@ -1167,4 +1200,5 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
     return _BlockwiseSum.apply(f, value_and_grad, block, scale, bounds, x, *rest)
 
 
-__all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_sum", "functorch_wrapped", "tracing"]
+__all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_elementwise", "closed_form_sum",
+           "functorch_wrapped", "tracing"]

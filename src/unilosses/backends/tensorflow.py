@@ -373,6 +373,42 @@ def _eager_closed_form_sum(xp: Any, value_and_grad: Any, scale: float,
     return total(x)
 
 
+def _closed_form_elementwise(elementwise: Any, value_and_grad: Any,
+                             *arrays: Array) -> Array | None:
+    """``elementwise(*arrays)`` with a ``tf.custom_gradient``: the first array's derivative
+    from the closed form, recomputed from the inputs backward (a tape around that one, or a
+    graph's second gradient, differentiates it again), the others' (soft targets being
+    differentiated, say) from the composition's own.  Eagerly None where no tape records the
+    first array (the composition records nothing more then)."""
+    if tf.executing_eagerly():
+        arrays = tuple(a if type(a) is _EagerTensor else tf.convert_to_tensor(a)
+                       for a in arrays)
+        if _record is None or not _record.should_record_backprop(arrays[:1]):
+            return None
+        # eagerly, the others' gradients only where a tape records them
+        others = [a.dtype.is_floating and _record.should_record_backprop([a])
+                  for a in arrays[1:]]
+    else:  # (a graph prunes those nothing uses)
+        others = [a.dtype.is_floating for a in arrays[1:]]
+
+    @tf.custom_gradient
+    def loss(*a: Array) -> Any:
+        def grad(upstream: Array) -> Any:
+            gx = upstream * value_and_grad(*a, value=False)[1]
+            rest = [x for x, wanted in zip(a[1:], others) if wanted]
+            if not rest:
+                return (gx,) + (None,) * (len(a) - 1)
+            with tf.GradientTape() as tape:
+                tape.watch(rest)
+                composed = elementwise(*a)
+            grads = iter(tape.gradient(composed, rest, output_gradients=upstream))
+            return (gx,) + tuple(next(grads) if wanted else None for wanted in others)
+
+        return value_and_grad(*a, grad=False)[0], grad
+
+    return loss(*arrays)
+
+
 @tf.custom_gradient
 def _watched_gather(x: Array, indices: Array) -> Any:
     """``tf.gather`` along the last axis (the others batch axes), differentiated eagerly by a
@@ -724,6 +760,10 @@ class TensorflowAdapter(Adapter):
         if light:
             return None
         return _closed_form_sum(self.xp, elementwise, value_and_grad, scale, *arrays)
+
+    def elementwise_closed_form(self, elementwise: Any, value_and_grad: Any,
+                                *arrays: Array) -> Array | None:
+        return _closed_form_elementwise(elementwise, value_and_grad, *arrays)
 
     # the closed forms' derivative is computed in backward, apart from the value
     recompute_derivative = True

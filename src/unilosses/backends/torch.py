@@ -158,6 +158,15 @@ class TorchAdapter(Adapter):
                                           scale=scale, columns=columns,
                                           blocks_only=blocks_only, bounds=bounds)
 
+    def elementwise_closed_form(self, elementwise: Any, value_and_grad: Any,
+                                *arrays: Array) -> Array | None:
+        # compiled, the Function is traced with its backward; under torch.func transforms
+        # (vmap, grad, jvp) it has no rules, and on the meta device or fake tensors nothing
+        # gains: the composition
+        if not torch.compiler.is_compiling() and _torch_kernels.tracing(*arrays):
+            return None
+        return _torch_kernels.closed_form_elementwise(value_and_grad, *arrays)
+
     def where(self, cond: Array, x: Any, y: Any) -> Array:
         return torch.where(cond, x, y)
 

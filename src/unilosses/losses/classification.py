@@ -209,12 +209,18 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     def elementwise(pb: Array, tb: Array) -> Array:
         return _bce_probabilities_value_grad(call, pb, tb, grad=False)[0]
 
-    total = call.reduced_sum(
-        elementwise, p, t,
-        value_and_grad=lambda pb, tb, **kw: _bce_probabilities_value_grad(call, pb, tb, **kw))
+    def value_and_grad(pb: Array, tb: Array, **kw: Any) -> tuple[Array | None, Array | None]:
+        return _bce_probabilities_value_grad(call, pb, tb, **kw)
+
+    total = call.reduced_sum(elementwise, p, t, value_and_grad=value_and_grad)
     if total is not None:
         return total
-    return call.reduce(elementwise(p, t))
+    loss = None
+    if call.reduction == "none" or call.weights is not None or call.mask is not None:
+        # reduced after it (weights, a mask, or by the caller): no chunked_sum there, so the
+        # closed-form derivative comes with each element
+        loss = call.ad.elementwise_closed_form(elementwise, value_and_grad, p, t)
+    return call.reduce(elementwise(p, t) if loss is None else loss)
 
 
 def _bce_probabilities_value_grad(call: Call, p: Array, t: Array, grad: bool = True,

@@ -30,6 +30,13 @@ def near_targets(n: int, seed: int = 0):  # type: ignore[no-untyped-def]
     return p.astype(np.float32), t.astype(np.float32)
 
 
+def _weighted_near_targets(n: int):  # type: ignore[no-untyped-def]
+    """``near_targets(n)`` with weights in [0.5, 2] and a mask leaving out a quarter."""
+    p, t = near_targets(n)
+    rng = np.random.default_rng(2)
+    return p, t, rng.uniform(0.5, 2.0, n).astype(np.float32), rng.uniform(0, 1, n) < 0.75
+
+
 @pytest.mark.parametrize("alpha", [None, 0.5])
 def test_focal_probabilities_gradient_near_targets(ad_backend, alpha):  # type: ignore[no-untyped-def]
     # gamma 0 is BCE: d/dp = (p - t) / (p (1 - p)).  The closed form's
@@ -41,6 +48,28 @@ def test_focal_probabilities_gradient_near_targets(ad_backend, alpha):  # type: 
     _, g = ad_backend.value_and_grad(
         lambda a, b: unilosses.binary_focal_loss(a, b, alpha=alpha, gamma=0.0,
                                                  reduction="sum"), x, y)
+    assert ulp_errors(g, g64, np.float32).max() <= 8
+
+
+@pytest.mark.parametrize("case", ["none", "weights-weighted_mean", "where-mean"])
+@pytest.mark.parametrize("alpha", [None, 0.5])
+def test_focal_probabilities_gradient_near_targets_weighted(ad_backend, alpha, case):  # type: ignore[no-untyped-def]
+    # gamma 0 reduced by weights, a mask or the caller: composed, the same cancellation
+    p, t, w, keep = _weighted_near_targets(4096)
+    _, g64 = R.focal_probs(p, t, alpha=alpha, gamma=0.0)
+    kw: dict = {"alpha": alpha, "gamma": 0.0}
+    xp = ad_backend.ad.xp
+    if case == "none":
+        kw["reduction"] = "none"
+    elif case.startswith("weights"):
+        kw.update(weights=ad_backend.asarray(w), reduction="weighted_mean")
+        g64 = g64 * w / w.astype(np.float64).sum()
+    else:
+        kw.update(where=ad_backend.asarray(keep), reduction="mean")
+        g64 = np.where(keep, g64, 0.0) / keep.sum()
+    _, g = ad_backend.value_and_grad(
+        lambda a, b: xp.sum(unilosses.binary_focal_loss(a, b, **kw)),
+        ad_backend.asarray(p), ad_backend.asarray(t))
     assert ulp_errors(g, g64, np.float32).max() <= 8
 
 
@@ -76,13 +105,6 @@ def test_bce_probabilities_gradient_near_targets(ad_backend, reduction):  # type
     _, g = ad_backend.value_and_grad(
         lambda a, b: unilosses.binary_cross_entropy(a, b, reduction=reduction), x, y)
     assert ulp_errors(g, g64, np.float32).max() <= 8
-
-
-def _weighted_near_targets(n: int):  # type: ignore[no-untyped-def]
-    """``near_targets(n)`` with weights in [0.5, 2] and a mask leaving out a quarter."""
-    p, t = near_targets(n)
-    rng = np.random.default_rng(2)
-    return p, t, rng.uniform(0.5, 2.0, n).astype(np.float32), rng.uniform(0, 1, n) < 0.75
 
 
 @pytest.mark.parametrize("case", ["none", "weights-sum", "weights-weighted_mean", "where-mean"])

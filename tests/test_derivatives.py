@@ -347,3 +347,40 @@ def test_second_derivatives_and_jvps(monkeypatch, backend, path, spec, case):  #
                 _check(np.sum(value), jvp, dtype, size)
             else:
                 _check(value, want, dtype)
+
+
+@pytest.mark.parametrize(("reduction", "array"), [("none", None), ("weighted_mean", "weights"),
+                                                  ("mean", "where")])
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "binary_focal_loss"])
+@pytest.mark.parametrize("backend", sorted(_HARNESS))
+def test_elementwise_closed_forms(backend, name, reduction, array):  # type: ignore[no-untyped-def]
+    """BCE on probabilities and the binary focal loss at gamma 0, reduced after their
+    elementwise closed form (``Adapter.elementwise_closed_form``: weights, a mask, reduction
+    "none"): H v and the JVP as in :func:`test_second_derivatives_and_jvps`."""
+    from conftest import installed
+
+    if not installed(backend):
+        pytest.skip(f"{backend} is not installed")
+    b = _HARNESS[backend]()
+    rng = np.random.default_rng(4)
+    x0, t, w = (rng.uniform(lo, hi, (6, 5)) for lo, hi in ((0.05, 0.95), (0, 1), (0.5, 2)))
+    keep, v0 = rng.uniform(0, 1, (6, 5)) < 0.7, rng.normal(size=(6, 5))
+    extra = {"gamma": 0.0} if name == "binary_focal_loss" else {}
+    fn = getattr(unilosses, name)
+
+    def loss(dtype):  # type: ignore[no-untyped-def]
+        kw = {} if array is None else {array: b.array(w if array == "weights" else keep, dtype)}
+        return lambda x: b.total(fn(x, b.array(t, dtype), reduction=reduction, **extra, **kw))
+
+    f64, step = loss("float64"), 1e-6
+    g0 = b.grad(f64, b.array(x0, "float64"))
+    want = (b.grad(f64, b.array(x0 + step * v0, "float64"))
+            - b.grad(f64, b.array(x0 - step * v0, "float64"))) / (2 * step)
+    terms = g0 * v0
+    for dtype in _DTYPES[backend]:
+        got = b.derivatives(loss(dtype), b.array(x0, dtype), b.array(v0, dtype))
+        for how, value in got.items():
+            if how == "jvp":
+                _check(np.sum(value), float(np.sum(terms)), dtype, float(np.sum(np.abs(terms))))
+            else:
+                _check(value, want, dtype)

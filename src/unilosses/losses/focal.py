@@ -352,14 +352,28 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     a = _broadcast_alpha(call, out, 2, a, "predictions")
     p, t = call.clean(out[0], 0.5), call.clean(out[1], 0.0)
     inside = inside_clip(call, p)
-    if _scalar(a):
-        total = call.reduced_sum(
-            lambda pb, tb: _focal_from_probabilities(call, pb, tb, a, gamma), p, t,
-            value_and_grad=lambda pb, tb, **kw: _focal_probabilities_value_grad(
-                call, pb, tb, a, gamma, inside=inside, **kw))
-        if total is not None:
-            return total
-    return call.reduce(_focal_from_probabilities(call, p, t, a, gamma))
+    if not _scalar(a):
+        return call.reduce(_focal_from_probabilities(call, p, t, a, gamma))
+
+    def elementwise(pb: Array, tb: Array) -> Array:
+        return _focal_from_probabilities(call, pb, tb, a, gamma)
+
+    def value_and_grad(pb: Array, tb: Array, **kw: Any) -> tuple[Array, Array | None]:
+        return _focal_probabilities_value_grad(call, pb, tb, a, gamma, inside=inside, **kw)
+
+    total = call.reduced_sum(elementwise, p, t, value_and_grad=value_and_grad)
+    if total is not None:
+        return total
+    loss = None
+    if gamma == 0.0 and (call.reduction == "none" or call.weights is not None
+                         or call.mask is not None):
+        # reduced after it (see binary_cross_entropy): the closed form with each element.
+        # Only at gamma 0 does the composition's derivative cancel near soft targets; above
+        # it the factor's term outweighs the log terms' error, and recomputing the closed
+        # form in backward cost more than the composition's (torch eager, 1e6 elements,
+        # gamma 2, fwd+bwd: 1.06-1.08x, best of 20)
+        loss = call.ad.elementwise_closed_form(elementwise, value_and_grad, p, t)
+    return call.reduce(elementwise(p, t) if loss is None else loss)
 
 
 def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,

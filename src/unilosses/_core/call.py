@@ -115,6 +115,23 @@ class Call:
                                 columns=columns, blocks_only=blocks_only, bounds=bounds,
                                 light=light)
 
+    def closed_form_loss(self, elementwise: Callable[..., Array],
+                         value_and_grad: Callable[..., tuple[Array, Array]], *arrays: Array,
+                         per_element: bool = True) -> Array:
+        """The loss reduced by this call, differentiated in the first array by the closed form
+        ``value_and_grad``: through :meth:`reduced_sum` where it applies, else (reduction
+        "none", weights, a mask) through ``Adapter.elementwise_closed_form`` where
+        ``per_element`` (the composition's derivative cancels there, and the closed form
+        repays its recomputation), else the composition ``elementwise``."""
+        total = self.reduced_sum(elementwise, *arrays, value_and_grad=value_and_grad)
+        if total is not None:
+            return total
+        loss = None
+        if per_element and (self.reduction == "none" or self.weights is not None
+                            or self.mask is not None):
+            loss = self.ad.elementwise_closed_form(elementwise, value_and_grad, *arrays)
+        return self.reduce(elementwise(*arrays) if loss is None else loss)
+
     def require(self, ok: Array, message: Callable[[], str]) -> None:
         """Raise ``ValueError(message())`` unless every element of ``ok`` is True.
 

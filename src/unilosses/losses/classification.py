@@ -212,15 +212,7 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     def value_and_grad(pb: Array, tb: Array, **kw: Any) -> tuple[Array | None, Array | None]:
         return _bce_probabilities_value_grad(call, pb, tb, **kw)
 
-    total = call.reduced_sum(elementwise, p, t, value_and_grad=value_and_grad)
-    if total is not None:
-        return total
-    loss = None
-    if call.reduction == "none" or call.weights is not None or call.mask is not None:
-        # reduced after it (weights, a mask, or by the caller): no chunked_sum there, so the
-        # closed-form derivative comes with each element
-        loss = call.ad.elementwise_closed_form(elementwise, value_and_grad, p, t)
-    return call.reduce(elementwise(p, t) if loss is None else loss)
+    return call.closed_form_loss(elementwise, value_and_grad, p, t)
 
 
 def _bce_probabilities_value_grad(call: Call, p: Array, t: Array, grad: bool = True,

@@ -361,19 +361,12 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     def value_and_grad(pb: Array, tb: Array, **kw: Any) -> tuple[Array, Array | None]:
         return _focal_probabilities_value_grad(call, pb, tb, a, gamma, inside=inside, **kw)
 
-    total = call.reduced_sum(elementwise, p, t, value_and_grad=value_and_grad)
-    if total is not None:
-        return total
-    loss = None
-    if gamma == 0.0 and (call.reduction == "none" or call.weights is not None
-                         or call.mask is not None):
-        # reduced after it (see binary_cross_entropy): the closed form with each element.
-        # Only at gamma 0 does the composition's derivative cancel near soft targets; above
-        # it the factor's term outweighs the log terms' error, and recomputing the closed
-        # form in backward cost more than the composition's (torch eager, 1e6 elements,
-        # gamma 2, fwd+bwd: 1.06-1.08x, best of 20)
-        loss = call.ad.elementwise_closed_form(elementwise, value_and_grad, p, t)
-    return call.reduce(elementwise(p, t) if loss is None else loss)
+    # weighted, masked or unreduced, the closed form per element at gamma 0 only: there the
+    # composition's derivative cancels near soft targets; above it the factor's term
+    # outweighs the log terms' error, and recomputing the closed form in backward cost more
+    # than the composition's (torch eager, 1e6 elements, gamma 2, fwd+bwd: 1.06-1.08x, best
+    # of 20)
+    return call.closed_form_loss(elementwise, value_and_grad, p, t, per_element=gamma == 0.0)
 
 
 def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,

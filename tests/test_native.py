@@ -176,11 +176,96 @@ def test_empty_mean_is_zero_not_nan(used, name):  # type: ignore[no-untyped-def]
     assert used.calls.get(name, 0) == 0  # torch's kernel would give NaN: generic path
 
 
-def test_weights_and_masks_take_the_generic_path(used):  # type: ignore[no-untyped-def]
-    p, t = _regression_inputs(torch.float64, 100)
-    unilosses.mse(p, t, weights=torch.ones(100, dtype=torch.float64))
-    unilosses.mse(p, t, where=p > 0)
-    assert used.calls.get("mse", 0) == 0
+def _weighted_value_and_grads(fn, x, t, w, m, reduction, **kw):  # type: ignore[no-untyped-def]
+    """The loss with weights ``w`` and mask ``m`` and its gradients in ``x`` and ``w``."""
+    x = x.detach().clone().requires_grad_(True)
+    w = w.detach().clone().requires_grad_(True)
+    out = fn(x, t, weights=w, where=m, reduction=reduction, **kw)
+    cot = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    gx, gw = torch.autograd.grad((out * cot).sum(), (x, w))
+    return out, gx, gw
+
+
+def _rmse(x, t, reduction, **kw):  # type: ignore[no-untyped-def]
+    return unilosses.rmse(x, t, **kw)  # (its reduction is the mean's)
+
+
+def _weighted_cases(dtype):  # type: ignore[no-untyped-def]
+    """(kernel, loss, x, t, options, masks taken): each kernel's loss on inputs with its
+    special values, and with NaN where the mask leaves elements out."""
+    p, t = _regression_inputs(dtype, 1000)
+    p[3:5] = 1e10  # (squared, still finite in float32)
+    pb, tb = _bce_inputs(dtype, 16, exact=True)
+    x = _logits(dtype, (50, 10))
+    x[0, :4] = torch.tensor([1e4, -1e4, 0.0, 30.0], dtype=dtype)
+    g = torch.Generator().manual_seed(2)
+    tl = (torch.rand((50, 10), generator=g, dtype=dtype) < 0.3).to(dtype)
+    tl[1] = torch.rand(10, generator=g, dtype=dtype)
+    y = _labels((50,), 10)
+    soft = torch.softmax(_logits(dtype, (50, 10), seed=5), dim=1)
+    return [(name, getattr(unilosses, name), p, t, kw, True) for name, kw in REGRESSION] + [
+        ("mse", _rmse, p, t, {}, True),
+        ("binary_cross_entropy", unilosses.binary_cross_entropy, pb, tb,
+         {"label_smoothing": 0.2}, True),
+        ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits, x,
+         tl, {}, True),
+        ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits, x,
+         tl, {"pos_weight": torch.linspace(0.5, 3.0, 10, dtype=dtype)}, True),
+        # (their inputs are not cleaned before the kernel: masks take the generic path)
+        ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
+         x, y, {"label_smoothing": 0.1}, False),
+        ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits, x, soft,
+         {}, False),
+    ]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("masked", [False, True], ids=["weights", "weights+where"])
+def test_weights_and_masks_reduce_the_kernels_elementwise_loss(used, reduction, dtype, masked):  # type: ignore[no-untyped-def]
+    for name, fn, x, t, kw, masks in _weighted_cases(dtype):
+        loss_shape = x.shape if name != "cross_entropy_with_logits" else x.shape[:-1]
+        g = torch.Generator().manual_seed(6)
+        w = torch.rand(loss_shape, generator=g, dtype=dtype) * 2
+        w.view(-1)[1] = 0.0
+        m = None
+        if masked:
+            m = torch.rand(loss_shape, generator=g) > 0.3
+            m.view(-1)[0] = False
+            if masks:  # NaN where masked reaches neither the value nor a gradient
+                x = torch.where(m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), x, math.nan)
+        before = used.calls.get(name, 0)
+        v1, gx1, gw1 = _weighted_value_and_grads(fn, x, t, w, m, reduction, **kw)
+        taken = used.calls.get(name, 0) - before
+        assert taken == (1 if masks or not masked else 0), (name, fn.__name__, taken)
+        v2, gx2, gw2 = used.generic(_weighted_value_and_grads, fn, x, t, w, m, reduction, **kw)
+        for a, b in ((v1, v2), (gx1, gx2), (gw1, gw2)):
+            assert bool(torch.isfinite(a).all()), (fn.__name__, a)
+            _close(a, b, dtype, x.numel())
+
+
+def test_weights_broadcast_against_the_kernels_elementwise_loss(used):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float64, (6, 5))
+    y = _labels((6,), 5)
+    w = torch.tensor([[1.0], [2.0], [0.5], [0.0], [3.0], [1.5]], dtype=torch.float64)
+    t = (x > 0).double()
+    got = unilosses.binary_cross_entropy_with_logits(x, t, weights=w, reduction="weighted_mean")
+    assert used.calls.get("binary_cross_entropy_with_logits", 0) == 1
+    want = used.generic(unilosses.binary_cross_entropy_with_logits, x, t, weights=w,
+                        reduction="weighted_mean")
+    _close(got, want, torch.float64, x.numel())
+    # per-row weights of a per-row loss; a (6, 1) weight against the loss of shape (6,) is
+    # refused on both paths alike
+    rows = w[:, 0]
+    got = unilosses.sparse_categorical_cross_entropy_with_logits(x, y, weights=rows,
+                                                                 reduction="sum")
+    want = used.generic(unilosses.sparse_categorical_cross_entropy_with_logits, x, y,
+                        weights=rows, reduction="sum")
+    _close(got, want, torch.float64, x.numel())
+    for path in (lambda f, *a, **k: f(*a, **k), used.generic):
+        with pytest.raises(ValueError, match="weights"):
+            path(unilosses.sparse_categorical_cross_entropy_with_logits, x, y,
+                 weights=w[:, :, None])
 
 
 def _logits(dtype, shape, scale=3.0, seed=1):  # type: ignore[no-untyped-def]

@@ -65,17 +65,28 @@ class Call:
             m = self.xp.expand_dims(m, axis=axis)
         return self.ad.where(m, x, fill)
 
-    def native(self, name: str, *arrays: Array, **options: Any) -> Array | None:
+    def native(self, name: str, *arrays: Array, cleaned: bool = False,
+               **options: Any) -> Array | None:
         """The backend's own kernel for the whole loss ``name``, reduced; None where it has none.
 
         A backend supplies one (``Adapter.kernels``) only where its semantics match the loss
-        exactly, which tests check against the generic composition on the same inputs.  Weights
-        and masks always take the generic path.
+        exactly, which tests check against the generic composition on the same inputs.  With
+        weights, the kernel gives the elementwise loss (reduction "none") and :meth:`reduce`
+        weighs and reduces it; with a mask too, but only where the caller has already replaced
+        the masked elements (``cleaned``: :meth:`clean`), so that no NaN there reaches the
+        kernel's backward.  (torch, weighted sum, forward and backward: Huber 0.09 of the
+        composition's time at 1e6 elements, sparse CE 0.55 on 1e3, BCE 0.68 on 16.)
         """
         kernel = self.ad.kernels.get(name)
-        if kernel is None or self.mask is not None or self.weights is not None:
+        if kernel is None:
             return None
-        return kernel(self, *arrays, **options)
+        if self.mask is None and self.weights is None:
+            return kernel(self, *arrays, **options)
+        if self.mask is not None and not cleaned:
+            return None
+        loss = kernel(Call(self.ad, self.dtype, self.loss_shape, None, None, "none"), *arrays,
+                      **options)
+        return None if loss is None else self.reduce(loss)
 
     def chunked_sum(self, elementwise: Callable[..., Array], *arrays: Array,
                     value_and_grad: Callable[..., tuple[Array, Array]] | None = None,

@@ -202,7 +202,7 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     t = _smooth_binary(call.clean(t, 0.0), ls)
     # whether the range check above ran (and so refused NaN), which a kernel may rely on;
     # asked only by one that does (torch's, off the CPU)
-    fused = call.native("binary_cross_entropy", p, t,
+    fused = call.native("binary_cross_entropy", p, t, cleaned=True,
                         checked=lambda: not call.ad.is_tracing(p) and checks_enabled())
     if fused is not None:
         return fused
@@ -311,20 +311,20 @@ def binary_cross_entropy_with_logits(
         call.require_within(pw, 0.0, float(call.xp.finfo(call.dtype).max), lambda: (
             "`pos_weight` holds values outside [0, inf) (or NaN, or inf); give each class's "
             "positive term a finite weight >= 0."))
-    fused = call.native("binary_cross_entropy_with_logits", out[0], _smooth_binary(out[1], ls),
-                        pw)
+    x, t = call.clean(out[0], 0.0), call.clean(out[1], 0.0)
+    fused = call.native("binary_cross_entropy_with_logits", x, _smooth_binary(t, ls), pw,
+                        cleaned=True)
     if fused is not None:
         return fused
     if pos_weight is None:
         total = call.reduced_sum(
             lambda xb, tb: _bce_logits(call, finite_logits(call, xb), _smooth_binary(tb, ls)),
-            out[0], out[1],
+            x, t,
             value_and_grad=lambda xb, tb, **kw: _bce_logits_value_grad(
                 call, xb, _smooth_binary(tb, ls), **kw), light=True)
         if total is not None:
             return total
-    x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
-    return call.reduce(_bce_logits(call, x, _smooth_binary(t, ls), pw))
+    return call.reduce(_bce_logits(call, finite_logits(call, x), _smooth_binary(t, ls), pw))
 
 
 def _bce_logits(call: Call, x: Array, t: Array, pw: Any = None) -> Array:

@@ -52,10 +52,11 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    fused = call.native("mse", p, t)
+    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    fused = call.native("mse", p, t, cleaned=True)
     if fused is not None:
         return fused
-    d = call.clean(p, 0.0) - call.clean(t, 0.0)
+    d = p - t
     return call.reduce(d * d)
 
 
@@ -103,9 +104,10 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
                            where=where)
     if axis is not None:
         axis = normalize_axes(axis, len(call.ad.shape(p)))
-    ms = call.native("mse", p, t) if axis is None else None
+    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    ms = call.native("mse", p, t, cleaned=True) if axis is None else None
     if ms is None:
-        d = call.clean(p, 0.0) - call.clean(t, 0.0)
+        d = p - t
         ms = call.reduce(d * d, axis=axis)
     return call.ad.safe_sqrt(ms)
 
@@ -147,10 +149,11 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    fused = call.native("mae", p, t)
+    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    fused = call.native("mae", p, t, cleaned=True)
     if fused is not None:
         return fused
-    d = call.clean(p, 0.0) - call.clean(t, 0.0)
+    d = p - t
     return call.reduce(call.ad.safe_abs(d))
 
 
@@ -227,10 +230,11 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     delta = check_positive("delta", delta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    fused = call.native("huber", p, t, delta)
+    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    fused = call.native("huber", p, t, delta, cleaned=True)
     if fused is not None:
         return fused
-    d = call.clean(p, 0.0) - call.clean(t, 0.0)
+    d = p - t
     return call.reduce(_huber(call, d, delta))
 
 
@@ -279,10 +283,11 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     beta = check_positive("beta", beta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    fused = call.native("smooth_l1", p, t, beta)
+    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    fused = call.native("smooth_l1", p, t, beta, cleaned=True)
     if fused is not None:
         return fused
-    d = call.clean(p, 0.0) - call.clean(t, 0.0)
+    d = p - t
     return call.reduce(_smooth_l1(call, d, beta))
 
 

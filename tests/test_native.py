@@ -211,9 +211,11 @@ def _weighted_cases(dtype):  # type: ignore[no-untyped-def]
          tl, {}, True),
         ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits, x,
          tl, {"pos_weight": torch.linspace(0.5, 3.0, 10, dtype=dtype)}, True),
-        # (their inputs are not cleaned before the kernel: masks take the generic path)
+        # masked rows' labels made valid, their logits as given: the kernel where they are
+        # finite (as here), the generic path where not (below)
         ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
-         x, y, {"label_smoothing": 0.1}, False),
+         x, y, {"label_smoothing": 0.1}, "finite"),
+        # (its targets are not cleaned before the kernel: masks take the generic path)
         ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits, x, soft,
          {}, False),
     ]
@@ -232,16 +234,25 @@ def test_weights_and_masks_reduce_the_kernels_elementwise_loss(used, reduction, 
         if masked:
             m = torch.rand(loss_shape, generator=g) > 0.3
             m.view(-1)[0] = False
-            if masks:  # NaN where masked reaches neither the value nor a gradient
+            if masks is True:  # NaN where masked reaches neither the value nor a gradient
                 x = torch.where(m.reshape(m.shape + (1,) * (x.ndim - m.ndim)), x, math.nan)
-        before = used.calls.get(name, 0)
-        v1, gx1, gw1 = _weighted_value_and_grads(fn, x, t, w, m, reduction, **kw)
-        taken = used.calls.get(name, 0) - before
-        assert taken == (1 if masks or not masked else 0), (name, fn.__name__, taken)
-        v2, gx2, gw2 = used.generic(_weighted_value_and_grads, fn, x, t, w, m, reduction, **kw)
-        for a, b in ((v1, v2), (gx1, gx2), (gw1, gw2)):
-            assert bool(torch.isfinite(a).all()), (fn.__name__, a)
-            _close(a, b, dtype, x.numel())
+            elif masks == "finite":
+                y_bad = torch.where(m, t, -7)  # masked labels out of range: left out
+                _check_weighted(used, name, fn, x, y_bad, w, m, reduction, dtype, kw, 1)
+                x = torch.where(m[:, None], x, math.nan)  # the generic path replaces them
+                masks = False
+        _check_weighted(used, name, fn, x, t, w, m, reduction, dtype, kw,
+                        1 if masks or not masked else 0)
+
+
+def _check_weighted(used, name, fn, x, t, w, m, reduction, dtype, kw, taken):  # type: ignore[no-untyped-def]
+    before = used.calls.get(name, 0)
+    v1, gx1, gw1 = _weighted_value_and_grads(fn, x, t, w, m, reduction, **kw)
+    assert used.calls.get(name, 0) - before == taken, (name, fn.__name__)
+    v2, gx2, gw2 = used.generic(_weighted_value_and_grads, fn, x, t, w, m, reduction, **kw)
+    for a, b in ((v1, v2), (gx1, gx2), (gw1, gw2)):
+        assert bool(torch.isfinite(a).all()), (fn.__name__, a)
+        _close(a, b, dtype, x.numel())
 
 
 def test_weights_broadcast_against_the_kernels_elementwise_loss(used):  # type: ignore[no-untyped-def]
@@ -783,13 +794,69 @@ def test_plain_kernels_stay_out_of_torch_compile(used):  # type: ignore[no-untyp
     assert used.plain == {}
 
 
-def test_ignore_index_and_class_weights_take_the_generic_path(used):  # type: ignore[no-untyped-def]
+def test_class_weights_take_the_generic_path(used):  # type: ignore[no-untyped-def]
     x = _logits(torch.float32, (4, 3))
-    unilosses.sparse_categorical_cross_entropy_with_logits(x, torch.tensor([0, 1, -100, 2]),
-                                                           ignore_index=-100)
     unilosses.sparse_categorical_cross_entropy_with_logits(
         x, torch.tensor([0, 1, 1, 2]), class_weights=torch.tensor([1.0, 2.0, 3.0]))
     assert used.calls.get("cross_entropy_with_logits", 0) == 0
+
+
+@pytest.mark.parametrize("shape", SIZES + [(4, 6, 5)], ids=["small", "large", "3d"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_ignore_index_takes_torchs_ignore_index(used, shape, reduction, dtype, smoothing):  # type: ignore[no-untyped-def]
+    x = _logits(dtype, shape)
+    x.view(-1)[:3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
+    y = _labels(shape[:-1], shape[-1])
+    y.view(-1)[1::3] = -100
+    _compare(used, "cross_entropy_with_logits",
+             unilosses.sparse_categorical_cross_entropy_with_logits, x, y, ignore_index=-100,
+             reduction=reduction, label_smoothing=smoothing, n=x.numel())
+    # torch's own, with the classes on axis 1 ("weighted_mean" without weights is the mean)
+    got = unilosses.sparse_categorical_cross_entropy_with_logits(
+        x, y, ignore_index=-100, reduction=reduction, label_smoothing=smoothing)
+    want = torch.nn.functional.cross_entropy(
+        x.movedim(-1, 1), y, ignore_index=-100, label_smoothing=smoothing,
+        reduction="mean" if reduction == "weighted_mean" else reduction)
+    _close(got, want, dtype, x.numel())
+
+
+def test_ignore_index_with_weights_and_a_mask(used):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float64, (50, 10))
+    y = _labels((50,), 10)
+    y[::4] = 3  # ignored, where the mask does not leave them out already
+    m = torch.arange(50) % 3 != 0
+    y[::6] = -1  # masked (rows 0, 6, ...; multiples of 3): out of range there, left out
+    w = torch.linspace(0.0, 2.0, 50, dtype=torch.float64)
+    for reduction in ("mean", "sum", "none", "weighted_mean"):
+        _check_weighted(used, "cross_entropy_with_logits", lambda *a, **k: (
+            unilosses.sparse_categorical_cross_entropy_with_logits(*a, ignore_index=3, **k)),
+            x, y, w, m, reduction, torch.float64, {}, 1)
+
+
+def test_ignore_index_with_nothing_kept(used):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float32, (5, 4)).requires_grad_(True)
+    y = torch.full((5,), -100)
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits(x, y, ignore_index=-100)
+    (g,) = torch.autograd.grad(loss, x)
+    assert used.calls.get("cross_entropy_with_logits", 0) == 1
+    assert float(loss) == 0.0 and bool((g == 0).all())  # (torch's own mean: NaN)
+
+
+def test_ignore_index_rows_with_nan_logits_take_the_generic_path(used):  # type: ignore[no-untyped-def]
+    x = _logits(torch.float64, (6, 4))
+    y = torch.tensor([0, -100, 1, 2, -100, 3])
+    x[1] = math.nan
+    x[4, 0] = math.inf
+    x = x.requires_grad_(True)
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits(x, y, ignore_index=-100)
+    (g,) = torch.autograd.grad(loss, x)
+    assert used.calls.get("cross_entropy_with_logits", 0) == 0
+    keep = torch.tensor([0, 2, 3, 5])
+    want = torch.nn.functional.cross_entropy(x.detach()[keep], y[keep])
+    _close(loss, want, torch.float64)
+    assert bool(torch.isfinite(g).all()) and bool((g[[1, 4]] == 0).all())
 
 
 # -- block-wise focal sums ---------------------------------------------------------------------

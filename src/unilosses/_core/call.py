@@ -66,16 +66,20 @@ class Call:
         return self.ad.where(m, x, fill)
 
     def native(self, name: str, *arrays: Array, cleaned: bool = False,
-               **options: Any) -> Array | None:
+               keep: Callable[[], Array] | None = None, **options: Any) -> Array | None:
         """The backend's own kernel for the whole loss ``name``, reduced; None where it has none.
 
         A backend supplies one (``Adapter.kernels``) only where its semantics match the loss
         exactly, which tests check against the generic composition on the same inputs.  With
         weights, the kernel gives the elementwise loss (reduction "none") and :meth:`reduce`
-        weighs and reduces it; with a mask too, but only where the caller has already replaced
-        the masked elements (``cleaned``: :meth:`clean`), so that no NaN there reaches the
-        kernel's backward.  (torch, weighted sum, forward and backward: Huber 0.09 of the
-        composition's time at 1e6 elements, sparse CE 0.55 on 1e3, BCE 0.68 on 16.)
+        weighs and reduces it; with a mask too, but only where no NaN in the masked elements
+        reaches the kernel's backward (``cleaned``: the caller replaced them, :meth:`clean`,
+        or the kernel declines unless it shows them finite).  ``keep()``: the elements kept,
+        where the kernel itself leaves the others out (zero loss and gradient: labels equal to
+        ignore_index), its "mean" over the kept ones (0 where there are none); with weights or
+        a mask the reduction leaves them out too, as :meth:`restrict` would.  (torch, weighted
+        sum, forward and backward: Huber 0.09 of the composition's time at 1e6 elements, sparse
+        CE 0.55 on 1e3, BCE 0.68 on 16.)
         """
         kernel = self.ad.kernels.get(name)
         if kernel is None:
@@ -86,7 +90,15 @@ class Call:
             return None
         loss = kernel(Call(self.ad, self.dtype, self.loss_shape, None, None, "none"), *arrays,
                       **options)
-        return None if loss is None else self.reduce(loss)
+        if loss is None:
+            return None
+        if keep is None:
+            return self.reduce(loss)
+        # (a copy: the call is left as it was where the kernel declines)
+        kept = Call(self.ad, self.dtype, self.loss_shape, self.mask, self.weights,
+                    self.reduction)
+        kept.restrict(keep())
+        return kept.reduce(loss)
 
     def chunked_sum(self, elementwise: Callable[..., Array], *arrays: Array,
                     value_and_grad: Callable[..., tuple[Array, Array]] | None = None,

@@ -150,10 +150,13 @@ def _dense_rows(x: Array, t: Array) -> Array:
 
 
 def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
-                  labels: Callable[[], Array] | None = None) -> Array | None:
+                  labels: Callable[[], Array] | None = None, ignore_index: int | None = None,
+                  left_out: bool = False) -> Array | None:
     ndim = len(call.ad.shape(x))
-    if axis != ndim - 1:
-        return None  # the fused ops take the classes last
+    if axis != ndim - 1 or left_out:
+        # (the fused ops take the classes last; nor have they an ignore_index, and the rows
+        # a mask leaves out would need their logits replaced: a full-size select)
+        return None
     if labels is not None and in_xla():
         # XLA lowers the sparse op into more passes than the composition's (a log-sum-exp and
         # a gather of one logit per row): under tf.function(jit_compile=True) at 10000 x 100

@@ -282,20 +282,42 @@ def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
 
 
 def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
-                  labels: Callable[[], Array] | None = None) -> Array | None:
+                  labels: Callable[[], Array] | None = None, ignore_index: int | None = None,
+                  left_out: bool = False) -> Array | None:
     """``F.cross_entropy`` for integer labels or probability targets.
 
     ``labels``: the labels checked and clamped by the generic path's rule.  On the CPU, eagerly,
     torch checks the range itself (cheaper: no extra pass), and a failure falls back to the
     generic path; elsewhere a bad label would be a device-side assert (or, traced, cannot be
     caught), so the labels are checked and clamped first.
+
+    ``left_out``: some rows are left out (labels equal to ``ignore_index``, which torch's own
+    ``ignore_index`` leaves out, or masked after this), their logits as given: eagerly on the
+    CPU only, where one read shows every logit finite and within the clamp (a NaN in such a row
+    would reach its gradient: the generic path replaces them instead).
     """
     r = _reduction(call, x)
     shape = _rows(x, axis)
     if r is None or shape is None:
         return None
-    sparse = labels is not None
+    sparse = labels is not None or left_out
     compiling = torch.compiler.is_compiling()
+    if left_out:
+        if compiling or tracing(x, targets) or not _bounded(x):
+            return None
+        x2 = x if x.ndim == 2 or axis == 1 else x.reshape(shape)
+        t2 = targets if x.ndim == 2 or axis == 1 else targets.reshape(-1)
+        try:
+            out = _nn.cross_entropy_loss(x2, t2 if t2.dtype == torch.int64 else t2.long(), None,
+                                         _ENUM[r], _NO_INDEX if ignore_index is None
+                                         else ignore_index, label_smoothing)
+        except IndexError:  # a label out of range: unilosses's message, or its clamp
+            return None
+        if r == "mean" and ignore_index is not None:
+            # torch's mean of no kept row is 0 / 0, unilosses's 0; the loss of a finite
+            # logit is finite, so NaN means that (and its derivative in it is 0)
+            return torch.nan_to_num(out, nan=0.0)
+        return out.reshape(call.loss_shape) if r == "none" else out
     if x.is_cpu and compiling:
         # inductor on the CPU fuses the composition (the clamp inside its passes; for labels a
         # log-sum-exp and one gathered logit per row) better than F.cross_entropy of the

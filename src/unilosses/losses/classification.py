@@ -666,6 +666,20 @@ def pick(call: Call, v: Array, y: Array, ax: int) -> Array:
     return xp.squeeze(call.ad.take_along_axis(v, xp.expand_dims(y, axis=ax), ax), axis=ax)
 
 
+def _sparse_kernel(call: Call, x: Array, y: Array, ax: int, ls: float,
+                   ignore_index: int | None) -> Array | None:
+    """The backend's cross-entropy kernel for integer labels, or None.  Rows left out (by
+    ``where`` or ``ignore_index``) are left out by the kernel (torch's ``ignore_index``) or
+    masked after it, their labels made valid first; their logits stay as given, so the kernel
+    declines unless it shows them finite (a NaN there would reach their gradient)."""
+    if call.mask is None and ignore_index is None:
+        return call.native("cross_entropy_with_logits", x, y, ax, ls,
+                           labels=lambda: checked_labels(call, y, x, ax, None))
+    return call.native("cross_entropy_with_logits", x, call.clean(y, 0), ax, ls, cleaned=True,
+                       keep=None if ignore_index is None else lambda: y != ignore_index,
+                       ignore_index=ignore_index, left_out=True)
+
+
 def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | None,
             label_smoothing: float, class_weights: Any, reduction: str, weights: Any,
             where: Any, logits: bool) -> Array:
@@ -680,9 +694,8 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     xp, ad = call.xp, call.ad
     p = out[0]
     cw = prepared_class_weights(call, out, 2, ax, ndim)
-    if logits and cw is None and ignore_index is None:
-        fused = call.native("cross_entropy_with_logits", p, out[1], ax, ls,
-                            labels=lambda: checked_labels(call, out[1], p, ax, None))
+    if logits and cw is None:
+        fused = _sparse_kernel(call, p, out[1], ax, ls, ignore_index)
         if fused is not None:
             return fused
     y = checked_labels(call, out[1], p, ax, ignore_index)

@@ -284,3 +284,26 @@ def test_bad_values_are_refused_before_running(args: list[str], message: str,
         config_from(parser().parse_args(["--backends", "numpy", *args]))
     assert exc.value.code not in (0, None)
     assert message in f"{exc.value.code} {capsys.readouterr().err}"
+
+
+@pytest.mark.skipif(not _have("torch"), reason="benchmarks.options times torch only")
+def test_options_benchmark_compares_like_with_like(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.options``: unilosses, its composition and the torch formula give
+    the same value and gradient on its inputs, and the runner prints a row for each."""
+    import torch
+    from benchmarks import options
+
+    for n in (16, 1000):
+        for case in options._cases(torch, n):
+            (ours, composition, theirs), first = options._steps(torch, case, True)
+            got = []
+            for step in (ours, composition, theirs):
+                first.grad = None
+                got.append((step().detach().double(), first.grad.double()))
+            for value, grad in got[1:]:
+                torch.testing.assert_close(value, got[0][0], rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(grad, got[0][1], rtol=1e-5, atol=1e-7)
+    assert options.main(["--sizes", "16", "--repeats", "1", "--min-time", "0"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "16" in r]
+    assert len(rows) == 2 * len(options._cases(torch, 16))
+    assert all(len(r.split("|")) == 10 for r in rows), rows

@@ -440,13 +440,24 @@ def _labels(shape, classes, seed=3):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_sparse_cross_entropy_kernel(used, shape, reduction, dtype, smoothing):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("ignore", [None, -100], ids=["all-kept", "ignore_index"])
+def test_sparse_cross_entropy_kernel(used, shape, reduction, dtype, smoothing, ignore):  # type: ignore[no-untyped-def]
     x = _logits(dtype, shape)
     x.view(-1)[:3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
     y = _labels(shape[:-1], shape[-1])
+    kw = {} if ignore is None else {"ignore_index": ignore}
+    if ignore is not None:  # torch's own ignore_index
+        y.view(-1)[1::3] = ignore
     _compare(used, "cross_entropy_with_logits",
              unilosses.sparse_categorical_cross_entropy_with_logits, x, y,
-             reduction=reduction, label_smoothing=smoothing, n=x.numel())
+             reduction=reduction, label_smoothing=smoothing, n=x.numel(), **kw)
+    # torch's own, with the classes on axis 1 ("weighted_mean" without weights is the mean)
+    got = unilosses.sparse_categorical_cross_entropy_with_logits(
+        x, y, reduction=reduction, label_smoothing=smoothing, **kw)
+    want = torch.nn.functional.cross_entropy(
+        x.movedim(-1, 1), y, label_smoothing=smoothing,
+        reduction="mean" if reduction == "weighted_mean" else reduction, **kw)
+    _close(got, want, dtype, x.numel())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
@@ -799,27 +810,6 @@ def test_class_weights_take_the_generic_path(used):  # type: ignore[no-untyped-d
     unilosses.sparse_categorical_cross_entropy_with_logits(
         x, torch.tensor([0, 1, 1, 2]), class_weights=torch.tensor([1.0, 2.0, 3.0]))
     assert used.calls.get("cross_entropy_with_logits", 0) == 0
-
-
-@pytest.mark.parametrize("shape", SIZES + [(4, 6, 5)], ids=["small", "large", "3d"])
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
-@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_ignore_index_takes_torchs_ignore_index(used, shape, reduction, dtype, smoothing):  # type: ignore[no-untyped-def]
-    x = _logits(dtype, shape)
-    x.view(-1)[:3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
-    y = _labels(shape[:-1], shape[-1])
-    y.view(-1)[1::3] = -100
-    _compare(used, "cross_entropy_with_logits",
-             unilosses.sparse_categorical_cross_entropy_with_logits, x, y, ignore_index=-100,
-             reduction=reduction, label_smoothing=smoothing, n=x.numel())
-    # torch's own, with the classes on axis 1 ("weighted_mean" without weights is the mean)
-    got = unilosses.sparse_categorical_cross_entropy_with_logits(
-        x, y, ignore_index=-100, reduction=reduction, label_smoothing=smoothing)
-    want = torch.nn.functional.cross_entropy(
-        x.movedim(-1, 1), y, ignore_index=-100, label_smoothing=smoothing,
-        reduction="mean" if reduction == "weighted_mean" else reduction)
-    _close(got, want, dtype, x.numel())
 
 
 def test_ignore_index_with_weights_and_a_mask(used):  # type: ignore[no-untyped-def]

@@ -137,8 +137,10 @@ class Adapter:
 
     # -- whole-loss kernels --------------------------------------------------------------------
     #: the framework's own kernels for whole losses, by loss name (see ``Call.native``): each
-    #: takes the Call and the prepared arrays and returns the reduced loss, or None where it
-    #: does not apply (the loss then computes its generic composition)
+    #: takes the Call and the prepared arrays and returns the loss reduced by the Call's
+    #: reduction (for a weighted or masked call "none": ``Call.native`` weighs, masks and
+    #: reduces it after), or None where it does not apply (the loss then computes its generic
+    #: composition)
     kernels: dict[str, Any] = {}
     #: kernels for whole losses tried first, on the loss's own arguments, before any of the
     #: generic checks (see ``unilosses._core.call.plain``): each returns None unless the call

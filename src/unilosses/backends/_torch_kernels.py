@@ -11,7 +11,10 @@ semantics that would otherwise differ:
   logits are clamped too, or, on large CPU inputs, shown to lie within the bound by a finite
   ``x . x`` (one read instead of a read, a write and a backward pass);
 * a label out of range makes ``F.cross_entropy`` raise (CPU): the generic path then gives
-  unilosses's own error, or clamps the label when checks are off.
+  unilosses's own error, or clamps the label when checks are off;
+* torch's mean over rows whose labels all equal ``ignore_index`` is 0 / 0, unilosses's 0; and
+  rows left out (``ignore_index``, a mask) keep their logits, where the generic path replaces
+  them: only where one read shows every logit finite (eagerly on the CPU).
 
 Losses without a kernel anywhere but with a closed-form derivative (the focal losses,
 ``log_cosh``) are evaluated block by block on the CPU (``chunked_sum``) and, on a GPU, through

@@ -1,13 +1,14 @@
-"""``python -m benchmarks.options``: calls with weights, masks or ``ignore_index`` on torch.
+"""``python -m benchmarks.options``: calls with weights, masks, ``ignore_index`` or class weights.
 
 The main table times plain calls.  This one times the options a training loop adds (sample
-weights, a ``where`` mask of padding, labels equal to ``ignore_index``), eagerly on torch's
-CPU, each next to the torch formula a user writes today (the peer: ``F.<loss>`` with
+weights, a ``where`` mask of padding, labels equal to ``ignore_index``, class weights),
+eagerly on torch's CPU, each next to the torch formula a user writes today (the peer:
+``F.<loss>`` with
 ``reduction="none"``, times the weights, ``torch.where`` of the mask, summed;
-``F.cross_entropy(ignore_index=-100)``) and next to unilosses's own generic composition (the
-kernels off, what these calls took before they reached torch's kernels), in one process and
-interleaved (:mod:`benchmarks.timing`), with the allocator settings of the main runner.  It
-is not part of the main table.
+``F.cross_entropy(ignore_index=-100)``, ``F.cross_entropy(weight=)``) and next to
+unilosses's own generic composition (the kernels off, what these calls took before they
+reached torch's kernels), in one process and interleaved (:mod:`benchmarks.timing`), with the
+allocator settings of the main runner.  It is not part of the main table.
 
     python -m benchmarks.options --sizes 16,1e3,1e6 --threads 1
 """
@@ -59,6 +60,9 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
          F.cross_entropy, (x, y), {}, wr, None),
         ("sparse CE, ignore_index", unilosses.sparse_categorical_cross_entropy_with_logits,
          F.cross_entropy, (x, ignored), {"ignore_index": -100}, None, None),
+        ("sparse CE, class_weights", unilosses.sparse_categorical_cross_entropy_with_logits,
+         F.cross_entropy, (x, y), {"class_weights": torch.linspace(0.5, 2.0, classes)}, None,
+         None),
     ]
     return out
 
@@ -73,6 +77,10 @@ def _steps(torch: Any, case: tuple[Any, ...],
     first = inputs[0].clone().requires_grad_(grad)
     rest = inputs[1:]
     reduction = "sum" if w is not None else "mean"
+    peer_options = dict(options)
+    if "class_weights" in options:  # (torch's mean with weight= is the "weighted_mean")
+        peer_options["weight"] = peer_options.pop("class_weights")
+        reduction = "weighted_mean"
 
     def ours() -> Any:
         out = loss(first, *rest, weights=w, where=mask, reduction=reduction, **options)
@@ -90,7 +98,7 @@ def _steps(torch: Any, case: tuple[Any, ...],
 
     def theirs() -> Any:
         if w is None:
-            out = peer(first, *rest, **options)
+            out = peer(first, *rest, **peer_options)
         else:
             out = peer(first, *rest, reduction="none") * w
             out = (out if mask is None else torch.where(mask, out, 0.0)).sum()

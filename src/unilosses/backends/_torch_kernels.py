@@ -305,22 +305,8 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
         return None
     sparse = labels is not None or left_out
     compiling = torch.compiler.is_compiling()
-    if left_out:
-        if compiling or tracing(x, targets) or not _bounded(x):
-            return None
-        x2 = x if x.ndim == 2 or axis == 1 else x.reshape(shape)
-        t2 = targets if x.ndim == 2 or axis == 1 else targets.reshape(-1)
-        try:
-            out = _nn.cross_entropy_loss(x2, t2 if t2.dtype == torch.int64 else t2.long(), None,
-                                         _ENUM[r], _NO_INDEX if ignore_index is None
-                                         else ignore_index, label_smoothing)
-        except IndexError:  # a label out of range: unilosses's message, or its clamp
-            return None
-        if r == "mean" and ignore_index is not None:
-            # torch's mean of no kept row is 0 / 0, unilosses's 0; the loss of a finite
-            # logit is finite, so NaN means that (and its derivative in it is 0)
-            return torch.nan_to_num(out, nan=0.0)
-        return out.reshape(call.loss_shape) if r == "none" else out
+    if left_out and (compiling or tracing(x, targets) or not _bounded(x)):
+        return None  # (shown finite, the logits below need no clamp either)
     if x.is_cpu and compiling:
         # inductor on the CPU fuses the composition (the clamp inside its passes; for labels a
         # log-sum-exp and one gathered logit per row) better than F.cross_entropy of the
@@ -336,10 +322,12 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     if labels is not None and (compiling or not x.is_cpu or call.ad.is_tracing(x)):
         targets = labels()
     if x.ndim == 2 or axis == 1:  # already torch's layout
-        x2, t2 = _finite(call, x), targets
+        x2, t2 = x, targets
     else:
-        x2 = _finite(call, x.reshape(shape))
+        x2 = x.reshape(shape)
         t2 = targets.reshape(-1) if sparse else targets.reshape(shape)
+    if not left_out:
+        x2 = _finite(call, x2)
     if sparse and t2.dtype != torch.int64:
         t2 = t2.long()
     try:
@@ -347,9 +335,14 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
             out = F.cross_entropy(x2, t2, reduction=r, label_smoothing=label_smoothing,
                                   ignore_index=_NO_INDEX)
         else:
-            out = _nn.cross_entropy_loss(x2, t2, None, _ENUM[r], _NO_INDEX, label_smoothing)
+            out = _nn.cross_entropy_loss(x2, t2, None, _ENUM[r], _NO_INDEX if ignore_index is None
+                                         else ignore_index, label_smoothing)
     except IndexError:  # a label out of range: unilosses's message, or its clamp (checks off)
         return None
+    if r == "mean" and ignore_index is not None:
+        # torch's mean of no kept row is 0 / 0, unilosses's 0; the loss of a finite logit is
+        # finite, so NaN means that (and its derivative in it is 0)
+        return torch.nan_to_num(out, nan=0.0)
     return out.reshape(call.loss_shape) if r == "none" else out
 
 

@@ -657,10 +657,12 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
     assert used.plain == {}
     assert used.calls == {"binary_cross_entropy_with_logits": 4, "cross_entropy_with_logits": 6,
                           "binary_cross_entropy": 2}  # (targets with a gradient: composed)
-    others = [  # the composition (weights, masks, ignored labels, class weights, the classes
+    others = [  # the composition (weights, masks, "mean" of ignored labels and class weights,
+        # the classes
         # first in 2-D), or the kernel after the generic path's label clamp (torch.func)
         lambda: bce(x, t, weights=torch.ones(4, 5)), lambda: sparse(x, y, where=y > 0),
-        lambda: sparse(x, y, ignore_index=4), lambda: cat(x, soft, class_weights=torch.ones(5)),
+        lambda: sparse(x, y, ignore_index=4, class_weights=torch.ones(5)),
+        lambda: cat(x, soft, class_weights=torch.ones(5)),
         lambda: sparse(x.T, y, axis=0), lambda: torch.func.grad(lambda a: sparse(a, y))(x),
         lambda: unilosses.sparse_categorical_cross_entropy(soft, y, label_smoothing=0.1),
         lambda: unilosses.sparse_categorical_cross_entropy(soft, y.int()),
@@ -805,11 +807,101 @@ def test_plain_kernels_stay_out_of_torch_compile(used):  # type: ignore[no-untyp
     assert used.plain == {}
 
 
-def test_class_weights_take_the_generic_path(used):  # type: ignore[no-untyped-def]
-    x = _logits(torch.float32, (4, 3))
-    unilosses.sparse_categorical_cross_entropy_with_logits(
-        x, torch.tensor([0, 1, 1, 2]), class_weights=torch.tensor([1.0, 2.0, 3.0]))
-    assert used.calls.get("cross_entropy_with_logits", 0) == 0
+def _plain_sparse_inputs(dtype):  # type: ignore[no-untyped-def]
+    """Small logits with +-1e4 and a tie, labels with ignored (-100) rows, class weights with
+    a zero."""
+    x = _logits(dtype, (6, 5))
+    x[0, :3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
+    x[3, 1] = x[3, 2]
+    y = torch.tensor([0, -100, 3, 2, -100, 4])
+    cw = torch.tensor([0.5, 1.0, 2.0, 0.0, 3.0], dtype=dtype)
+    return x, y, cw
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("options", ["ignore_index", "class_weights", "both"])
+def test_plain_sparse_cross_entropy_options(used, reduction, dtype, smoothing, options):  # type: ignore[no-untyped-def]
+    """Small plain calls with ``ignore_index`` and/or ``class_weights`` take torch's own
+    (``ignore_index=``, ``weight=``): the composition's values and gradients, and torch's
+    ``F.cross_entropy`` where their reductions mean the same; but for "mean" with both
+    (the kept rows' count would need a read), which the generic path serves."""
+    x, y, cw = _plain_sparse_inputs(dtype)
+    kw: dict = {"label_smoothing": smoothing}
+    if options != "class_weights":
+        kw["ignore_index"] = -100
+    else:
+        y = torch.where(y == -100, 1, y)
+    if options != "ignore_index":
+        kw["class_weights"] = cw
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits
+    v1, g1 = _value_and_grad(loss, x, y, reduction=reduction, **kw)
+    taken = not (reduction == "mean" and options == "both")
+    assert used.plain == ({"cross_entropy_with_logits": 1} if taken else {})
+    v2, g2 = used.generic(_value_and_grad, loss, x, y, reduction=reduction, **kw)
+    _close(v1, v2, dtype, x.numel())
+    _close(g1, g2, dtype)
+    with torch.no_grad():  # (clamped, not read)
+        _close(loss(x, y, reduction=reduction, **kw),
+               used.generic(loss, x, y, reduction=reduction, **kw), dtype, x.numel())
+    if reduction == "mean" and "class_weights" in kw:
+        return  # (torch's mean divides by the summed weight: "weighted_mean")
+    want = torch.nn.functional.cross_entropy(
+        x, y, weight=kw.get("class_weights"), ignore_index=kw.get("ignore_index", -100),
+        label_smoothing=smoothing, reduction="mean" if reduction == "weighted_mean" else reduction)
+    _close(loss(x, y, reduction=reduction, **kw), want, dtype, x.numel())
+
+
+def test_plain_sparse_options_decline_what_the_generic_path_answers(used):  # type: ignore[no-untyped-def]
+    """Means over nothing (0, where torch's are 0 / 0), NaN logits in ignored rows where a
+    gradient is wanted, class weights that are negative, NaN, of another dtype or shape, or
+    that want a gradient, and an ignore_index that is not a Python int: the generic path's
+    values, gradients and errors."""
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits
+    x, y, cw = _plain_sparse_inputs(torch.float64)
+    ignored = torch.full((6,), -100)
+    nan_rows = x.clone()
+    nan_rows[1] = math.nan
+    nan_rows[4, 0] = math.inf
+    cases = [
+        (x, ignored, {"ignore_index": -100}, 0.0),
+        (x, torch.full((6,), 3), {"class_weights": cw, "reduction": "weighted_mean"}, 0.0),
+        (x, torch.where(y == -100, -100, 3), {"class_weights": cw, "ignore_index": -100,
+                                              "reduction": "weighted_mean"}, 0.0),
+        (nan_rows, y, {"ignore_index": -100}, None),
+        (nan_rows, y, {"ignore_index": -100, "class_weights": cw, "reduction": "sum"}, None),
+        (x, y, {"ignore_index": np.int64(-100)}, None),
+        (x, y.clamp(0), {"class_weights": cw.float()}, None),
+        (x, y.clamp(0), {"class_weights": cw.clone().requires_grad_(True)}, None),
+    ]
+    for inputs, labels, kw, value in cases:
+        a = inputs.clone().requires_grad_(True)
+        got = loss(a, labels, **kw)
+        (g,) = torch.autograd.grad(got, a)
+        want, gw = used.generic(_value_and_grad, loss, inputs, labels, **kw)
+        _close(got, want, torch.float64, x.numel())
+        _close(g, gw, torch.float64)
+        assert bool(torch.isfinite(g).all())
+        if value is not None:
+            assert float(got.detach()) == value and bool((g == 0).all())
+    assert used.plain == {}
+    # with no gradient wanted, NaN in ignored rows is the plain kernel's (torch leaves those
+    # rows out of the value)
+    with torch.no_grad():
+        got = loss(nan_rows, y, ignore_index=-100, reduction="none")
+    assert used.plain == {"cross_entropy_with_logits": 1}
+    _close(got, used.generic(loss, nan_rows, y, ignore_index=-100, reduction="none"),
+           torch.float64)
+    for bad in (-cw, torch.where(cw == 0, math.nan, cw)):
+        with pytest.raises(ValueError, match="class_weights` holds negative"):
+            loss(x, y.clamp(0), class_weights=bad)
+    with unilosses.checks(False):  # (negative weights unread: the same formula either way)
+        _close(loss(x, y.clamp(0), class_weights=-cw, reduction="sum"),
+               used.generic(loss, x, y.clamp(0), class_weights=-cw, reduction="sum"),
+               torch.float64, x.numel())
+    with pytest.raises(ValueError, match="other than ignore_index=-100"):
+        loss(x, torch.where(y == 3, 7, y), ignore_index=-100, class_weights=cw)
 
 
 def test_ignore_index_with_weights_and_a_mask(used):  # type: ignore[no-untyped-def]

@@ -27,7 +27,11 @@ def _full(monkeypatch, names, arrays, **kw):  # type: ignore[no-untyped-def]
 
 def _args(kw):  # type: ignore[no-untyped-def]
     return (kw.get("reduction", "mean"), kw.get("class_axis"), kw.get("labels", ()),
-            kw.get("same_shape"))
+            kw.get("same_shape"), kw.get("weights"), kw.get("where"))
+
+
+_W = torch.tensor([0.5, 0.0, 2.0])
+_M = torch.tensor([True, False, True])
 
 
 TAKEN = [
@@ -39,6 +43,14 @@ TAKEN = [
      lambda: (torch.randn(4, 3, 2), torch.zeros(4, 2, dtype=torch.int64)), LABELS),
     ("int32 labels", ("logits", "labels"),
      lambda: (torch.randn(4, 3), torch.zeros(4, dtype=torch.int32)), LABELS),
+    # weights and masks of the elementwise loss's own shape and dtype
+    ("weights", PT, lambda: (torch.randn(3), torch.randn(3)), {"weights": _W}),
+    ("where", PT, lambda: (torch.randn(3), torch.randn(3)), {"where": _M, "reduction": "sum"}),
+    ("weights and where", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"weights": _W, "where": _M, "reduction": "weighted_mean"}),
+    ("row weights", ("logits", "labels"),
+     lambda: (torch.randn(3, 4), torch.zeros(3, dtype=torch.int64)),
+     {**LABELS, "weights": _W, "where": _M}),
 ]
 
 
@@ -52,7 +64,18 @@ def test_the_short_path_gives_the_full_paths_call(monkeypatch, names, make, kw):
     (c1, out1), (c2, out2) = short, full
     assert c1.ad is c2.ad and c1.dtype == c2.dtype and c1.reduction == c2.reduction
     assert c1.loss_shape == c2.loss_shape and type(c1.loss_shape) is tuple
-    assert c1.mask is None and c1.weights is None
+    for a, b in ((c1.mask, c2.mask), (c1.weights, c2.weights)):
+        assert (a is None) == (b is None)
+        if a is not None:  # (masked weights zeroed on both paths)
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if "where" in kw:
+        assert c1.mask is kw["where"]
+        if "weights" not in kw:
+            assert c1.weights is None
+    elif "weights" in kw:
+        assert c1.weights is kw["weights"] and c1.mask is None
+    else:
+        assert c1.mask is None and c1.weights is None
     assert len(out1) == len(out2)
     for a, b in zip(out1, out2):
         assert a is b  # nothing cast or copied on either path
@@ -74,6 +97,25 @@ DECLINED = [
      lambda: (torch.randn(4, 3), torch.zeros(4, dtype=torch.int8)), LABELS),
     ("labels of the wrong shape", ("logits", "labels"),
      lambda: (torch.randn(4, 3), torch.zeros(3, dtype=torch.int64)), LABELS),
+    # weights and masks the full path casts, broadcasts, converts or refuses
+    ("float64 weights", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"weights": _W.double()}),
+    ("integer weights", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"weights": torch.ones(3, dtype=torch.int64)}),
+    ("broadcast weights", PT, lambda: (torch.randn(2, 3), torch.randn(2, 3)),
+     {"weights": _W}),
+    ("a Python number as weights", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"weights": 2.0}),
+    ("NumPy weights", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"weights": _W.numpy()}),
+    ("weights of the predictions' shape for a per-row loss", ("logits", "labels"),
+     lambda: (torch.randn(3, 4), torch.zeros(3, dtype=torch.int64)),
+     {**LABELS, "weights": torch.ones(3, 4)}),
+    ("an integer mask", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"where": _M.long()}),
+    ("a broadcast mask", PT, lambda: (torch.randn(2, 3), torch.randn(2, 3)), {"where": _M}),
+    ("a mask on another device", PT, lambda: (torch.randn(3), torch.randn(3)),
+     {"where": torch.empty(3, dtype=torch.bool, device="meta")}),
 ]
 
 

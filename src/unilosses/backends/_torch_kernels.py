@@ -382,12 +382,30 @@ def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
 
 
 def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
-                        reduction: str, sparse: bool) -> Array | None:
+                        reduction: str, sparse: bool, ignore_index: Any = None,
+                        class_weights: Any = None,
+                        check: Callable[[], bool] | None = None) -> Array | None:
     """Integer labels (int64, one per row) where ``sparse`` (the sparse loss), else
     probability targets (x's shape and dtype), the classes along the last axis of a 2-D
     ``x``.  An out-of-range label makes torch raise on the CPU: the generic path then gives
     unilosses's error (or clamps it, checks off); the wrong kind of target for the loss, its
-    error."""
+    error.
+
+    Sparse only:
+
+    * ``ignore_index`` (a Python int): torch's own, whose rows torch leaves out of the value
+      (0 there, whatever their logits) and of the mean's count.  Their logits stay as given,
+      where the generic path replaces them: where a gradient is wanted, only if one read shows
+      every logit finite (a NaN in a left-out row would reach its gradient through the
+      log-softmax's backward).
+    * ``class_weights`` (x's dtype, one per class, no gradient wanted: torch has none for
+      them): torch's ``weight=``, whose mean divides by the labels' summed weight, unilosses's
+      "weighted_mean"; "mean" divides by the row count instead ("sum" scaled), and with
+      ``ignore_index`` (the kept rows' count, unknown without a read) is left to the generic
+      path.  Where ``check()`` (value checks on), one read: no weight negative or NaN.
+
+    A mean over nothing (no kept row, or a zero summed weight: torch's 0 / 0) is left to the
+    generic path, which gives 0."""
     r = _code(reduction)
     ls = label_smoothing
     if (r is None or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
@@ -403,11 +421,41 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
         return None
     if not 0 < x.numel() < _CHECK_MIN or tracing(x, targets):
         return None
+    index, scale = _NO_INDEX, None
+    if ignore_index is not None or class_weights is not None:
+        if not sparse:
+            return None
+        if ignore_index is not None:
+            if type(ignore_index) is not int:
+                return None
+            index = ignore_index
+        if class_weights is not None:
+            cw = class_weights
+            if (type(cw) is not _Tensor or cw.dtype != x.dtype or not cw.is_cpu
+                    or cw.shape != x.shape[1:] or cw.requires_grad or tracing(cw)):
+                return None
+            if reduction == "mean":  # (not "weighted_mean", whose code is the mean's too)
+                if index != _NO_INDEX:
+                    return None
+                r, scale = 2, _const(1.0 / x.shape[0], x.dtype)
+            if check is not None and check() and not torch.amin(cw).item() >= 0.0:
+                return None  # (NaN too) the generic path's error
+        if x.requires_grad and torch.is_grad_enabled():
+            if not _bounded(x):
+                return None
+        else:
+            x = _clamped(x)
+    else:
+        x = _plain_finite(x)
     try:
-        return _nn.cross_entropy_loss(_plain_finite(x), targets, None, r, _NO_INDEX,
-                                      float(ls))
+        out = _nn.cross_entropy_loss(x, targets, class_weights, r, index, float(ls))
     except IndexError:
         return None
+    if scale is not None:
+        return torch.mul(out, scale)
+    if r == 1 and (index != _NO_INDEX or class_weights is not None) and math.isnan(out.item()):
+        return None  # (nothing kept or no weight; or NaN logits kept: the generic path's)
+    return out
 
 
 def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: float,

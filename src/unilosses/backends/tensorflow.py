@@ -601,16 +601,19 @@ _LOGIT_BOUNDS = {dt: float(np.finfo(dt.as_numpy_dtype).max) / 4
 
 
 def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
-                         reduction: Any, sparse: bool) -> Array | None:
+                         reduction: Any, sparse: bool, ignore_index: Any = None,
+                         class_weights: Any = None, check: Any = None) -> Array | None:
     """Cross-entropy with logits on a plain eager call: 2-D logits on the CPU, classes last,
     below _BOUND_CHECK_MIN elements, int32/int64 labels (one per row, where ``sparse``: the
     sparse loss) or targets of the logits' shape and dtype (the categorical one); the clip to
     +-max/4 and the fused op itself.  Tried before any of the generic path's checks
     (``Adapter.plain``), which on small inputs cost more than the op; anything else declines
     (None) to the generic path, which converts, checks or refuses it, as it does a label out
-    of range, which the sparse op refuses itself."""
+    of range, which the sparse op refuses itself; and so are ``ignore_index`` and
+    ``class_weights``, which the op has not."""
     ls = label_smoothing
-    if (type(reduction) is not str or reduction not in _PLAIN_REDUCE
+    if (ignore_index is not None or class_weights is not None
+            or type(reduction) is not str or reduction not in _PLAIN_REDUCE
             or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
             or type(axis) is not int or (axis != -1 and axis != 1)
             or type(x) is not _EagerTensor or type(targets) is not _EagerTensor

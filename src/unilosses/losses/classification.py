@@ -864,9 +864,9 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
     >>> round(float(unilosses.sparse_categorical_cross_entropy_with_logits(x, np.array([0]))), 6)
     0.126928
     """
-    if ignore_index is None and class_weights is None and weights is None and where is None:
+    if weights is None and where is None:
         fused = plain("cross_entropy_with_logits", logits, labels, axis, label_smoothing,
-                      reduction, True)
+                      reduction, True, ignore_index, class_weights, checks_enabled)
         if fused is not None:
             return fused
     return _sparse(logits, labels, axis, ignore_index, label_smoothing, class_weights,

@@ -30,7 +30,7 @@ def _args(kw):  # type: ignore[no-untyped-def]
             kw.get("same_shape"), kw.get("weights"), kw.get("where"))
 
 
-_W = torch.tensor([0.5, 0.0, 2.0])
+_W = torch.tensor([0.5, 1.5, 0.0])  # (1.5 where _M masks it)
 _M = torch.tensor([True, False, True])
 
 

@@ -6,8 +6,9 @@ eagerly on torch's CPU, each next to the torch formula a user writes today (the 
 ``F.<loss>`` with
 ``reduction="none"``, times the weights, ``torch.where`` of the mask, summed;
 ``F.cross_entropy(ignore_index=-100)``, ``F.cross_entropy(weight=)``) and next to
-unilosses's own generic composition (the kernels off, what these calls took before they
-reached torch's kernels), in one process and interleaved (:mod:`benchmarks.timing`), with the
+unilosses's own generic composition (every fast path off: torch's kernels, the plain calls'
+kernels and ``prepare``'s short path; what these calls took before they reached them), in
+one process and interleaved (:mod:`benchmarks.timing`), with the
 allocator settings of the main runner.  It is not part of the main table.
 
     python -m benchmarks.options --sizes 16,1e3,1e6 --threads 1
@@ -67,10 +68,15 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
     return out
 
 
+def _declined(*args: Any) -> None:
+    return None
+
+
 def _steps(torch: Any, case: tuple[Any, ...],
            grad: bool) -> tuple[tuple[Callable[[], Any], ...], Any]:
     """(unilosses, its composition, the peer), each returning the loss; and the input that
     the backward pass differentiates."""
+    from unilosses._core import call as call_module
     from unilosses.backends import _torch_kernels as kernels
 
     _, loss, peer, inputs, options, w, mask = case
@@ -89,12 +95,18 @@ def _steps(torch: Any, case: tuple[Any, ...],
         return out
 
     def composition() -> Any:
-        saved = dict(kernels.KERNELS)
+        # every fast path off: the kernels, the plain calls' kernels, prepare's short path
+        saved, plain = dict(kernels.KERNELS), dict(kernels.PLAIN)
         kernels.KERNELS.clear()
+        kernels.PLAIN.clear()
+        short = call_module._prepare_plain
+        call_module._prepare_plain = _declined
         try:
             return ours()
         finally:
             kernels.KERNELS.update(saved)
+            kernels.PLAIN.update(plain)
+            call_module._prepare_plain = short
 
     def theirs() -> Any:
         if w is None:

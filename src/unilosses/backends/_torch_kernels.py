@@ -321,7 +321,8 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
         return None
     if labels is not None and (compiling or not x.is_cpu or call.ad.is_tracing(x)):
         targets = labels()
-    if x.ndim == 2 or axis == 1:  # already torch's layout
+    flat = not (x.ndim == 2 or axis == 1)
+    if not flat:  # already torch's layout, whose unreduced loss has the loss's shape
         x2, t2 = x, targets
     else:
         x2 = x.reshape(shape)
@@ -343,7 +344,7 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
         # torch's mean of no kept row is 0 / 0, unilosses's 0; the loss of a finite logit is
         # finite, so NaN means that (and its derivative in it is 0)
         return torch.nan_to_num(out, nan=0.0)
-    return out.reshape(call.loss_shape) if r == "none" else out
+    return out.reshape(call.loss_shape) if r == "none" and flat else out
 
 
 # -- plain calls on small inputs ----------------------------------------------------------

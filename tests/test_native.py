@@ -853,6 +853,65 @@ def test_plain_sparse_cross_entropy_options(used, reduction, dtype, smoothing, o
     _close(loss(x, y, reduction=reduction, **kw), want, dtype, x.numel())
 
 
+@pytest.mark.parametrize("shape", SIZES + [(4, 6, 5)], ids=["small", "large", "3d"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("ignore", [None, -100], ids=["all-kept", "ignore_index"])
+def test_class_weights_kernel(used, no_plain, shape, reduction, dtype, smoothing, ignore):  # type: ignore[no-untyped-def]
+    """Class weights go to torch's ``weight=`` (eager CPU, logits read finite): the
+    composition's values and gradients, and torch's own where the reductions mean the same;
+    "mean" with ``ignore_index`` (the kept rows' count unknown without a read) is the
+    composition's."""
+    x = _logits(dtype, shape)
+    x.view(-1)[:3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
+    classes = shape[-1]
+    y = _labels(shape[:-1], classes)
+    cw = torch.linspace(0.0, 2.0, classes, dtype=dtype)  # (a zero weight among them)
+    kw = {"class_weights": cw, "label_smoothing": smoothing}
+    if ignore is not None:
+        kw["ignore_index"] = ignore
+        y.view(-1)[1::3] = ignore
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits
+    v1, g1 = _value_and_grad(loss, x, y, reduction=reduction, **kw)
+    taken = not (reduction == "mean" and ignore is not None)
+    assert used.calls == ({"cross_entropy_with_logits": 1} if taken else {})
+    v2, g2 = used.generic(_value_and_grad, loss, x, y, reduction=reduction, **kw)
+    _close(v1, v2, dtype, x.numel())
+    _close(g1, g2, dtype)
+    if reduction != "mean":
+        want = torch.nn.functional.cross_entropy(
+            x.movedim(-1, 1), y, weight=cw, label_smoothing=smoothing,
+            ignore_index=-100 if ignore is None else ignore,
+            reduction="mean" if reduction == "weighted_mean" else reduction)
+        _close(v1, want, dtype, x.numel())
+
+
+def test_class_weights_kernel_declines_what_the_generic_path_answers(used, no_plain):  # type: ignore[no-untyped-def]
+    """A zero summed weight (0, where torch's mean is 0 / 0), weights that want a gradient
+    (torch has none for them), NaN logits, weights or a mask alongside: the composition."""
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits
+    x = _logits(torch.float64, (50, 4))
+    y = _labels((50,), 4)
+    cw = torch.tensor([0.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    a = x.clone().requires_grad_(True)
+    got = loss(a, torch.zeros(50, dtype=torch.int64), class_weights=cw,
+               reduction="weighted_mean")
+    (g,) = torch.autograd.grad(got, a)
+    assert float(got.detach()) == 0.0 and bool((g == 0).all())
+    nan_logits = x.clone()
+    nan_logits[3, 1] = math.nan
+    for inputs, kw in ((x, {"class_weights": cw.clone().requires_grad_(True)}),
+                       (nan_logits, {"class_weights": cw}),
+                       (x, {"class_weights": cw, "weights": torch.ones(50, dtype=torch.float64)}),
+                       (x, {"class_weights": cw, "where": y != 2})):
+        for reduction in ("sum", "weighted_mean"):
+            got = loss(inputs, y, reduction=reduction, **kw)
+            want = used.generic(loss, inputs, y, reduction=reduction, **kw)
+            _close(got, want, torch.float64, x.numel())
+    assert used.calls == {}
+
+
 def test_plain_sparse_options_decline_what_the_generic_path_answers(used):  # type: ignore[no-untyped-def]
     """Means over nothing (0, where torch's are 0 / 0), NaN logits in ignored rows where a
     gradient is wanted, class weights that are negative, NaN, of another dtype or shape, or

@@ -151,11 +151,12 @@ def _dense_rows(x: Array, t: Array) -> Array:
 
 def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
                   labels: Callable[[], Array] | None = None, ignore_index: int | None = None,
-                  left_out: bool = False) -> Array | None:
+                  left_out: bool = False, class_weights: Any = None) -> Array | None:
     ndim = len(call.ad.shape(x))
-    if axis != ndim - 1 or left_out:
-        # (the fused ops take the classes last; nor have they an ignore_index, and the rows
-        # a mask leaves out would need their logits replaced: a full-size select)
+    if axis != ndim - 1 or left_out or class_weights is not None:
+        # (the fused ops take the classes last; nor have they an ignore_index or class
+        # weights, and the rows a mask leaves out would need their logits replaced: a
+        # full-size select)
         return None
     if labels is not None and in_xla():
         # XLA lowers the sparse op into more passes than the composition's (a log-sum-exp and

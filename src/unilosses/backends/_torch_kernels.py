@@ -12,9 +12,12 @@ semantics that would otherwise differ:
   ``x . x`` (one read instead of a read, a write and a backward pass);
 * a label out of range makes ``F.cross_entropy`` raise (CPU): the generic path then gives
   unilosses's own error, or clamps the label when checks are off;
-* torch's mean over rows whose labels all equal ``ignore_index`` is 0 / 0, unilosses's 0; and
+* torch's mean over rows whose labels all equal ``ignore_index`` (or whose class weights,
+  ``weight=``, are all 0) is 0 / 0, unilosses's 0; and
   rows left out (``ignore_index``, a mask) keep their logits, where the generic path replaces
-  them: only where one read shows every logit finite (eagerly on the CPU).
+  them: only where one read shows every logit finite (eagerly on the CPU);
+* torch's mean with class weights (``weight=``) divides by the labels' summed weight, which is
+  unilosses's "weighted_mean"; unilosses's "mean" divides by the row count.
 
 Losses without a kernel anywhere but with a closed-form derivative (the focal losses,
 ``log_cosh``) are evaluated block by block on the CPU (``chunked_sum``) and, on a GPU, through
@@ -286,7 +289,7 @@ def _rows(x: Array, axis: int) -> tuple[int, ...] | None:
 
 def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothing: float,
                   labels: Callable[[], Array] | None = None, ignore_index: int | None = None,
-                  left_out: bool = False) -> Array | None:
+                  left_out: bool = False, class_weights: Array | None = None) -> Array | None:
     """``F.cross_entropy`` for integer labels or probability targets.
 
     ``labels``: the labels checked and clamped by the generic path's rule.  On the CPU, eagerly,
@@ -298,11 +301,24 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
     ``ignore_index`` leaves out, or masked after this), their logits as given: eagerly on the
     CPU only, where one read shows every logit finite and within the clamp (a NaN in such a row
     would reach its gradient: the generic path replaces them instead).
+
+    ``class_weights`` (with ``left_out``; 1-D, checked, no gradient wanted: torch has none for
+    them): torch's ``weight=``, whose mean divides by the labels' summed weight, unilosses's
+    "weighted_mean"; its "mean" is the sum over the row count (with ``ignore_index`` the kept
+    rows' count, unknown without a read: the generic path).
     """
     r = _reduction(call, x)
     shape = _rows(x, axis)
     if r is None or shape is None:
         return None
+    count = None
+    if class_weights is not None:
+        if class_weights.requires_grad or not left_out:
+            return None
+        if call.reduction == "mean":  # (not "weighted_mean")
+            if ignore_index is not None:
+                return None
+            r, count = "sum", x.numel() // x.shape[axis]
     sparse = labels is not None or left_out
     compiling = torch.compiler.is_compiling()
     if left_out and (compiling or tracing(x, targets) or not _bounded(x)):
@@ -336,13 +352,22 @@ def cross_entropy(call: Any, x: Array, targets: Array, axis: int, label_smoothin
             out = F.cross_entropy(x2, t2, reduction=r, label_smoothing=label_smoothing,
                                   ignore_index=_NO_INDEX)
         else:
-            out = _nn.cross_entropy_loss(x2, t2, None, _ENUM[r], _NO_INDEX if ignore_index is None
-                                         else ignore_index, label_smoothing)
+            out = _nn.cross_entropy_loss(x2, t2, class_weights, _ENUM[r],
+                                         _NO_INDEX if ignore_index is None else ignore_index,
+                                         label_smoothing)
     except IndexError:  # a label out of range: unilosses's message, or its clamp (checks off)
         return None
+    if count is not None:
+        return out / count
+    if r == "mean" and class_weights is not None:
+        # a zero summed weight: torch's 0 / 0, and a NaN gradient from the zero-weight rows
+        # (0 times 1 / 0), where unilosses's is 0 with zero gradient: the generic path's (the
+        # logits are finite, so NaN means that; read on the CPU, no device to stall)
+        return None if math.isnan(out.item()) else out
     if r == "mean" and ignore_index is not None:
         # torch's mean of no kept row is 0 / 0, unilosses's 0; the loss of a finite logit is
-        # finite, so NaN means that (and its derivative in it is 0)
+        # finite, so NaN means that (and its derivative in it is 0: torch's backward writes
+        # nothing for a left-out row)
         return torch.nan_to_num(out, nan=0.0)
     return out.reshape(call.loss_shape) if r == "none" and flat else out
 

@@ -698,6 +698,12 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
         fused = _sparse_kernel(call, p, out[1], ax, ls, ignore_index)
         if fused is not None:
             return fused
+    elif logits and call.mask is None and call.weights is None:
+        # the backend's own class weights (torch's weight=), where it reduces them itself
+        fused = call.native("cross_entropy_with_logits", p, out[1], ax, ls,
+                            ignore_index=ignore_index, left_out=True, class_weights=out[2])
+        if fused is not None:
+            return fused
     y = checked_labels(call, out[1], p, ax, ignore_index)
     if logits:
         x = call.clean(p, 0.0, axis=ax)

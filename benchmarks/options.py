@@ -7,7 +7,8 @@ eagerly on torch's CPU, each next to the torch formula a user writes today (the 
 ``reduction="none"``, times the weights, ``torch.where`` of the mask, summed;
 ``F.cross_entropy(ignore_index=-100)``, ``F.cross_entropy(weight=)``) and next to
 unilosses's own generic composition (every fast path off: torch's kernels, the plain calls'
-kernels and ``prepare``'s short path; what these calls took before they reached them), in
+kernels, ``prepare``'s short path and the masks' selects; what these calls took before they
+reached them), in
 one process and interleaved (:mod:`benchmarks.timing`), with the
 allocator settings of the main runner.  It is not part of the main table.
 
@@ -72,12 +73,18 @@ def _declined(*args: Any) -> None:
     return None
 
 
+def _never(*args: Any) -> bool:
+    return False
+
+
 def _steps(torch: Any, case: tuple[Any, ...],
            grad: bool) -> tuple[tuple[Callable[[], Any], ...], Any]:
     """(unilosses, its composition, the peer), each returning the loss; and the input that
     the backward pass differentiates."""
     from unilosses._core import call as call_module
     from unilosses.backends import _torch_kernels as kernels
+    from unilosses.backends._base import Adapter
+    from unilosses.backends.torch import TorchAdapter
 
     _, loss, peer, inputs, options, w, mask = case
     first = inputs[0].clone().requires_grad_(grad)
@@ -95,18 +102,27 @@ def _steps(torch: Any, case: tuple[Any, ...],
         return out
 
     def composition() -> Any:
-        # every fast path off: the kernels, the plain calls' kernels, prepare's short path
+        # every fast path off: the kernels, the plain calls' kernels, prepare's short path,
+        # and the masks' (inputs replaced with or without a gradient, torch.where, the
+        # mask's count cast)
         saved, plain = dict(kernels.KERNELS), dict(kernels.PLAIN)
         kernels.KERNELS.clear()
         kernels.PLAIN.clear()
         short = call_module._prepare_plain
         setattr(call_module, "_prepare_plain", _declined)  # noqa: B010 (a module's function)
+        masks = {name: TorchAdapter.__dict__[name]
+                 for name in ("no_gradient", "mask_selector", "count")}
+        for name, off in (("no_gradient", _never), ("mask_selector", _declined),
+                          ("count", Adapter.count)):
+            setattr(TorchAdapter, name, off)
         try:
             return ours()
         finally:
             kernels.KERNELS.update(saved)
             kernels.PLAIN.update(plain)
             setattr(call_module, "_prepare_plain", short)  # noqa: B010
+            for name, method in masks.items():
+                setattr(TorchAdapter, name, method)
 
     def theirs() -> Any:
         if w is None:

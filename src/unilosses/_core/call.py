@@ -38,7 +38,8 @@ Array = Any
 class Call:
     """The state of one loss evaluation, handed from :func:`prepare` to :meth:`reduce`."""
 
-    __slots__ = ("ad", "xp", "dtype", "loss_shape", "mask", "weights", "reduction")
+    __slots__ = ("ad", "xp", "dtype", "loss_shape", "mask", "weights", "reduction",
+                 "grad_free", "_select")
 
     def __init__(self, ad: Adapter, dtype: Any, loss_shape: tuple[Any, ...], mask: Array | None,
                  weights: Array | None, reduction: str) -> None:
@@ -49,17 +50,40 @@ class Call:
         self.mask = mask
         self.weights = weights
         self.reduction = reduction
+        #: masked, whether no gradient can reach the inputs (``Adapter.no_gradient``)
+        self.grad_free = False
+        self._select: Any = False  # Adapter.mask_selector's, made at the first select
 
     def restrict(self, keep: Array) -> None:
         """Also mask out elements where ``keep`` is False (e.g. labels equal to ignore_index)."""
         self.mask = keep if self.mask is None else self.mask & keep
+        self._select = False
         if self.weights is not None:
-            self.weights = self.ad.where(self.mask, self.weights, 0.0)
+            self.weights = self.masked(self.xp.broadcast_to(self.weights, self.loss_shape))
 
-    def clean(self, x: Array, fill: float, axis: int | None = None) -> Array:
-        """``x`` with masked elements replaced by ``fill`` (``axis``: x has an extra class axis)."""
-        if self.mask is None:
+    def masked(self, x: Array, zero: float = 0.0) -> Array:
+        """``where(mask, x, zero)`` (``zero``: 0 or 0.0, of x's kind) for ``x`` of the mask's
+        shape, by the backend's selector for a mask applied several times where it has one
+        (``Adapter.mask_selector``)."""
+        select = self._select
+        if select is False:
+            select = self._select = self.ad.mask_selector(self.mask)
+        return self.ad.where(self.mask, x, zero) if select is None else select(x)
+
+    def clean(self, x: Array, fill: float, axis: int | None = None, *,
+              grad_only: bool = False) -> Array:
+        """``x`` with masked elements replaced by ``fill`` (``axis``: x has an extra class axis).
+
+        ``grad_only``: the replacement only keeps NaN out of the gradient, and the loss's
+        value at a masked element, whatever ``x`` holds there, is dropped by :meth:`reduce`'s
+        select (an elementwise loss, no check or gather reading ``x``): skipped where no
+        gradient can reach the inputs (an evaluation loop under ``torch.no_grad``; torch's
+        CPU ``where`` is a scalar loop, 3.9 ms for 1e6 float32 elements here, a masked MSE
+        cleaned its predictions, targets and weights and masked its loss: four)."""
+        if self.mask is None or (grad_only and self.grad_free):
             return x
+        if axis is None and fill == 0:
+            return self.masked(x, fill)
         m = self.mask
         if axis is not None:
             m = self.xp.expand_dims(m, axis=axis)
@@ -236,7 +260,7 @@ class Call:
         if self.weights is not None:
             loss = loss * self.weights
         if self.mask is not None:
-            loss = ad.where(self.mask, loss, 0.0)
+            loss = self.masked(loss)
         if self.reduction == "none":
             return loss
         weighted = self.reduction == "weighted_mean" and (self.weights is not None
@@ -260,13 +284,13 @@ class Call:
             w = xp.broadcast_to(w, self.loss_shape)
             # dense (the select makes it so): a broadcast view's sum may be less accurate
             # (Adapter.dense)
-            w = ad.dense(w) if self.mask is None else ad.where(self.mask, w, 0.0)
+            w = ad.dense(w) if self.mask is None else self.masked(w)
             wsum = xp.sum(w, axis=axis)
             nonzero = wsum != 0.0
             return ad.where(nonzero, total / ad.where(nonzero, wsum, 1.0), 0.0)
         if self.mask is None:
             return total  # of nothing: 0, where a mean would be NaN
-        count = xp.sum(ad.astype(self.mask, self.dtype), axis=axis)
+        count = ad.count(self.mask, axis, self.dtype)
         return total / ad.where(count > 0, count, 1.0)
 
 
@@ -363,8 +387,11 @@ def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: s
                               or where.dtype != ad.xp.bool or where.shape != loss_shape):
         return None
     call = Call(ad, dtype, loss_shape, where, weights, reduction)
-    if where is not None and weights is not None:
-        call.weights = call.clean(weights, 0.0)
+    if where is not None:
+        call.grad_free = ad.no_gradient(*arrays) if weights is None else \
+            ad.no_gradient(*arrays, weights)
+        if weights is not None:
+            call.weights = call.clean(weights, 0.0, grad_only=True)
     return call, list(arrays)
 
 
@@ -568,8 +595,10 @@ def prepare(
                                     "the elementwise loss of shape")
         w = ad.astype(weights, dtype)
     call = Call(ad, dtype, loss_shape, mask, w, reduction)
-    if mask is not None and w is not None:
-        call.weights = call.clean(xp.broadcast_to(w, loss_shape), 0.0)
+    if mask is not None:
+        call.grad_free = ad.no_gradient(*out) if w is None else ad.no_gradient(*out, w)
+        if w is not None:
+            call.weights = call.clean(xp.broadcast_to(w, loss_shape), 0.0, grad_only=True)
     return call, out
 
 

@@ -8,6 +8,7 @@ primitives.  Everything here is also the fallback for namespaces unilosses has n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 Array = Any
@@ -48,6 +49,13 @@ class Adapter:
     def is_tracing(self, x: Array) -> bool:
         """Whether ``x`` has no concrete values (traced under jit/compile, fake or meta):
         value checks are skipped then."""
+        return False
+
+    def no_gradient(self, *xs: Array) -> bool:
+        """Whether no reverse-mode gradient can reach any of ``xs`` from this call (eager, and
+        nothing recorded for a backward pass): a masked loss need not replace masked inputs
+        only to keep NaN out of the gradient then (a final select drops their values).  False
+        where unknown."""
         return False
 
     def has_values(self, x: Array) -> bool:
@@ -200,6 +208,16 @@ class Adapter:
         if not hasattr(y, "shape"):
             y = xp.asarray(y, dtype=x.dtype, device=self.device(x))
         return xp.where(cond, x, y)
+
+    def mask_selector(self, mask: Array) -> Callable[[Array], Array] | None:
+        """For a boolean ``mask`` that a loss call applies to several arrays of its shape, a
+        function giving ``where(mask, x, 0)`` for each, faster than ``where`` here; None: use
+        :meth:`where`."""
+        return None
+
+    def count(self, mask: Array, axis: Any, dtype: Any) -> Array:
+        """The number of True elements of ``mask`` along ``axis`` (None: all), in ``dtype``."""
+        return self.xp.sum(self.astype(mask, dtype), axis=axis)
 
     def select_finite(self, mask: Array, x: Array) -> Array:
         """``where(mask, x, 0)`` for an ``x`` known to be finite where ``mask`` is False: a

@@ -1018,6 +1018,61 @@ def closed_form_sum(value_and_grad: Callable[..., tuple[Array, Array]] | None, x
     return _ClosedFormSum.apply(value_and_grad, scale, x, *rest)
 
 
+#: the integer dtype of each dtype's width, whose bits a mask's all-ones or zeros select
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.int32: torch.int32,
+         torch.int64: torch.int64}
+
+#: below this many elements a mask is selected by torch.where (the Function's call costs more)
+MASK_SELECT_MIN = 1 << 16
+
+
+class _MaskSelect(torch.autograd.Function):
+    """``where(mask, x, 0)`` as a bitwise and of x's bits with the mask's (all ones where
+    True, zeros elsewhere): the same numbers, NaN and -0.0 included, in a vectorised pass.  On
+    the CPU torch.where is a scalar loop, its branch taken by the mask (1e6 float32 elements,
+    one thread: 4.0 ms under a random mask, 1.4 under a sorted one, against 0.46 for the
+    and); its derivative is the same select, in both modes."""
+
+    @staticmethod
+    def forward(x: Array, bits: Array) -> Array:  # type: ignore[override]
+        return (x.view(bits.dtype) & bits).view(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.bits = inputs[1]
+
+    @staticmethod
+    def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
+        return _MaskSelect.apply(g, ctx.bits), None
+
+    @staticmethod
+    def jvp(ctx: Any, x_t: Array, _: Any) -> Array:  # type: ignore[override]
+        return _MaskSelect.apply(x_t, ctx.bits)
+
+
+def mask_selector(mask: Array) -> Callable[[Array], Array] | None:
+    """``TorchAdapter.mask_selector``: on the CPU, eagerly, for masks of 2^16 elements or
+    more, a select of ``where(mask, x, 0)`` by :class:`_MaskSelect`, the mask's bits made once
+    per width and kept for the call's other arrays; None elsewhere (torch.where)."""
+    if (mask.dtype != torch.bool or not mask.is_cpu or mask.numel() < MASK_SELECT_MIN
+            or tracing(mask)):
+        return None
+    bits: dict[Any, Array] = {}
+
+    def select(x: Array) -> Array:
+        kind = _BITS.get(x.dtype)
+        if kind is None or x.shape != mask.shape or tracing(x):
+            return torch.where(mask, x, 0)
+        b = bits.get(kind)
+        if b is None:
+            b = bits[kind] = mask.to(kind).neg_()
+        if (x.requires_grad and torch.is_grad_enabled()) or _forward_ad():
+            return _MaskSelect.apply(x, b)
+        return _MaskSelect.forward(x, b)
+
+    return select
+
+
 class _ClosedFormElementwise(torch.autograd.Function):
     """The elementwise value, differentiated in x by a closed form.
 

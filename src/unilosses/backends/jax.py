@@ -190,6 +190,10 @@ class JaxAdapter(Adapter):
     def is_tracing(self, x: Array) -> bool:
         return isinstance(x, jax.core.Tracer)
 
+    def no_gradient(self, *xs: Array) -> bool:
+        # (differentiated, an array is a tracer: jax.grad traces)
+        return not any(isinstance(x, jax.core.Tracer) for x in xs)
+
     def chunked_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any = None,
                     scale: float = 1.0, columns: int = 1, blocks_only: bool = False,
                     bounds: bool = False, light: bool = False) -> Array | None:

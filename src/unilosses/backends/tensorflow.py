@@ -725,6 +725,9 @@ class TensorflowAdapter(Adapter):
     def is_tracing(self, x: Array) -> bool:
         return not tf.executing_eagerly() or tf.is_symbolic_tensor(x)
 
+    def no_gradient(self, *xs: Array) -> bool:
+        return all(_unrecorded(x) for x in xs)
+
     def has_values(self, x: Array) -> bool:
         # (an eager tensor closed over by a tf.function holds its values)
         return not tf.is_symbolic_tensor(x)

@@ -75,6 +75,13 @@ class TorchAdapter(Adapter):
     def is_tracing(self, x: Array) -> bool:
         return _torch_kernels.tracing(x)
 
+    def no_gradient(self, *xs: Array) -> bool:
+        # (torch.func.grad's inputs require grad, even under no_grad; forward-mode tangents
+        # pass a select as they are)
+        if _torch_kernels.tracing(*xs):
+            return False
+        return not torch.is_grad_enabled() or not any(x.requires_grad for x in xs)
+
     def extrema(self, x: Array) -> tuple[Any, Any] | None:
         # one read and one host transfer, where comparisons make temporaries and several passes
         if x.numel() == 0 or x.dtype == torch.bool or x.is_complex():
@@ -173,6 +180,14 @@ class TorchAdapter(Adapter):
     def safe_abs(self, x: Array) -> Array:
         # torch.abs's gradient is sign(x): 0 at 0 already, in one kernel instead of two
         return torch.abs(x)
+
+    def mask_selector(self, mask: Array) -> Any:
+        return _torch_kernels.mask_selector(mask)
+
+    def count(self, mask: Array, axis: Any, dtype: Any) -> Array:
+        # summed as bytes, cast on the fly (1e6 elements: 0.41 ms, against 0.88 for the cast
+        # and the sum)
+        return torch.sum(mask.view(torch.uint8), dim=axis, dtype=dtype)
 
     def select_finite(self, mask: Array, x: Array) -> Array:
         # on CPU torch.where costs several times a product (measured 1.8 against 0.3 ns per

@@ -311,7 +311,7 @@ def binary_cross_entropy_with_logits(
         call.require_within(pw, 0.0, float(call.xp.finfo(call.dtype).max), lambda: (
             "`pos_weight` holds values outside [0, inf) (or NaN, or inf); give each class's "
             "positive term a finite weight >= 0."))
-    x, t = call.clean(out[0], 0.0), call.clean(out[1], 0.0)
+    x, t = call.clean(out[0], 0.0, grad_only=True), call.clean(out[1], 0.0, grad_only=True)
     fused = call.native("binary_cross_entropy_with_logits", x, _smooth_binary(t, ls), pw,
                         cleaned=True)
     if fused is not None:

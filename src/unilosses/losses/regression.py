@@ -52,7 +52,7 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
     fused = call.native("mse", p, t, cleaned=True)
     if fused is not None:
         return fused
@@ -104,7 +104,7 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
                            where=where)
     if axis is not None:
         axis = normalize_axes(axis, len(call.ad.shape(p)))
-    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
     ms = call.native("mse", p, t, cleaned=True) if axis is None else None
     if ms is None:
         d = p - t
@@ -149,7 +149,7 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
     fused = call.native("mae", p, t, cleaned=True)
     if fused is not None:
         return fused
@@ -230,7 +230,7 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     delta = check_positive("delta", delta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
     fused = call.native("huber", p, t, delta, cleaned=True)
     if fused is not None:
         return fused
@@ -283,7 +283,7 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     beta = check_positive("beta", beta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
     fused = call.native("smooth_l1", p, t, beta, cleaned=True)
     if fused is not None:
         return fused
@@ -410,7 +410,8 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         value_and_grad=lambda pb, tb, **kw: _log_cosh_value_grad(call, pb, tb, **kw))
     if total is not None:
         return total
-    return call.reduce(_log_cosh(call, call.clean(p, 0.0) - call.clean(t, 0.0)))
+    return call.reduce(_log_cosh(call, call.clean(p, 0.0, grad_only=True)
+                                 - call.clean(t, 0.0, grad_only=True)))
 
 
 #: Keras's ``backend.epsilon()``, the floor of MSLE's and MAPE's divisors and logs
@@ -459,7 +460,7 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     xp, ad = call.xp, call.ad
-    p, t = call.clean(p, 0.0), call.clean(t, 0.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
     lp = xp.log1p(ad.where(p > KERAS_EPSILON, p, KERAS_EPSILON))
     lt = xp.log1p(ad.where(t > KERAS_EPSILON, t, KERAS_EPSILON))
     d = lp - lt
@@ -506,7 +507,7 @@ def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     ad = call.ad
-    p, t = call.clean(p, 0.0), call.clean(t, 1.0)
+    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 1.0, grad_only=True)
     at = ad.safe_abs(t)
     return call.reduce(100.0 * ad.safe_abs(t - p) / ad.where(at > KERAS_EPSILON, at,
                                                               KERAS_EPSILON))
@@ -594,7 +595,7 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
         if expand:
             t = call.xp.expand_dims(t, axis=-1)
     ad = call.ad
-    d = call.clean(t, 0.0) - call.clean(p, 0.0)
+    d = call.clean(t, 0.0, grad_only=True) - call.clean(p, 0.0, grad_only=True)
     # both branches are linear: a where per side, and 0 (value and gradient) at d == 0
     return call.reduce(ad.where(d > 0, q * d, ad.where(d < 0, (q - 1.0) * d, 0.0)))
 

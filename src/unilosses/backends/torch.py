@@ -77,10 +77,10 @@ class TorchAdapter(Adapter):
 
     def no_gradient(self, *xs: Array) -> bool:
         # (torch.func.grad's inputs require grad, even under no_grad; forward-mode tangents
-        # pass a select as they are)
-        if _torch_kernels.tracing(*xs):
+        # pass a select as they are; the tracing test last, 3 us where the others take 0.3)
+        if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
             return False
-        return not torch.is_grad_enabled() or not any(x.requires_grad for x in xs)
+        return not _torch_kernels.tracing(*xs)
 
     def extrema(self, x: Array) -> tuple[Any, Any] | None:
         # one read and one host transfer, where comparisons make temporaries and several passes

@@ -44,6 +44,8 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
     x = torch.randn(rows, classes, generator=g)
     y = torch.randint(0, classes, (rows,), generator=g)
     wr = torch.rand(rows, generator=g)
+    mr = torch.rand(rows, generator=g) > 0.2
+    soft = torch.softmax(torch.randn(rows, classes, generator=g), -1)
     ignored = y.clone()
     ignored[1::5] = -100  # (every fifth row from the second: a row kept at 16 elements)
     out: list[Any] = []
@@ -57,9 +59,15 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
             (f"bce with logits, {tag}", unilosses.binary_cross_entropy_with_logits,
              F.binary_cross_entropy_with_logits, (p, tb), {}, w, mask),
         ]
+    for mask in (None, mr):
+        tag = "weights" if mask is None else "weights, where"
+        out += [
+            (f"sparse CE, {tag}", unilosses.sparse_categorical_cross_entropy_with_logits,
+             F.cross_entropy, (x, y), {}, wr, mask),
+            (f"categorical CE, {tag}", unilosses.categorical_cross_entropy_with_logits,
+             F.cross_entropy, (x, soft), {}, wr, mask),
+        ]
     out += [
-        ("sparse CE, weights", unilosses.sparse_categorical_cross_entropy_with_logits,
-         F.cross_entropy, (x, y), {}, wr, None),
         ("sparse CE, ignore_index", unilosses.sparse_categorical_cross_entropy_with_logits,
          F.cross_entropy, (x, ignored), {"ignore_index": -100}, None, None),
         ("sparse CE, class_weights", unilosses.sparse_categorical_cross_entropy_with_logits,

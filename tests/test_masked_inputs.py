@@ -28,13 +28,29 @@ CASES = {
     "bce_logits": (unilosses.binary_cross_entropy_with_logits, {}, True),
     "bce_logits_pos_weight": (unilosses.binary_cross_entropy_with_logits,
                               {"pos_weight": 3.0}, True),
+    "focal_logits": (unilosses.binary_focal_loss_with_logits, {}, True),
+    "focal_logits_alpha": (unilosses.binary_focal_loss_with_logits,
+                           {"alpha": np.linspace(0.2, 0.7, SHAPE[1]), "gamma": 1.5}, True),
+    # per row (the class axis last): the mask, the weights and the loss of shape SHAPE[:1]
+    "categorical_logits": (unilosses.categorical_cross_entropy_with_logits,
+                           {"label_smoothing": 0.1}, True),
+    "categorical_probs": (unilosses.categorical_cross_entropy, {}, True),
+    "sparse_logits": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                      {"label_smoothing": 0.1}, True),
+    "sparse_logits_class_weights": (unilosses.sparse_categorical_cross_entropy_with_logits,
+                                    {"class_weights": np.linspace(0.5, 2.0, SHAPE[1])}, True),
+    "poly1_logits": (unilosses.poly1_cross_entropy_with_logits, {"epsilon": 2.0}, True),
 }
+ROWS = ("categorical_logits", "categorical_probs", "sparse_logits",
+        "sparse_logits_class_weights", "poly1_logits")
 
 
 def _inputs(name: str):  # type: ignore[no-untyped-def]
     """Clean inputs, their copies with NaN/inf where the mask is False, and the mask."""
+    if name in ROWS:
+        return _row_inputs(name)
     p = rng.normal(size=SHAPE) * 2
-    t = rng.random(SHAPE) if name.startswith("bce") else rng.normal(size=SHAPE) * 2
+    t = rng.random(SHAPE) if name[:3] in ("bce", "foc") else rng.normal(size=SHAPE) * 2
     if name == "msle":
         p, t = np.abs(p), np.abs(t)
     w = rng.uniform(0.5, 2.0, SHAPE)
@@ -51,11 +67,43 @@ def _inputs(name: str):  # type: ignore[no-untyped-def]
     return (p, t, w), tuple(bad), m
 
 
-def _call(name, x, y, w, m, reduction):  # type: ignore[no-untyped-def]
+def _row_inputs(name: str):  # type: ignore[no-untyped-def]
+    """As _inputs, for the losses over the class axis: rows 0 and 2 masked."""
+    rows, classes = SHAPE
+    p = rng.normal(size=SHAPE) * 2
+    if name == "categorical_probs":
+        p = rng.dirichlet(np.ones(classes), size=rows)
+    if name.startswith("sparse"):
+        t = rng.integers(0, classes, size=rows)
+    else:
+        t = rng.dirichlet(np.ones(classes), size=rows)
+    w = rng.uniform(0.5, 2.0, rows)
+    m = np.array([False, True, False, True])
+    pb, tb, wb = p.copy(), t.copy(), w.copy()
+    pb[0, :3], pb[2, 3:] = np.nan, np.inf
+    if name == "categorical_probs":  # (its probabilities are checked, masked rows too)
+        pb = p.copy()
+    if name.startswith("sparse"):
+        tb[0], tb[2] = classes + 5, -3  # out of range where masked
+    else:
+        tb[0, 1:], tb[2, :2] = np.inf, np.nan
+    wb[0], wb[2] = np.nan, np.inf
+    return (p, t, w), (pb, tb, wb), m
+
+
+def _call(name, x, y, w, m, reduction, like=None):  # type: ignore[no-untyped-def]
+    """The loss ``name``; ``like``: converts its array options (alpha, class weights) to the
+    inputs' framework and dtype."""
     fn, kw, reduces = CASES[name]
+    kw = {k: like(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
     if reduces:
         kw = {**kw, "reduction": reduction}
     return fn(x, y, weights=w, where=m, **kw)
+
+
+def _converted(xp, arrays, dtype):  # type: ignore[no-untyped-def]
+    """``arrays`` in ``xp`` and ``dtype``, integer labels left integer."""
+    return [xp.asarray(a) if a.dtype.kind == "i" else xp.asarray(a, dtype) for a in arrays]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -63,16 +111,20 @@ def _call(name, x, y, w, m, reduction):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_masked_nan_leaves_the_value_alone(xp, name, reduction, dtype):
     (p, t, w), (pb, tb, wb), m = _inputs(name)
-    conv = [xp.asarray(a, dtype) for a in (p, t, w, pb, tb, wb)]
+    conv = _converted(xp, (p, t, w, pb, tb, wb), dtype)
     mask = xp.asarray(m)
-    want = _call(name, conv[0], conv[1], conv[2], mask, reduction)
-    got = _call(name, conv[3], conv[4], conv[5], mask, reduction)
+
+    def like(a):  # type: ignore[no-untyped-def]
+        return xp.asarray(a, dtype)
+
+    want = _call(name, conv[0], conv[1], conv[2], mask, reduction, like)
+    got = _call(name, conv[3], conv[4], conv[5], mask, reduction, like)
     out = xp.to_numpy(want)
     assert np.all(np.isfinite(out))
     assert_close(xp, got, out, dtype)
-    # weights broadcast along the rows take the full path
-    got = _call(name, conv[3], conv[4], xp.asarray(w[1], dtype), mask, reduction)
-    want = _call(name, conv[0], conv[1], xp.asarray(w[1], dtype), mask, reduction)
+    # weights broadcast (here a scalar) take the full path
+    got = _call(name, conv[3], conv[4], xp.asarray(w[1], dtype), mask, reduction, like)
+    want = _call(name, conv[0], conv[1], xp.asarray(w[1], dtype), mask, reduction, like)
     assert_close(xp, got, xp.to_numpy(want), dtype)
 
 
@@ -83,7 +135,7 @@ def _grads(backend: str, name: str, arrays, m, argnum: int):  # type: ignore[no-
 
         xs = [torch.tensor(a) for a in arrays]
         xs[argnum].requires_grad_(True)
-        v = _call(name, *xs, torch.tensor(m), "sum")
+        v = _call(name, *xs, torch.tensor(m), "sum", torch.tensor)
         (g,) = torch.autograd.grad(v, xs[argnum])
         return v.detach().numpy(), g.numpy()
     if backend == "jax":
@@ -94,7 +146,7 @@ def _grads(backend: str, name: str, arrays, m, argnum: int):  # type: ignore[no-
         def f(a):  # type: ignore[no-untyped-def]
             args = list(xs)
             args[argnum] = a
-            return _call(name, *args, jax.numpy.asarray(m), "sum")
+            return _call(name, *args, jax.numpy.asarray(m), "sum", jax.numpy.asarray)
 
         v, g = jax.value_and_grad(f)(xs[argnum])
         return np.asarray(v), np.asarray(g)
@@ -103,12 +155,14 @@ def _grads(backend: str, name: str, arrays, m, argnum: int):  # type: ignore[no-
     xs = [tf.constant(a) for a in arrays]
     with tf.GradientTape() as tape:
         tape.watch(xs[argnum])
-        v = _call(name, *xs, tf.constant(m), "sum")
+        v = _call(name, *xs, tf.constant(m), "sum", tf.constant)
     return v.numpy(), tape.gradient(v, xs[argnum]).numpy()
 
 
-@pytest.mark.parametrize("argnum", [0, 1, 2], ids=["predictions", "targets", "weights"])
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(("name", "argnum"), [
+    pytest.param(name, argnum, id=f"{name}-{what}") for name in sorted(CASES)
+    for argnum, what in enumerate(("predictions", "targets", "weights"))
+    if not (argnum == 1 and name.startswith("sparse"))])  # (integer labels: no gradient)
 def test_masked_nan_gradient_in_any_argument(ad_backend, name, argnum):
     clean, bad, m = _inputs(name)
     v_want, g_want = _grads(ad_backend.name, name, clean, m, argnum)
@@ -180,15 +234,17 @@ def test_torch_func_grad_and_forward_ad_under_no_grad(name):
     c = [torch.tensor(a) for a in clean]
     b = [torch.tensor(a) for a in bad]
     with torch.no_grad():
-        want = torch.func.grad(lambda a: _call(name, a, c[1], c[2], mask, "sum"))(c[0])
-        got = torch.func.grad(lambda a: _call(name, a, b[1], b[2], mask, "sum"))(b[0])
+        want = torch.func.grad(lambda a: _call(name, a, c[1], c[2], mask, "sum",
+                                               torch.tensor))(c[0])
+        got = torch.func.grad(lambda a: _call(name, a, b[1], b[2], mask, "sum",
+                                              torch.tensor))(b[0])
     torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-15)
-    tangent = torch.tensor(rng.normal(size=SHAPE))
+    tangent = torch.tensor(rng.normal(size=clean[0].shape))
     tangents = []
     for args in (c, b):
         with fwAD.dual_level():
             dual = fwAD.make_dual(args[0], tangent)
-            out = _call(name, dual, args[1], args[2], mask, "sum")
+            out = _call(name, dual, args[1], args[2], mask, "sum", torch.tensor)
             tangents.append(fwAD.unpack_dual(out).tangent)
     assert torch.isfinite(tangents[1])
     torch.testing.assert_close(tangents[1], tangents[0], rtol=1e-13, atol=1e-15)
@@ -230,10 +286,20 @@ def test_mask_select_is_where_bit_for_bit(dtype):
     # a transposed view, and an array of another shape (torch.where's broadcast)
     assert torch.equal(select(x.T.contiguous().T).view(kind), want.view(kind))
     assert torch.equal(select(x[:1]).view(kind), torch.where(mask, x[:1], 0).view(kind))
-    # small masks, and masks off the CPU or without values, keep torch.where
-    assert tk.mask_selector(mask[:10]) is None
+    # masks off the CPU or without values keep torch.where, and so do small arrays
     assert tk.mask_selector(mask.to("meta")) is None
     assert tk.mask_selector(mask.float()) is None
+    small = tk.mask_selector(mask[:1, :10])
+    assert small is not None
+    got, n = _where_count(lambda: small(x[:1, :10]))
+    assert n == 1 and torch.equal(got.view(kind), want[:1, :10].view(kind))
+    # along an extra axis, the mask broadcast along it (a row mask of class scores)
+    rows = mask[:, 0]
+    for axis, xs in ((1, x), (0, x.T), (1, x[:, :3])):
+        got, n = _where_count(lambda: tk.mask_selector(rows)(xs, axis))  # noqa: B023
+        w = torch.where(rows.unsqueeze(axis), xs, 0)
+        assert n == (xs.numel() < tk.MASK_SELECT_MIN)
+        assert torch.equal(got.view(kind), w.view(kind))
 
 
 @torch_only
@@ -263,12 +329,17 @@ def test_mask_select_derivatives(dtype):
     # torch.func: wrapped arrays take torch.where
     got = torch.func.grad(lambda a: (select(a) * g).sum())(x.detach())
     assert torch.equal(got, torch.where(mask, g, 0))
+    # along an extra axis
+    rows = mask[:, 0]
+    (dx,) = torch.autograd.grad(tk.mask_selector(rows)(x, 1), x, g)
+    assert torch.equal(dx, torch.where(rows[:, None], g, 0))
 
 
 @torch_only
 @pytest.mark.parametrize("kernels", ["kernels", "generic"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "weighted_mean", "none"])
-@pytest.mark.parametrize("name", ["mse", "huber", "log_cosh", "bce_logits", "sparse_ce"])
+@pytest.mark.parametrize("name", ["mse", "huber", "log_cosh", "bce_logits", "sparse_ce",
+                                  "categorical_ce"])
 def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatch):
     """Large CPU calls with a mask and weights (the selector on every select of the mask's
     shape) against the float64 formula on the kept elements alone, value and gradient in
@@ -284,8 +355,9 @@ def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatc
             monkeypatch.delitem(tk.KERNELS, k)
 
     g = torch.Generator().manual_seed(5)
-    shape = LARGE if name != "sparse_ce" else (LARGE[0] * LARGE[1], 4)  # rows: the mask
-    rows = shape if name != "sparse_ce" else shape[:1]
+    per_row = name in ("sparse_ce", "categorical_ce")
+    shape = (LARGE[0] * LARGE[1], 4) if per_row else LARGE  # per row: the mask's rows
+    rows = shape[:1] if per_row else shape
     mask = torch.rand(rows, generator=g) > 0.3
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 2
     w = torch.rand(rows, generator=g, dtype=torch.float64) + 0.5
@@ -294,6 +366,10 @@ def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatc
         y[::7] = -100  # ignored (restrict: the mask narrowed after the selector's first use)
         y_bad = torch.where(mask, y, 99)  # out of range where masked
         keep = mask & (y != -100)
+    elif name == "categorical_ce":
+        y = torch.rand(shape, generator=g, dtype=torch.float64)
+        y_bad = torch.where(mask[:, None], y, float("nan"))
+        keep = mask
     else:
         y = torch.rand(shape, generator=g, dtype=torch.float64)
         y_bad = torch.where(mask, y, float("nan"))
@@ -310,6 +386,8 @@ def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatc
             return torch.log(torch.cosh(x - y))
         if name == "bce_logits":
             return F.binary_cross_entropy_with_logits(x, y, reduction="none")
+        if name == "categorical_ce":
+            return -(y * torch.log_softmax(x, -1)).sum(-1)
         return F.cross_entropy(x, y, reduction="none", ignore_index=-100)
 
     xk = x.detach().requires_grad_(True)
@@ -324,16 +402,28 @@ def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatc
         want = loss
     fn = {"mse": unilosses.mse, "huber": unilosses.huber, "log_cosh": unilosses.log_cosh,
           "bce_logits": unilosses.binary_cross_entropy_with_logits,
-          "sparse_ce": unilosses.sparse_categorical_cross_entropy_with_logits}[name]
+          "sparse_ce": unilosses.sparse_categorical_cross_entropy_with_logits,
+          "categorical_ce": unilosses.categorical_cross_entropy_with_logits}[name]
     kw = {"ignore_index": -100} if name == "sparse_ce" else {}
     for dtype in (torch.float64, torch.float32):
         xb = x_bad.to(dtype).requires_grad_(True)
         yb = y_bad if name == "sparse_ce" else y_bad.to(dtype)
+        if name == "categorical_ce":  # (the targets' gradient too)
+            yb = yb.detach().requires_grad_(True)
         got = fn(xb, yb, weights=w_bad.to(dtype), where=mask, reduction=reduction, **kw)
         tol = {"rtol": 256 * torch.finfo(dtype).eps, "atol": 256 * torch.finfo(dtype).eps}
         torch.testing.assert_close(got.double(), want.detach(), **tol)
         seed = torch.rand(got.shape, generator=g, dtype=dtype)
-        (dx,) = torch.autograd.grad(got, xb, seed)
+        if name == "categorical_ce":
+            dx, dy = torch.autograd.grad(got, (xb, yb), seed)
+            assert torch.isfinite(dy).all() and (dy[~mask] == 0).all()
+            torch.testing.assert_close(
+                dy[mask].double(), (-torch.log_softmax(x, -1) * (w * seed.double())[:, None]
+                                    * (1.0 if reduction != "mean" else 1 / keep.sum().double())
+                                    / (1.0 if reduction != "weighted_mean"
+                                       else (w * keep).sum()))[mask], **tol)
+        else:
+            (dx,) = torch.autograd.grad(got, xb, seed)
         (dref,) = torch.autograd.grad(want, xk, seed.double(), retain_graph=True)
         assert torch.isfinite(dx).all()
         torch.testing.assert_close(dx.double(), dref, **tol)

@@ -215,9 +215,9 @@ def _weighted_cases(dtype):  # type: ignore[no-untyped-def]
         # finite (as here), the generic path where not (below)
         ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
          x, y, {"label_smoothing": 0.1}, "finite"),
-        # (its targets are not cleaned before the kernel: masks take the generic path)
+        # masked rows (logits and targets) replaced before the kernel
         ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits, x, soft,
-         {}, False),
+         {}, True),
     ]
 
 

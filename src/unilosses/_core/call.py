@@ -61,14 +61,17 @@ class Call:
         if self.weights is not None:
             self.weights = self.masked(self.xp.broadcast_to(self.weights, self.loss_shape))
 
-    def masked(self, x: Array, zero: float = 0.0) -> Array:
-        """``where(mask, x, zero)`` (``zero``: 0 or 0.0, of x's kind) for ``x`` of the mask's
-        shape, by the backend's selector for a mask applied several times where it has one
-        (``Adapter.mask_selector``)."""
+    def masked(self, x: Array, zero: float = 0.0, axis: int | None = None) -> Array:
+        """``where(mask, x, zero)`` (``zero``: 0 or 0.0, of x's kind; ``axis``: x has an
+        extra class axis), by the backend's selector for a mask applied several times where
+        it has one (``Adapter.mask_selector``)."""
         select = self._select
         if select is False:
             select = self._select = self.ad.mask_selector(self.mask)
-        return self.ad.where(self.mask, x, zero) if select is None else select(x)
+        if select is not None:
+            return select(x, axis, zero)
+        m = self.mask if axis is None else self.xp.expand_dims(self.mask, axis=axis)
+        return self.ad.where(m, x, zero)
 
     def clean(self, x: Array, fill: float, axis: int | None = None, *,
               grad_only: bool = False) -> Array:
@@ -82,8 +85,8 @@ class Call:
         cleaned its predictions, targets and weights and masked its loss: four)."""
         if self.mask is None or (grad_only and self.grad_free):
             return x
-        if axis is None and fill == 0:
-            return self.masked(x, fill)
+        if fill == 0:
+            return self.masked(x, fill, axis)
         m = self.mask
         if axis is not None:
             m = self.xp.expand_dims(m, axis=axis)

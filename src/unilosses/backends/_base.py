@@ -209,10 +209,11 @@ class Adapter:
             y = xp.asarray(y, dtype=x.dtype, device=self.device(x))
         return xp.where(cond, x, y)
 
-    def mask_selector(self, mask: Array) -> Callable[[Array], Array] | None:
-        """For a boolean ``mask`` that a loss call applies to several arrays of its shape, a
-        function giving ``where(mask, x, 0)`` for each, faster than ``where`` here; None: use
-        :meth:`where`."""
+    def mask_selector(self, mask: Array) -> Callable[..., Array] | None:
+        """For a boolean ``mask`` that a loss call applies to several arrays, a function
+        ``select(x, axis, zero)`` giving ``where(mask, x, zero)`` (``zero``: 0 or 0.0;
+        ``axis``: x has an extra axis there, along which the mask is broadcast), faster than
+        ``where`` here; None: use :meth:`where`."""
         return None
 
     def count(self, mask: Array, axis: Any, dtype: Any) -> Array:

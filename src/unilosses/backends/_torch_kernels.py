@@ -1022,7 +1022,8 @@ def closed_form_sum(value_and_grad: Callable[..., tuple[Array, Array]] | None, x
 _BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.int32: torch.int32,
          torch.int64: torch.int64}
 
-#: below this many elements a mask is selected by torch.where (the Function's call costs more)
+#: below this many elements an array is selected by torch.where (the Function's call costs
+#: more)
 MASK_SELECT_MIN = 1 << 16
 
 
@@ -1050,22 +1051,26 @@ class _MaskSelect(torch.autograd.Function):
         return _MaskSelect.apply(x_t, ctx.bits)
 
 
-def mask_selector(mask: Array) -> Callable[[Array], Array] | None:
-    """``TorchAdapter.mask_selector``: on the CPU, eagerly, for masks of 2^16 elements or
-    more, a select of ``where(mask, x, 0)`` by :class:`_MaskSelect`, the mask's bits made once
-    per width and kept for the call's other arrays; None elsewhere (torch.where)."""
-    if (mask.dtype != torch.bool or not mask.is_cpu or mask.numel() < MASK_SELECT_MIN
-            or tracing(mask)):
+def mask_selector(mask: Array) -> Callable[..., Array] | None:
+    """``TorchAdapter.mask_selector``: on the CPU, eagerly, a select of ``where(mask, x, 0)``
+    (``axis``: x has an extra axis there, along which the mask is broadcast) by
+    :class:`_MaskSelect` for arrays of 2^16 elements or more, the mask's bits made once per
+    width and kept for the call's other arrays; None elsewhere (torch.where)."""
+    if mask.dtype != torch.bool or not mask.is_cpu or tracing(mask):
         return None
     bits: dict[Any, Array] = {}
 
-    def select(x: Array) -> Array:
+    def select(x: Array, axis: int | None = None, zero: Any = 0) -> Array:
+        m = mask if axis is None else mask.unsqueeze(axis)
         kind = _BITS.get(x.dtype)
-        if kind is None or x.shape != mask.shape or tracing(x):
-            return torch.where(mask, x, 0)
+        if (kind is None or x.numel() < MASK_SELECT_MIN or x.dim() != m.dim()
+                or torch.broadcast_shapes(x.shape, m.shape) != x.shape or tracing(x)):
+            return torch.where(m, x, zero)
         b = bits.get(kind)
         if b is None:
             b = bits[kind] = mask.to(kind).neg_()
+        if axis is not None:
+            b = b.unsqueeze(axis)
         if (x.requires_grad and torch.is_grad_enabled()) or _forward_ad():
             return _MaskSelect.apply(x, b)
         return _MaskSelect.forward(x, b)

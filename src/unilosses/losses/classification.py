@@ -459,12 +459,16 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     xp = call.xp
     p, t = out[0], out[1]
     cw = prepared_class_weights(call, out, 2, ax, ndim)
-    if logits and cw is None:
-        fused = call.native("cross_entropy_with_logits", p, t, ax, ls)
-        if fused is not None:
-            return fused
     if logits:
-        logp = clamped_log_softmax(call, call.clean(p, 0.0, axis=ax), ax)
+        # masked rows replaced once, for the kernel (which a mask takes then) and the
+        # composition alike
+        p = call.clean(p, 0.0, axis=ax, grad_only=True)
+        t = call.clean(t, 0.0, axis=ax, grad_only=True)
+        if cw is None:
+            fused = call.native("cross_entropy_with_logits", p, t, ax, ls, cleaned=True)
+            if fused is not None:
+                return fused
+        logp = clamped_log_softmax(call, p, ax)
     else:
         q = nonnegative_probabilities(call, p, ax)
         if cw is None and ax == ndim - 1:
@@ -477,7 +481,7 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
             if total is not None:
                 return total
         logp = call.xp.log(_renormalized(call, q, ax))
-    t = call.clean(t, 0.0, axis=ax)
+        t = call.clean(t, 0.0, axis=ax, grad_only=True)
     ts = _smooth(call, t, ls, p, ax)
     if cw is None:
         return call.reduce(-xp.sum(ts * logp, axis=ax))
@@ -706,7 +710,7 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
             return fused
     y = checked_labels(call, out[1], p, ax, ignore_index)
     if logits:
-        x = call.clean(p, 0.0, axis=ax)
+        x = call.clean(p, 0.0, axis=ax, grad_only=True)
         if cw is None:
             # -log_softmax(x)_y as lse(x) - x_y: no full-size log-softmax is kept (one pass
             # for the reduction, one pick, where XLA and eager backends would write the
@@ -934,6 +938,6 @@ def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon
     call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
                            weights=weights, where=where, class_axis=ax)
     xp = call.xp
-    logp = clamped_log_softmax(call, call.clean(x, 0.0, axis=ax), ax)
-    t = call.clean(t, 0.0, axis=ax)
+    logp = clamped_log_softmax(call, call.clean(x, 0.0, axis=ax, grad_only=True), ax)
+    t = call.clean(t, 0.0, axis=ax, grad_only=True)
     return call.reduce(xp.sum(t * (eps * (1.0 - xp.exp(logp)) - logp), axis=ax))

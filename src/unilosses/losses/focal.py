@@ -443,8 +443,9 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
                 call, xb, tb, a, gamma, hard=call.ad.known_binary(tb), **kw))
         if total is not None:
             return total
-    x, t = finite_logits(call, call.clean(out[0], 0.0)), call.clean(out[1], 0.0)
-    return call.reduce(_focal_from_logits(call, x, t, a, gamma))
+    x = finite_logits(call, call.clean(out[0], 0.0, grad_only=True))
+    return call.reduce(_focal_from_logits(call, x, call.clean(out[1], 0.0, grad_only=True), a,
+                                          gamma))
 
 
 _NORMALIZE = ("batch", "image")

@@ -657,10 +657,14 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
     assert used.plain == {}
     assert used.calls == {"binary_cross_entropy_with_logits": 4, "cross_entropy_with_logits": 6,
                           "binary_cross_entropy": 2}  # (targets with a gradient: composed)
-    others = [  # the composition (weights, masks, "mean" of ignored labels and class weights,
-        # the classes
-        # first in 2-D), or the kernel after the generic path's label clamp (torch.func)
-        lambda: bce(x, t, weights=torch.ones(4, 5)), lambda: sparse(x, y, where=y > 0),
+    others = [  # the composition (broadcast weights, masks with ignore_index, "mean" of
+        # ignored labels and class weights, the classes first in 2-D), or the kernel after
+        # the generic path's label clamp (torch.func)
+        lambda: bce(x, t, weights=torch.ones(5)), lambda: bce(x, t, where=t[0] == 0),
+        lambda: sparse(x, y, where=y > 0, ignore_index=4),
+        lambda: sparse(x, y, weights=torch.ones(4, dtype=torch.float64)),
+        lambda: sparse(x, y, weights=torch.ones(4, dtype=torch.int64)),
+        lambda: cat(x, soft, where=torch.tensor(True)),
         lambda: sparse(x, y, ignore_index=4, class_weights=torch.ones(5)),
         lambda: cat(x, soft, class_weights=torch.ones(5)),
         lambda: sparse(x.T, y, axis=0), lambda: torch.func.grad(lambda a: sparse(a, y))(x),
@@ -696,6 +700,7 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
         (lambda: bce(x, t[:, :4]), ValueError, "shape"),
         (lambda: sparse(x, y[:3]), ValueError, "shape"),
         (lambda: cat(x, soft, reduction="avg"), ValueError, "reduction"),
+        (lambda: cat(x, soft, where=(y > 0).float()), TypeError, "boolean mask"),
         (lambda: sparse(x, y, label_smoothing=1.5), ValueError, "label_smoothing"),
         (lambda: sparse(x, y, label_smoothing=math.nan), ValueError, "label_smoothing"),
         (lambda: sparse(x, y, axis=2), ValueError, "axis"),
@@ -961,6 +966,182 @@ def test_plain_sparse_options_decline_what_the_generic_path_answers(used):  # ty
                torch.float64, x.numel())
     with pytest.raises(ValueError, match="other than ignore_index=-100"):
         loss(x, torch.where(y == 3, 7, y), ignore_index=-100, class_weights=cw)
+
+
+def _plain_option_cases(dtype):  # type: ignore[no-untyped-def]
+    """(kernel, loss, x, targets) of the plain kernels that take weights and masks: logits
+    with +-1e4 and a tie, soft targets in a row, probabilities with exact 0 and 1."""
+    x = _logits(dtype, (6, 5))
+    x[0, :3] = torch.tensor([1e4, -1e4, 0.0], dtype=dtype)
+    x[3, 1] = x[3, 2]
+    g = torch.Generator().manual_seed(3)
+    t = (torch.rand((6, 5), generator=g) < 0.4).to(dtype)
+    t[1] = torch.rand(5, generator=g, dtype=dtype)
+    p = torch.rand((6, 5), generator=g, dtype=dtype) * 0.9 + 0.05
+    p[0, :2] = torch.tensor([0.0, 1.0], dtype=dtype)
+    soft = torch.softmax(_logits(dtype, (6, 5), seed=5), dim=1)
+    return [
+        ("cross_entropy_with_logits", unilosses.sparse_categorical_cross_entropy_with_logits,
+         x, torch.tensor([0, 4, 3, 2, 1, 4])),
+        ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits, x, soft),
+        ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits, x, t),
+        ("binary_cross_entropy", unilosses.binary_cross_entropy, p, t),
+    ]
+
+
+def _peer_elementwise(name, x, t):  # type: ignore[no-untyped-def]
+    """What a torch user writes for the unreduced loss (probabilities clipped as unilosses
+    clips them)."""
+    F = torch.nn.functional
+    if name == "binary_cross_entropy_with_logits":
+        return F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    if name == "binary_cross_entropy":
+        return F.binary_cross_entropy(x.clamp(1e-7, 1 - 1e-7), t, reduction="none")
+    return F.cross_entropy(x, t, reduction="none")
+
+
+def _options_value_and_grads(fn, x, t, w, m, reduction):  # type: ignore[no-untyped-def]
+    """The loss with weights ``w`` and/or mask ``m`` and its gradients in ``x`` and ``w``
+    (None where w is)."""
+    x = x.detach().clone().requires_grad_(True)
+    if w is not None:
+        w = w.detach().clone().requires_grad_(True)
+    out = fn(x, t, weights=w, where=m, reduction=reduction)
+    cot = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).reshape(out.shape)
+    grads = torch.autograd.grad((out * cot).sum(), (x,) if w is None else (x, w))
+    return out, grads[0], None if w is None else grads[1]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("options", ["weights", "where", "both"])
+def test_plain_calls_with_weights_and_masks(used, reduction, dtype, options):  # type: ignore[no-untyped-def]
+    """Small plain calls with sample weights and/or a ``where`` mask of the loss's shape take
+    the plain kernels (the unreduced loss, weighed and masked in a select or two and a
+    ``dot``): the composition's values and gradients (in the inputs and the weights), with
+    or without a gradient wanted, and the formula a torch user writes,
+    ``where(m, F.<loss>(..., reduction="none") * w, 0)`` reduced.  Masked elements hold
+    values that the loss refuses elsewhere (a label out of range, a NaN weight) and get
+    exactly zero gradient."""
+    for name, fn, x, t in _plain_option_cases(dtype):
+        loss_shape = x.shape if name != "cross_entropy_with_logits" else x.shape[:1]
+        g = torch.Generator().manual_seed(6)
+        w = m = None
+        if options != "where":
+            w = torch.rand(loss_shape, generator=g, dtype=dtype) * 2
+            w.view(-1)[1] = 0.0
+        if options != "weights":
+            m = torch.rand(loss_shape, generator=g) > 0.3
+            m.view(-1)[0] = False
+            m.view(-1)[2] = True
+            if w is not None:
+                w = torch.where(m, w, math.nan)
+            if t.dtype == torch.int64:
+                t = torch.where(m, t, -1)
+        before = used.plain.get(name, 0)
+        v1, gx1, gw1 = _options_value_and_grads(fn, x, t, w, m, reduction)
+        assert used.plain.get(name, 0) == before + 1, (fn.__name__, "not taken")
+        v2, gx2, gw2 = used.generic(_options_value_and_grads, fn, x, t, w, m, reduction)
+        for a, b in ((v1, v2), (gx1, gx2), (gw1, gw2)):
+            if a is not None:
+                assert bool(torch.isfinite(a).all()), (fn.__name__, a)
+                _close(a, b, dtype, x.numel())
+        if m is not None:
+            rows = m if m.shape == x.shape else m[:, None].expand(x.shape)
+            assert bool((gx1[~rows] == 0).all())
+            if gw1 is not None:
+                assert bool((gw1[~m] == 0).all())
+        with torch.no_grad():  # (nothing read: the loss's product selected once)
+            got = fn(x, t, weights=w, where=m, reduction=reduction)
+        assert used.plain.get(name, 0) == before + 2, (fn.__name__, "not taken")
+        _close(got, v2, dtype, x.numel())
+        # the torch formula
+        keep = torch.ones(loss_shape, dtype=torch.bool) if m is None else m
+        wk = torch.where(keep, 1.0 if w is None else w, 0.0).to(dtype)
+        ref = _peer_elementwise(fn.__name__, x, t.clamp(0) if t.dtype == torch.int64 else t)
+        ref = torch.where(keep, ref * wk, 0.0)
+        if reduction != "none":
+            ref = ref.sum() / (1 if reduction == "sum" else keep.sum()
+                               if reduction == "mean" or w is None else wk.sum())
+        _close(got, ref, dtype, x.numel())
+
+
+def test_plain_masked_calls_with_nonfinite_masked_inputs(used):  # type: ignore[no-untyped-def]
+    """NaN and inf in masked logits, targets and weights: without a gradient the plain
+    kernels select the loss's product away; with one wanted (in the inputs or the weights)
+    they decline, and the generic path replaces the masked inputs first; either way the
+    composition's values, and finite gradients, zero where masked."""
+    dtype = torch.float64
+    for name, fn, x, t in _plain_option_cases(dtype):
+        rows = name == "cross_entropy_with_logits"
+        loss_shape = x.shape[:1] if rows else x.shape
+        m = torch.tensor([True, False, True, True, False, True])
+        if not rows:
+            m = m[:, None].expand(x.shape).clone()
+            m[0, 0] = False
+        mx = m[:, None].expand(x.shape) if rows else m
+        # (probabilities: torch's kernel refuses NaN and values outside [0, 1] wherever they
+        # are, and the generic path answers; their weights only, then)
+        logits = name != "binary_cross_entropy"
+        if logits:
+            bad = torch.tensor([math.nan, math.inf, -math.inf], dtype=dtype).repeat(10)
+            x = torch.where(mx, x, bad[:x.numel()].reshape(x.shape))
+            if t.dtype != torch.int64:
+                t = torch.where(mx, t, math.nan)
+        w = torch.where(m, torch.linspace(0.5, 2.0, m.numel(), dtype=dtype).reshape(loss_shape),
+                        math.inf)
+        for reduction in ("sum", "none", "weighted_mean"):
+            before = used.plain.get(name, 0)
+            with torch.no_grad():  # (weights that would want one, but for no_grad)
+                got = fn(x, t, weights=w.clone().requires_grad_(True), where=m,
+                         reduction=reduction)
+            assert used.plain.get(name, 0) == before + 1, fn.__name__
+            want = used.generic(fn, x, t, weights=w, where=m, reduction=reduction)
+            assert bool(torch.isfinite(got).all())
+            _close(got, want, dtype, x.numel())
+            for wanted in ("x", "w"):  # a gradient in either: declined where x is not finite
+                before = used.plain.get(name, 0)
+                xa = x.clone().requires_grad_(wanted == "x")
+                wa = w.clone().requires_grad_(wanted == "w")
+                out = fn(xa, t, weights=wa, where=m, reduction=reduction)
+                (grad,) = torch.autograd.grad(out.sum(), xa if wanted == "x" else wa)
+                assert used.plain.get(name, 0) == before + (0 if logits else 1), fn.__name__
+                _close(out, want, dtype, x.numel())
+                masked = ~mx if wanted == "x" else ~m
+                assert bool(torch.isfinite(grad).all()) and bool((grad[masked] == 0).all())
+        if t.dtype != torch.int64 and logits:  # finite logits, NaN targets where masked
+            xa = torch.where(mx, x, 0.0).requires_grad_(True)
+            before = used.plain.get(name, 0)
+            out = fn(xa, t, weights=w, where=m, reduction="sum")
+            (grad,) = torch.autograd.grad(out, xa)
+            assert used.plain.get(name, 0) == before, fn.__name__
+            _close(out, used.generic(fn, xa.detach(), t, weights=w, where=m, reduction="sum"),
+                   dtype, x.numel())
+            assert bool(torch.isfinite(grad).all()) and bool((grad[~mx] == 0).all())
+
+
+def test_plain_masked_means_over_nothing_decline(used):  # type: ignore[no-untyped-def]
+    """A mean over no unmasked element, or a weighted mean over a zero weight sum, is the
+    generic path's 0 with a zero gradient (torch's 0 / 0 is NaN)."""
+    x = _logits(torch.float32, (4, 5)).requires_grad_(True)
+    y = torch.tensor([0, 2, 4, 1])
+    loss = unilosses.sparse_categorical_cross_entropy_with_logits
+    nothing = torch.zeros(4, dtype=torch.bool)
+    some = torch.tensor([True, False, True, False])
+    for kw in ({"where": nothing, "reduction": "mean"},
+               {"where": nothing, "weights": torch.ones(4), "reduction": "weighted_mean"},
+               {"where": some, "weights": torch.tensor([0.0, 1.0, 0.0, 2.0]),
+                "reduction": "weighted_mean"},
+               {"weights": torch.zeros(4), "reduction": "weighted_mean"}):
+        out = loss(x, y, **kw)
+        (g,) = torch.autograd.grad(out, x)
+        assert float(out.detach()) == 0.0 and bool((g == 0).all())
+    assert used.plain == {}
+    # the same calls with a weight or an element left: the plain kernel
+    out = loss(x, y, where=some, weights=torch.tensor([1.0, 1.0, 0.0, 2.0]),
+               reduction="weighted_mean")
+    assert used.plain == {"cross_entropy_with_logits": 1}
+    _close(out, torch.nn.functional.cross_entropy(x, y, reduction="none")[0], torch.float32)
 
 
 def test_ignore_index_with_weights_and_a_mask(used):  # type: ignore[no-untyped-def]

@@ -339,16 +339,22 @@ def floating_predictions(ad: Adapter, p: Array, name: str = "predictions") -> tu
     return p, p.dtype
 
 
-def plain(name: str, *args: Any) -> Array | None:
+def plain(name: str, *args: Any, weights: Any = None, where: Any = None) -> Array | None:
     """The backend's whole-loss kernel ``name`` for a plain call (``Adapter.plain``), on the
-    loss's own arguments, first array first; None: take the generic path.
+    loss's own arguments, first array first; None: take the generic path.  ``weights`` and
+    ``where``, where either is given, go to the kernels that take them as keywords: those of
+    binary and categorical cross-entropy, which decline what they cannot weigh or mask.
 
     On tiny inputs the generic path's checks, dispatch and conditions cost more than the
     kernel itself; a plain kernel checks what it relies on in a few comparisons and declines
     anything else, which the generic path then checks, converts or refuses."""
     ad = _BY_TYPE.get(type(args[0]))
     kernel = None if ad is None else ad.plain.get(name)
-    return None if kernel is None else kernel(*args)
+    if kernel is None:
+        return None
+    if weights is None and where is None:
+        return kernel(*args)
+    return kernel(*args, weights=weights, where=where)
 
 
 def _prepare_plain(names: tuple[str, ...], arrays: tuple[Any, ...], reduction: str,

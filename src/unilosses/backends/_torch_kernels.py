@@ -396,21 +396,104 @@ def _zero(label_smoothing: Any) -> bool:
     return (type(ls) is float or type(ls) is int) and ls == 0
 
 
-def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
-                          reduction: str) -> Array | None:
+def _plain_options(x: Array, shape: Any, weights: Any, where: Any) -> bool:
+    """Whether a plain kernel takes these sample ``weights`` (x's dtype) and ``where`` mask
+    (boolean), each None or a tensor of the unreduced loss's ``shape`` (not broadcast), on the
+    CPU, not wrapped by a transform (the rest of :func:`tracing` is x's, and the exact type is
+    not a FakeTensor's)."""
+    if weights is not None and (type(weights) is not _Tensor or weights.dtype != x.dtype
+                                or not weights.is_cpu or weights.shape != shape
+                                or functorch_wrapped(weights)):
+        return False
+    return where is None or (type(where) is _Tensor and where.dtype == torch.bool
+                             and where.is_cpu and where.shape == shape
+                             and not functorch_wrapped(where))
+
+
+def _gradient_wanted(*arrays: Array | None) -> bool:
+    return torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in arrays)
+
+
+def _masked_inputs(x: Array, t: Array | None, w: Array | None) -> Array | None:
+    """Logits ``x`` for a masked plain call: clamped where no gradient is wanted (the masked
+    elements' losses, NaN or inf maybe, are then selected away after the kernel); where one
+    is wanted (in x, the float targets ``t`` or the weights ``w``), x as it is if reads show
+    x and t finite, else None: the generic path replaces masked inputs, where a NaN would
+    reach a zero derivative through ``0 * NaN``."""
+    if _gradient_wanted(x, t, w):
+        return x if _bounded(x) and (t is None or _bounded(t)) else None
+    return _clamped(x)
+
+
+def _weighted(out: Array, w: Array | None, where: Array | None,
+              reduction: str) -> Array | None:
+    """A plain kernel's unreduced loss ``out`` times the weights ``w``, masked by ``where``
+    (each None or of out's shape), reduced as ``Call.reduce`` reduces it: "mean" over the
+    unmasked elements, "weighted_mean" over their weights' sum; None where that count or sum
+    is 0 (the generic path's 0 with a zero gradient).  (Sparse CE on 16 elements with
+    weights: the generic path's weighing, mask tests and reduction took 2.5x the kernel's
+    time.)
+
+    Masked, with a gradient wanted, ``out`` is finite (:func:`_masked_inputs`): the weights
+    are selected to 0 there, so that a NaN weight reaches neither value nor derivative, and
+    the product's derivative is 0 there; without one, the product is selected, once (out's
+    NaN too).  Weighted sums are one ``dot``, where ``(out * w).sum()`` writes the product
+    out first."""
+    if where is not None:
+        zero = _const(0.0, out.dtype)
+        if w is None:
+            out = torch.where(where, out, zero)
+        elif _gradient_wanted(out, w):
+            w = torch.where(where, w, zero)
+        else:
+            out = torch.where(where, torch.mul(out, w), zero)
+            if reduction == "weighted_mean":
+                wsum = torch.sum(torch.where(where, w, zero))
+                return None if wsum.item() == 0.0 else torch.div(torch.sum(out), wsum)
+            w = None  # (inside out now)
+    if reduction == "none":
+        return out if w is None else torch.mul(out, w)
+    if w is None:
+        total = torch.sum(out)
+    else:
+        # (1-D as they are: a reshape costs more than the dot on small inputs)
+        total = torch.dot(out, w) if out.ndim == 1 else torch.dot(out.reshape(-1),
+                                                                   w.reshape(-1))
+    if reduction == "sum":
+        return total
+    if reduction == "mean" or w is None:  # ("weighted_mean" without weights: the mean)
+        if where is None:
+            return torch.div(total, _const(float(out.numel()), out.dtype))
+        n = int(torch.count_nonzero(where).item())
+        return None if n == 0 else torch.div(total, n)
+    wsum = torch.sum(w)
+    return None if wsum.item() == 0.0 else torch.div(total, wsum)
+
+
+def plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any, reduction: str, *,
+                          weights: Any = None, where: Any = None) -> Array | None:
     r = _code(reduction)
     if (r is None or not _zero(label_smoothing) or type(x) is not _Tensor
             or type(t) is not _Tensor
             or t.dtype != x.dtype or x.dtype not in _BOUNDS or not x.is_cpu or not t.is_cpu
             or t.shape != x.shape or not 0 < x.numel() < _CHECK_MIN or tracing(x, t)):
         return None
-    return torch.binary_cross_entropy_with_logits(_plain_finite(x), t, None, None, r)
+    if weights is None and where is None:
+        return torch.binary_cross_entropy_with_logits(_plain_finite(x), t, None, None, r)
+    if not _plain_options(x, x.shape, weights, where):
+        return None
+    xc = _plain_finite(x) if where is None else _masked_inputs(x, t, weights)
+    if xc is None:
+        return None
+    out = torch.binary_cross_entropy_with_logits(xc, t, None, None, 0)
+    return _weighted(out, weights, where, reduction)
 
 
 def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
                         reduction: str, sparse: bool, ignore_index: Any = None,
                         class_weights: Any = None,
-                        check: Callable[[], bool] | None = None) -> Array | None:
+                        check: Callable[[], bool] | None = None, *,
+                        weights: Any = None, where: Any = None) -> Array | None:
     """Integer labels (int64, one per row) where ``sparse`` (the sparse loss), else
     probability targets (x's shape and dtype), the classes along the last axis of a 2-D
     ``x``.  An out-of-range label makes torch raise on the CPU: the generic path then gives
@@ -431,7 +514,11 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
       path.  Where ``check()`` (value checks on), one read: no weight negative or NaN.
 
     A mean over nothing (no kept row, or a zero summed weight: torch's 0 / 0) is left to the
-    generic path, which gives 0."""
+    generic path, which gives 0.
+
+    ``weights`` (x's dtype) and ``where`` (boolean), one per row, without ``ignore_index``
+    or ``class_weights``: :func:`_weighted`; a masked row's label may be anything (padding,
+    out of range), and is replaced by 0 first."""
     r = _code(reduction)
     ls = label_smoothing
     if (r is None or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
@@ -447,6 +534,23 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
         return None
     if not 0 < x.numel() < _CHECK_MIN or tracing(x, targets):
         return None
+    if weights is not None or where is not None:
+        if (ignore_index is not None or class_weights is not None
+                or not _plain_options(x, x.shape[:1], weights, where)):
+            return None
+        if where is None:
+            xc = _plain_finite(x)
+        else:
+            xc = _masked_inputs(x, None if sparse else targets, weights)
+            if xc is None:
+                return None
+            if sparse:
+                targets = torch.where(where, targets, _const(0, torch.int64))
+        try:
+            out = _nn.cross_entropy_loss(xc, targets, None, 0, _NO_INDEX, float(ls))
+        except IndexError:
+            return None
+        return _weighted(out, weights, where, reduction)
     index, scale = _NO_INDEX, None
     if ignore_index is not None or class_weights is not None:
         if not sparse:
@@ -485,7 +589,8 @@ def plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: An
 
 
 def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: float,
-              check: Callable[[], bool]) -> Array | None:
+              check: Callable[[], bool], *, weights: Any = None,
+              where: Any = None) -> Array | None:
     """Probabilities clipped to [eps, 1 - eps], up to the sizes where torch's kernel is the
     faster (see ``bce``).  Where ``check()`` (value checks on: asked only eagerly, its
     ContextVar cannot be traced), the values are read (one ``aminmax``) and must lie in [0, 1],
@@ -496,14 +601,20 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
             or type(t) is not _Tensor
             or t.dtype != p.dtype or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu
             or t.shape != p.shape or t.requires_grad
-            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or tracing(p, t)):
+            or not 0 < p.numel() <= _BCE_CPU_MAX[p.requires_grad] or tracing(p, t)
+            or not _plain_options(p, p.shape, weights, where)):
         return None
     inside = _probabilities_inside(p, eps, check)
     if inside is None:  # (NaN too) the generic path's error
         return None
     if not inside:
         p = torch.clamp(p, eps, 1.0 - eps)
-    return _target_checked_bce(p, t, r)
+    if weights is None and where is None:
+        return _target_checked_bce(p, t, r)
+    # (masked too: the kernel refuses NaN, and clipped p is finite, as its loss and
+    # derivative are)
+    out = _target_checked_bce(p, t, 0)
+    return None if out is None else _weighted(out, weights, where, reduction)
 
 
 def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothing: Any,

@@ -602,17 +602,19 @@ _LOGIT_BOUNDS = {dt: float(np.finfo(dt.as_numpy_dtype).max) / 4
 
 def _plain_cross_entropy(x: Array, targets: Array, axis: Any, label_smoothing: Any,
                          reduction: Any, sparse: bool, ignore_index: Any = None,
-                         class_weights: Any = None, check: Any = None) -> Array | None:
+                         class_weights: Any = None, check: Any = None, *,
+                         weights: Any = None, where: Any = None) -> Array | None:
     """Cross-entropy with logits on a plain eager call: 2-D logits on the CPU, classes last,
     below _BOUND_CHECK_MIN elements, int32/int64 labels (one per row, where ``sparse``: the
     sparse loss) or targets of the logits' shape and dtype (the categorical one); the clip to
     +-max/4 and the fused op itself.  Tried before any of the generic path's checks
     (``Adapter.plain``), which on small inputs cost more than the op; anything else declines
     (None) to the generic path, which converts, checks or refuses it, as it does a label out
-    of range, which the sparse op refuses itself; and so are ``ignore_index`` and
-    ``class_weights``, which the op has not."""
+    of range, which the sparse op refuses itself; and so are ``ignore_index``,
+    ``class_weights``, ``weights`` and ``where``, which the op has not."""
     ls = label_smoothing
-    if (ignore_index is not None or class_weights is not None
+    if (ignore_index is not None or class_weights is not None or weights is not None
+            or where is not None
             or type(reduction) is not str or reduction not in _PLAIN_REDUCE
             or (type(ls) is not float and type(ls) is not int) or not 0 <= ls <= 1
             or type(axis) is not int or (axis != -1 and axis != 1)
@@ -649,8 +651,8 @@ _RELU, _SIGN, _EXP, _LOG1P = tf.raw_ops.Relu, tf.raw_ops.Sign, tf.raw_ops.Exp, t
 _ADD, _SUB, _MUL = tf.raw_ops.AddV2, tf.raw_ops.Sub, tf.raw_ops.Mul
 
 
-def _plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
-                           reduction: Any) -> Array | None:
+def _plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any, reduction: Any, *,
+                           weights: Any = None, where: Any = None) -> Array | None:
     """BCE with logits on a plain eager call that no tape records (targets of the logits'
     shape and dtype, on the CPU, below _BOUND_CHECK_MIN elements, no smoothing): the generic
     path's formula, ``(H(x) - t) x + log1p(exp(x - 2 relu(x)))`` with ``H = sign(relu(x))``,
@@ -658,7 +660,8 @@ def _plain_bce_with_logits(x: Array, t: Array, label_smoothing: Any,
     generic path's checks cost more than the ops on small inputs.  Under a tape the generic
     path's closed-form gradient is the faster, and it is left to that."""
     ls = label_smoothing
-    if (type(reduction) is not str or reduction not in _PLAIN_REDUCE
+    if (weights is not None or where is not None
+            or type(reduction) is not str or reduction not in _PLAIN_REDUCE
             or (type(ls) is not float and type(ls) is not int) or ls != 0
             or type(x) is not _EagerTensor or type(t) is not _EagerTensor
             or x.dtype not in _LOGIT_BOUNDS or t.dtype != x.dtype or t.shape != x.shape

@@ -186,12 +186,11 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     >>> round(float(unilosses.binary_cross_entropy(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.164252
     """
-    if weights is None and where is None:
-        # (checks_enabled itself: its ContextVar cannot be read under torch.compile)
-        fused = plain("binary_cross_entropy", predictions, targets, label_smoothing, reduction,
-                      EPSILON, checks_enabled)
-        if fused is not None:
-            return fused
+    # (checks_enabled itself: its ContextVar cannot be read under torch.compile)
+    fused = plain("binary_cross_entropy", predictions, targets, label_smoothing, reduction,
+                  EPSILON, checks_enabled, weights=weights, where=where)
+    if fused is not None:
+        return fused
     ls = check_unit_interval("label_smoothing", label_smoothing)
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where)
@@ -288,9 +287,9 @@ def binary_cross_entropy_with_logits(
     ...                                                        np.array([1.0, 0.0]))), 6)
     0.220095
     """
-    if pos_weight is None and weights is None and where is None:
+    if pos_weight is None:
         fused = plain("binary_cross_entropy_with_logits", logits, targets, label_smoothing,
-                      reduction)
+                      reduction, weights=weights, where=where)
         if fused is not None:
             return fused
     ls = check_unit_interval("label_smoothing", label_smoothing)
@@ -607,9 +606,9 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
     >>> round(float(unilosses.categorical_cross_entropy_with_logits(x, t)), 6)
     0.126928
     """
-    if class_weights is None and weights is None and where is None:
+    if class_weights is None:
         fused = plain("cross_entropy_with_logits", logits, targets, axis, label_smoothing,
-                      reduction, False)
+                      reduction, False, weights=weights, where=where)
         if fused is not None:
             return fused
     return _categorical(logits, targets, axis, label_smoothing, class_weights, reduction,
@@ -874,11 +873,11 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
     >>> round(float(unilosses.sparse_categorical_cross_entropy_with_logits(x, np.array([0]))), 6)
     0.126928
     """
-    if weights is None and where is None:
-        fused = plain("cross_entropy_with_logits", logits, labels, axis, label_smoothing,
-                      reduction, True, ignore_index, class_weights, checks_enabled)
-        if fused is not None:
-            return fused
+    fused = plain("cross_entropy_with_logits", logits, labels, axis, label_smoothing,
+                  reduction, True, ignore_index, class_weights, checks_enabled,
+                  weights=weights, where=where)
+    if fused is not None:
+        return fused
     return _sparse(logits, labels, axis, ignore_index, label_smoothing, class_weights,
                    reduction, weights, where, logits=True)
 

@@ -338,8 +338,8 @@ def test_mask_select_derivatives(dtype):
 @torch_only
 @pytest.mark.parametrize("kernels", ["kernels", "generic"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "weighted_mean", "none"])
-@pytest.mark.parametrize("name", ["mse", "huber", "log_cosh", "bce_logits", "sparse_ce",
-                                  "categorical_ce"])
+@pytest.mark.parametrize("name", ["mse", "mae", "huber", "smooth_l1", "log_cosh", "bce_logits",
+                                  "sparse_ce", "categorical_ce"])
 def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatch):
     """Large CPU calls with a mask and weights (the selector on every select of the mask's
     shape) against the float64 formula on the kept elements alone, value and gradient in
@@ -382,6 +382,10 @@ def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatc
             return (x - y) ** 2
         if name == "huber":
             return F.huber_loss(x, y, reduction="none")
+        if name == "mae":
+            return F.l1_loss(x, y, reduction="none")
+        if name == "smooth_l1":
+            return F.smooth_l1_loss(x, y, reduction="none")
         if name == "log_cosh":
             return torch.log(torch.cosh(x - y))
         if name == "bce_logits":
@@ -401,6 +405,7 @@ def test_large_masked_calls_against_float64(name, reduction, kernels, monkeypatc
     else:
         want = loss
     fn = {"mse": unilosses.mse, "huber": unilosses.huber, "log_cosh": unilosses.log_cosh,
+          "mae": unilosses.mae, "smooth_l1": unilosses.smooth_l1,
           "bce_logits": unilosses.binary_cross_entropy_with_logits,
           "sparse_ce": unilosses.sparse_categorical_cross_entropy_with_logits,
           "categorical_ce": unilosses.categorical_cross_entropy_with_logits}[name]
@@ -452,3 +457,77 @@ def test_large_masked_calls_take_the_selector(name):
         got, n = _where_count(lambda: _call(name, x, y, wt, mask, "mean"))
     assert n == 0
     torch.testing.assert_close(got, want, rtol=1e-13, atol=0)
+
+
+@torch_only
+@pytest.mark.parametrize("kernels", ["kernels", "generic"])
+@pytest.mark.parametrize("name", ["mse", "mae", "huber", "smooth_l1", "rmse", "bce_logits",
+                                  "categorical"])
+def test_large_masked_calls_mask_the_gradient_not_the_inputs(name, kernels, monkeypatch):
+    """Where a gradient is wanted, a large CPU call of a loss that reads each element (row)
+    alone leaves its masked inputs as they are and masks their gradients
+    (``Call.clean_inputs``): no select of the predictions or targets forward, one guard per
+    input that wants a gradient; the value, and a gradient finite and zero where masked,
+    as the replaced inputs give them (``test_large_masked_calls_against_float64``)."""
+    import torch
+
+    from unilosses.backends import _torch_kernels as tk
+
+    if kernels == "generic":
+        for k in list(tk.KERNELS):
+            monkeypatch.delitem(tk.KERNELS, k)
+    guards, selects = [], []
+    real_apply, real_forward = tk._MaskGradient.apply, tk._MaskSelect.forward
+    monkeypatch.setattr(tk._MaskGradient, "apply",
+                        lambda x, b: guards.append(x.shape) or real_apply(x, b))
+    monkeypatch.setattr(tk._MaskSelect, "forward",
+                        staticmethod(lambda x, b: selects.append(x.shape) or real_forward(x, b)))
+    g = torch.Generator().manual_seed(11)
+    rows = LARGE[0] * LARGE[1]
+    shape = (rows, 4) if name == "categorical" else (rows,)
+    mask = torch.rand(rows, generator=g) > 0.3
+    full = mask[:, None] if name == "categorical" else mask
+    x = torch.where(full, torch.randn(shape, generator=g), float("nan"))
+    y = torch.where(full, torch.rand(shape, generator=g), float("inf"))
+    w = torch.where(mask, torch.rand(rows, generator=g), float("nan"))
+    fn = {"mse": unilosses.mse, "mae": unilosses.mae, "huber": unilosses.huber,
+          "smooth_l1": unilosses.smooth_l1, "rmse": lambda *a, reduction, **k: unilosses.rmse(
+              *a, **k), "bce_logits": unilosses.binary_cross_entropy_with_logits,
+          "categorical": unilosses.categorical_cross_entropy_with_logits}[name]
+    for wanted in ((True, False), (True, True), (False, True)):
+        guards.clear()
+        xg, yg, wg = x.clone().requires_grad_(wanted[0]), y.clone(), w.clone()
+        if name == "categorical":
+            yg.requires_grad_(wanted[1])
+        else:
+            wg.requires_grad_(wanted[1])
+        selects.clear()
+        got = fn(xg, yg, weights=wg, where=mask, reduction="sum")
+        # selected: the weights and the loss, of the rows' shape (the predictions' too where
+        # elementwise); the inputs not
+        assert sum(1 for s in selects if s == shape) == (0 if name == "categorical" else 2)
+        assert len(guards) == (wanted[0] + (wanted[1] and name == "categorical"))
+        clean = [torch.where(full, a, 0.0) for a in (x, y)]
+        want = fn(*clean, weights=torch.where(mask, w, 0.0), where=mask, reduction="sum")
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        inputs = [a for a, on in ((xg, wanted[0]), (yg if name == "categorical" else wg,
+                                                    wanted[1])) if on]
+        for grad in torch.autograd.grad(got, inputs):
+            assert torch.isfinite(grad).all()
+            masked = ~full if grad.shape == shape else ~mask
+            assert (grad[masked.expand(grad.shape)] == 0).all()
+    # forward mode (over reverse, the predictions wanting a gradient too): the replacement,
+    # whose select has a forward-mode rule, where the guard has none
+    import torch.autograd.forward_ad as fwAD
+
+    tangent = torch.randn(shape, generator=g)
+    want = None
+    for grad_too in (False, True):
+        with fwAD.dual_level():
+            dual = fwAD.make_dual(x.clone().requires_grad_(grad_too), tangent)
+            value, jvp = fwAD.unpack_dual(fn(dual, y, weights=w, where=mask, reduction="sum"))
+        assert torch.isfinite(value).all() and torch.isfinite(jvp).all()
+        if want is not None:
+            torch.testing.assert_close((value, jvp), want)
+        want = (value.detach(), jvp.detach())
+

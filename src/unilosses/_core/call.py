@@ -82,7 +82,8 @@ class Call:
         select (an elementwise loss, no check or gather reading ``x``): skipped where no
         gradient can reach the inputs (an evaluation loop under ``torch.no_grad``; torch's
         CPU ``where`` is a scalar loop, 3.9 ms for 1e6 float32 elements here, a masked MSE
-        cleaned its predictions, targets and weights and masked its loss: four)."""
+        cleaned its predictions, targets and weights and masked its loss: four); see also
+        :meth:`clean_inputs`, which masks the gradient instead where it can."""
         if self.mask is None or (grad_only and self.grad_free):
             return x
         if fill == 0:
@@ -91,6 +92,27 @@ class Call:
         if axis is not None:
             m = self.xp.expand_dims(m, axis=axis)
         return self.ad.where(m, x, fill)
+
+    def clean_inputs(self, *arrays: Array, axis: int | None = None) -> tuple[Array, ...]:
+        """:meth:`clean`'s ``grad_only`` replacement of ``arrays`` by 0 where masked, or the
+        arrays as they are with their gradients masked where the backend can (the selector's
+        ``guard``: torch's CPU, eagerly; no copy to write and read).  Only for a loss whose
+        value and derivatives at each element (row, along ``axis``) read the inputs there
+        alone, and whose other differentiable operand is the weights (which :func:`prepare`
+        replaced at the loss's shape): a NaN in a masked element then reaches the masked
+        loss, which :meth:`reduce` selects away, and masked derivatives, which the guard and
+        the weights' select drop."""
+        if self.mask is None or self.grad_free:
+            return arrays
+        select = self._select
+        if select is False:
+            select = self._select = self.ad.mask_selector(self.mask)
+        guard = getattr(select, "guard", None)
+        if guard is not None:
+            out = tuple(guard(a, axis) for a in arrays)
+            if all(a is not None for a in out):
+                return out
+        return tuple(self.clean(a, 0.0, axis, grad_only=True) for a in arrays)
 
     def native(self, name: str, *arrays: Array, cleaned: bool = False,
                keep: Callable[[], Array] | None = None, **options: Any) -> Array | None:

@@ -310,7 +310,10 @@ def binary_cross_entropy_with_logits(
         call.require_within(pw, 0.0, float(call.xp.finfo(call.dtype).max), lambda: (
             "`pos_weight` holds values outside [0, inf) (or NaN, or inf); give each class's "
             "positive term a finite weight >= 0."))
-    x, t = call.clean(out[0], 0.0, grad_only=True), call.clean(out[1], 0.0, grad_only=True)
+    if len(out) == 2:
+        x, t = call.clean_inputs(out[0], out[1])
+    else:  # (pos_weight an array, differentiable, whose gradient sums over the masked too)
+        x, t = call.clean(out[0], 0.0, grad_only=True), call.clean(out[1], 0.0, grad_only=True)
     fused = call.native("binary_cross_entropy_with_logits", x, _smooth_binary(t, ls), pw,
                         cleaned=True)
     if fused is not None:
@@ -460,9 +463,13 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     cw = prepared_class_weights(call, out, 2, ax, ndim)
     if logits:
         # masked rows replaced once, for the kernel (which a mask takes then) and the
-        # composition alike
-        p = call.clean(p, 0.0, axis=ax, grad_only=True)
-        t = call.clean(t, 0.0, axis=ax, grad_only=True)
+        # composition alike, or their gradients masked (not with class weights, another
+        # differentiable operand, whose gradient sums over the rows)
+        if cw is None:
+            p, t = call.clean_inputs(p, t, axis=ax)
+        else:
+            p = call.clean(p, 0.0, axis=ax, grad_only=True)
+            t = call.clean(t, 0.0, axis=ax, grad_only=True)
         if cw is None:
             fused = call.native("cross_entropy_with_logits", p, t, ax, ls, cleaned=True)
             if fused is not None:

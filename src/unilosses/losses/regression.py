@@ -52,7 +52,7 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
+    p, t = call.clean_inputs(p, t)
     fused = call.native("mse", p, t, cleaned=True)
     if fused is not None:
         return fused
@@ -104,7 +104,7 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
                            where=where)
     if axis is not None:
         axis = normalize_axes(axis, len(call.ad.shape(p)))
-    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
+    p, t = call.clean_inputs(p, t)
     ms = call.native("mse", p, t, cleaned=True) if axis is None else None
     if ms is None:
         d = p - t
@@ -149,7 +149,7 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     """
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
+    p, t = call.clean_inputs(p, t)
     fused = call.native("mae", p, t, cleaned=True)
     if fused is not None:
         return fused
@@ -230,7 +230,7 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     delta = check_positive("delta", delta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
+    p, t = call.clean_inputs(p, t)
     fused = call.native("huber", p, t, delta, cleaned=True)
     if fused is not None:
         return fused
@@ -283,7 +283,7 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     beta = check_positive("beta", beta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
-    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
+    p, t = call.clean_inputs(p, t)
     fused = call.native("smooth_l1", p, t, beta, cleaned=True)
     if fused is not None:
         return fused

@@ -1162,26 +1162,18 @@ class _MaskSelect(torch.autograd.Function):
         return _MaskSelect.apply(x_t, ctx.bits)
 
 
-class _MaskGradient(torch.autograd.Function):
-    """``x`` itself, its gradient selected by the mask's bits (:class:`_MaskSelect`): for a
-    row-wise or elementwise loss whose masked values the final select drops, a NaN in a
-    masked element then reaches neither the value nor the gradient, without the copy of
-    ``x`` that replacing it first writes (and the kernel then reads: categorical CE with
-    logits under a row mask, forward and backward at 10,000 x 100, spent 2.4 ms per call in
-    three selects of the logits, the targets and the gradient, and the same kernels ran
+class _MaskGradient(_MaskSelect):
+    """``x`` itself, its gradient selected by the mask's bits (:class:`_MaskSelect`'s
+    backward): for a row-wise or elementwise loss whose masked values the final select drops,
+    a NaN in a masked element then reaches neither the value nor the gradient, without the
+    copy of ``x`` that replacing it first writes (and the kernel then reads: categorical CE
+    with logits under a row mask, forward and backward at 10,000 x 100, spent 2.4 ms per call
+    in three selects of the logits, the targets and the gradient, and the same kernels ran
     1.6-1.8x slower than without the copies, out of cache)."""
 
     @staticmethod
     def forward(x: Array, bits: Array) -> Array:  # type: ignore[override]
         return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        ctx.bits = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
-        return _MaskSelect.apply(g, ctx.bits), None
 
 
 def mask_selector(mask: Array) -> Callable[..., Array] | None:
@@ -1193,37 +1185,37 @@ def mask_selector(mask: Array) -> Callable[..., Array] | None:
         return None
     bits: dict[Any, Array] = {}
 
-    def select(x: Array, axis: int | None = None, zero: Any = 0) -> Array:
+    def bits_for(x: Array, axis: int | None) -> Array | None:
+        """The mask's bits for x (broadcast along ``axis``), or None where torch.where
+        serves x (other dtypes, small or traced arrays, a mask that does not broadcast)."""
         m = mask if axis is None else mask.unsqueeze(axis)
         kind = _BITS.get(x.dtype)
         if (kind is None or x.numel() < MASK_SELECT_MIN or x.dim() != m.dim()
                 or torch.broadcast_shapes(x.shape, m.shape) != x.shape or tracing(x)):
-            return torch.where(m, x, zero)
+            return None
         b = bits.get(kind)
         if b is None:
             b = bits[kind] = mask.to(kind).neg_()
-        if axis is not None:
-            b = b.unsqueeze(axis)
+        return b if axis is None else b.unsqueeze(axis)
+
+    def select(x: Array, axis: int | None = None, zero: Any = 0) -> Array:
+        b = bits_for(x, axis)
+        if b is None:
+            return torch.where(mask if axis is None else mask.unsqueeze(axis), x, zero)
         if (x.requires_grad and torch.is_grad_enabled()) or _forward_ad():
             return _MaskSelect.apply(x, b)
         return _MaskSelect.forward(x, b)
 
     def guard(x: Array, axis: int | None = None) -> Array | None:
         """x with its gradient masked (:class:`_MaskGradient`), x itself where autograd does
-        not record it; None where the select would not take x (torch.where's place: see
-        ``select``) or forward mode is on."""
-        m = mask if axis is None else mask.unsqueeze(axis)
-        kind = _BITS.get(x.dtype)
-        if (kind is None or x.numel() < MASK_SELECT_MIN or x.dim() != m.dim()
-                or torch.broadcast_shapes(x.shape, m.shape) != x.shape or tracing(x)
-                or _forward_ad()):
+        not record it; None where the select would not take x (torch.where's place) or
+        forward mode is on (the replacement's select serves it there)."""
+        b = None if _forward_ad() else bits_for(x, axis)
+        if b is None:
             return None
         if not (x.requires_grad and torch.is_grad_enabled()):
             return x
-        b = bits.get(kind)
-        if b is None:
-            b = bits[kind] = mask.to(kind).neg_()
-        return _MaskGradient.apply(x, b if axis is None else b.unsqueeze(axis))
+        return _MaskGradient.apply(x, b)
 
     select.guard = guard  # type: ignore[attr-defined]
     return select

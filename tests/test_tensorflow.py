@@ -909,8 +909,8 @@ def _spy_plain(monkeypatch, name):  # type: ignore[no-untyped-def]
     served = []
     real = tf_backend.PLAIN[name]
 
-    def spy(*a):  # type: ignore[no-untyped-def]
-        out = real(*a)
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        out = real(*a, **kw)
         served.append(out is not None)
         return out
 

@@ -61,13 +61,18 @@ class Call:
         if self.weights is not None:
             self.weights = self.masked(self.xp.broadcast_to(self.weights, self.loss_shape))
 
+    def _selector(self) -> Any:
+        """The backend's selector for this call's mask, made at the first use (None: none)."""
+        select = self._select
+        if select is False:
+            select = self._select = self.ad.mask_selector(self.mask)
+        return select
+
     def masked(self, x: Array, zero: float = 0.0, axis: int | None = None) -> Array:
         """``where(mask, x, zero)`` (``zero``: 0 or 0.0, of x's kind; ``axis``: x has an
         extra class axis), by the backend's selector for a mask applied several times where
         it has one (``Adapter.mask_selector``)."""
-        select = self._select
-        if select is False:
-            select = self._select = self.ad.mask_selector(self.mask)
+        select = self._selector()
         if select is not None:
             return select(x, axis, zero)
         m = self.mask if axis is None else self.xp.expand_dims(self.mask, axis=axis)
@@ -104,10 +109,7 @@ class Call:
         the weights' select drop."""
         if self.mask is None or self.grad_free:
             return arrays
-        select = self._select
-        if select is False:
-            select = self._select = self.ad.mask_selector(self.mask)
-        guard = getattr(select, "guard", None)
+        guard = getattr(self._selector(), "guard", None)
         if guard is not None:
             out = tuple(guard(a, axis) for a in arrays)
             if all(a is not None for a in out):

@@ -467,13 +467,12 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
         # differentiable operand, whose gradient sums over the rows)
         if cw is None:
             p, t = call.clean_inputs(p, t, axis=ax)
-        else:
-            p = call.clean(p, 0.0, axis=ax, grad_only=True)
-            t = call.clean(t, 0.0, axis=ax, grad_only=True)
-        if cw is None:
             fused = call.native("cross_entropy_with_logits", p, t, ax, ls, cleaned=True)
             if fused is not None:
                 return fused
+        else:
+            p = call.clean(p, 0.0, axis=ax, grad_only=True)
+            t = call.clean(t, 0.0, axis=ax, grad_only=True)
         logp = clamped_log_softmax(call, p, ax)
     else:
         q = nonnegative_probabilities(call, p, ax)

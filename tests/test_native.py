@@ -630,6 +630,38 @@ def test_plain_logits_are_read_instead_of_clamped_where_autograd_records_them(us
             assert clamps == [1]
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_categorical_probabilities_take_a_closed_form_derivative(used, reduction, dtype):  # type: ignore[no-untyped-def]
+    """With a gradient wanted in the probabilities alone, a small plain call of categorical
+    CE on probabilities is one autograd node whose backward is the closed form (the
+    composition's five nodes cost more): its values and gradients, the clip's own bounds
+    included, where ``clamp`` passes the gradient, entries beyond it (0 and 1), unnormalised
+    rows, soft and one-hot targets.  A gradient in the targets, or none, keeps the
+    composition."""
+    eps = 1e-7
+    p = torch.tensor([[eps, 1.0 - eps, 0.0, 0.0],  # exactly at both bounds (float64)
+                      [0.0, 3.0, 0.0, 0.0],        # beyond both after renormalising
+                      [0.5, 1.25, 2.0, 0.25],
+                      [0.1, 0.2, 0.3, 0.4]], dtype=dtype)
+    if dtype == torch.float64:
+        assert float(p[0].sum()) == 1.0 and float(p[0, 0]) == eps
+    g = torch.Generator().manual_seed(11)
+    t = torch.softmax(torch.randn((4, 4), generator=g, dtype=dtype), dim=-1)
+    t[3] = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=dtype)
+    f = unilosses.categorical_cross_entropy
+    x = p.clone().requires_grad_()
+    assert "_PlainCategoricalProbabilities" in f(x, t, reduction=reduction).grad_fn.name()
+    _compare(used, "categorical_cross_entropy", f, p, t, reduction=reduction, n=p.numel())
+    # the bounds pass the gradient: the tied row's is not 0
+    _, grad = _value_and_grad(f, p, t, reduction=reduction)
+    assert float(grad[0].abs().sum()) > 0.0
+    with torch.no_grad():
+        assert f(x, t, reduction=reduction).grad_fn is None
+    tg = t.clone().requires_grad_()
+    assert "Plain" not in f(x, tg, reduction=reduction).grad_fn.name()
+
+
 def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped-def]
     """Anything a plain kernel does not check for goes the generic way: converted, served by
     the kernels after the generic checks, composed, or refused with unilosses's errors."""

@@ -617,6 +617,64 @@ def plain_bce(p: Array, t: Array, label_smoothing: Any, reduction: str, eps: flo
     return None if out is None else _weighted(out, weights, where, reduction)
 
 
+def _closed_form_wanted(p: Array, t: Array) -> bool:
+    """Whether a plain call on probabilities takes its closed-form derivative: a gradient
+    wanted in ``p`` alone (the Functions give the targets none), not in forward mode (they
+    have no forward-mode rule; the composition has)."""
+    return (p.requires_grad and torch.is_grad_enabled() and not _forward_ad()
+            and not t.requires_grad)
+
+
+def _row_scale(g: Array, r: int, rows: int, dtype: Any) -> Array:
+    """The cotangent of each row's loss, negated: ``-g`` per row (reduction "none"), or
+    ``-g / rows`` ("mean") and ``-g`` ("sum") as a 0-d tensor."""
+    if r == 0:
+        return torch.neg(g)
+    return torch.mul(g, _const(-1.0 / rows if r == 1 else -1.0, dtype))
+
+
+class _PlainCategoricalProbabilities(torch.autograd.Function):
+    r"""Categorical cross-entropy on probabilities, :math:`-\sum_c t_c \log \hat r_c` per row
+    (:math:`\hat r = \mathrm{clip}(r)`, :math:`r = p / S`), with its derivative in ``p`` in
+    closed form, as ``_categorical_value_grad`` writes it for the generic path's blocks:
+    :math:`(a_j - \sum_c a_c r_c) / S`, :math:`a = -t / \hat r` where the clip passes (at its
+    bounds too), else 0.  Backward is one node instead of the composition's five (sum,
+    renormalisation, clip, log, product; see ``plain_categorical_probabilities``).  Asked for a
+    derivative of the derivative, backward recomputes it from ``p`` with autograd
+    recording."""
+
+    @staticmethod
+    def forward(ctx: Any, p: Array, t: Array, r: int, eps: float) -> Array:  # type: ignore[override]
+        s, q, c = _categorical_probability_parts(p, eps)
+        ctx.save_for_backward(p, t)
+        ctx.r, ctx.eps, ctx.parts = r, eps, (s, q, c)
+        log_c = torch.log(c)
+        if r == 0:
+            return torch.mul(t, log_c).sum(1).neg()
+        total = torch.dot(t.reshape(-1), log_c.reshape(-1))
+        return torch.mul(total, _const(-1.0 / p.shape[0] if r == 1 else -1.0, p.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]
+        p, t = ctx.saved_tensors
+        s, q, c = (_categorical_probability_parts(p, ctx.eps) if torch.is_grad_enabled()
+                   else ctx.parts)
+        # (a with its sign folded into the scale: t / c where the clip passes)
+        a = torch.where(q == c, torch.div(t, c), _const(0.0, p.dtype))
+        scale = _row_scale(g, ctx.r, p.shape[0], p.dtype)
+        if ctx.r == 0:
+            scale = scale.unsqueeze(1)
+        return (torch.mul(torch.sub(a, torch.sum(torch.mul(a, q), 1, keepdim=True)),
+                          torch.div(scale, s)), None, None, None)
+
+
+def _categorical_probability_parts(p: Array, eps: float) -> tuple[Array, Array, Array]:
+    """The rows' sums ``S`` (kept as a column), ``r = p / S`` and ``r`` clipped."""
+    s = torch.sum(p, 1, keepdim=True)
+    q = torch.div(p, s)
+    return s, q, torch.clamp(q, eps, 1.0 - eps)
+
+
 def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothing: Any,
                                reduction: str, eps: float,
                                check: Callable[[], bool]) -> Array | None:
@@ -646,7 +704,10 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
                                     check: Callable[[], bool]) -> Array | None:
     """Categorical cross-entropy on probabilities, targets of their shape and dtype: rows
     renormalised, clipped and logged, and the targets' products summed in one ``dot``.
-    Where ``check()``, the probabilities must not be negative (one read of their minimum)."""
+    Where ``check()``, the probabilities must not be negative (one read of their minimum).
+    Where a gradient is wanted in ``p`` alone, :class:`_PlainCategoricalProbabilities`
+    (forward+backward, 16 and 1e3 elements: 1.51-1.60x ``F.cross_entropy(log p)``'s time,
+    against 1.59-1.90x composed; two alternating runs each)."""
     r = _code(reduction)
     if (r is None or not _zero(label_smoothing) or type(axis) is not int
             or (axis != -1 and axis != 1) or type(p) is not _Tensor or type(t) is not _Tensor
@@ -656,6 +717,8 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
+    if _closed_form_wanted(p, t):
+        return _PlainCategoricalProbabilities.apply(p, t, r, eps)
     log_q = torch.log(torch.clamp(p / p.sum(1, keepdim=True), eps, 1.0 - eps))
     if r == 0:
         return torch.mul(t, log_q).sum(1).neg()

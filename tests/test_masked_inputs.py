@@ -462,7 +462,7 @@ def test_large_masked_calls_take_the_selector(name):
 @torch_only
 @pytest.mark.parametrize("kernels", ["kernels", "generic"])
 @pytest.mark.parametrize("name", ["mse", "mae", "huber", "smooth_l1", "rmse", "bce_logits",
-                                  "categorical"])
+                                  "categorical", "log_cosh", "msle", "focal_logits", "poly1"])
 def test_large_masked_calls_mask_the_gradient_not_the_inputs(name, kernels, monkeypatch):
     """Where a gradient is wanted, a large CPU call of a loss that reads each element (row)
     alone leaves its masked inputs as they are and masks their gradients
@@ -472,10 +472,14 @@ def test_large_masked_calls_mask_the_gradient_not_the_inputs(name, kernels, monk
     import torch
 
     from unilosses.backends import _torch_kernels as tk
+    from unilosses.backends.torch import TorchAdapter
 
     if kernels == "generic":
         for k in list(tk.KERNELS):
             monkeypatch.delitem(tk.KERNELS, k)
+    # (the weighted block sums, which serve some of these where no gradient is wanted in the
+    # weights, select in blocks: tests/test_native.py)
+    monkeypatch.setattr(TorchAdapter, "weighted_block_sum", lambda *a, **k: None)
     guards, selects = [], []
     real_apply, real_forward = tk._MaskGradient.apply, tk._MaskSelect.forward
     monkeypatch.setattr(tk._MaskGradient, "apply",
@@ -484,20 +488,24 @@ def test_large_masked_calls_mask_the_gradient_not_the_inputs(name, kernels, monk
                         staticmethod(lambda x, b: selects.append(x.shape) or real_forward(x, b)))
     g = torch.Generator().manual_seed(11)
     rows = LARGE[0] * LARGE[1]
-    shape = (rows, 4) if name == "categorical" else (rows,)
+    per_row = name in ("categorical", "poly1")
+    shape = (rows, 4) if per_row else (rows,)
     mask = torch.rand(rows, generator=g) > 0.3
-    full = mask[:, None] if name == "categorical" else mask
+    full = mask[:, None] if per_row else mask
     x = torch.where(full, torch.randn(shape, generator=g), float("nan"))
     y = torch.where(full, torch.rand(shape, generator=g), float("inf"))
     w = torch.where(mask, torch.rand(rows, generator=g), float("nan"))
     fn = {"mse": unilosses.mse, "mae": unilosses.mae, "huber": unilosses.huber,
           "smooth_l1": unilosses.smooth_l1, "rmse": lambda *a, reduction, **k: unilosses.rmse(
               *a, **k), "bce_logits": unilosses.binary_cross_entropy_with_logits,
-          "categorical": unilosses.categorical_cross_entropy_with_logits}[name]
+          "categorical": unilosses.categorical_cross_entropy_with_logits,
+          "log_cosh": unilosses.log_cosh, "msle": unilosses.msle,
+          "focal_logits": unilosses.binary_focal_loss_with_logits,
+          "poly1": unilosses.poly1_cross_entropy_with_logits}[name]
     for wanted in ((True, False), (True, True), (False, True)):
         guards.clear()
         xg, yg, wg = x.clone().requires_grad_(wanted[0]), y.clone(), w.clone()
-        if name == "categorical":
+        if per_row:
             yg.requires_grad_(wanted[1])
         else:
             wg.requires_grad_(wanted[1])
@@ -505,13 +513,12 @@ def test_large_masked_calls_mask_the_gradient_not_the_inputs(name, kernels, monk
         got = fn(xg, yg, weights=wg, where=mask, reduction="sum")
         # selected: the weights and the loss, of the rows' shape (the predictions' too where
         # elementwise); the inputs not
-        assert sum(1 for s in selects if s == shape) == (0 if name == "categorical" else 2)
-        assert len(guards) == (wanted[0] + (wanted[1] and name == "categorical"))
+        assert sum(1 for s in selects if s == shape) == (0 if per_row else 2)
+        assert len(guards) == (wanted[0] + (wanted[1] and per_row))
         clean = [torch.where(full, a, 0.0) for a in (x, y)]
         want = fn(*clean, weights=torch.where(mask, w, 0.0), where=mask, reduction="sum")
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        inputs = [a for a, on in ((xg, wanted[0]), (yg if name == "categorical" else wg,
-                                                    wanted[1])) if on]
+        inputs = [a for a, on in ((xg, wanted[0]), (yg if per_row else wg, wanted[1])) if on]
         for grad in torch.autograd.grad(got, inputs):
             assert torch.isfinite(grad).all()
             masked = ~full if grad.shape == shape else ~mask
@@ -531,3 +538,36 @@ def test_large_masked_calls_mask_the_gradient_not_the_inputs(name, kernels, monk
             torch.testing.assert_close((value, jvp), want)
         want = (value.detach(), jvp.detach())
 
+
+@torch_only
+def test_large_masked_categorical_on_probabilities_guards_its_targets(monkeypatch):
+    """Categorical CE on probabilities replaces its masked probabilities (it reads them: they
+    must not be negative) and leaves its masked targets as they are where it can, their
+    gradient masked (``Call.clean_inputs``): no select of the targets; the value and a
+    gradient finite and zero where masked, as the replaced inputs give them."""
+    import torch
+
+    from unilosses.backends import _torch_kernels as tk
+
+    selects = []
+    real_forward = tk._MaskSelect.forward
+    monkeypatch.setattr(tk._MaskSelect, "forward",
+                        staticmethod(lambda x, b: selects.append(x.shape) or real_forward(x, b)))
+    g = torch.Generator().manual_seed(12)
+    rows = LARGE[0] * LARGE[1]
+    mask = torch.rand(rows, generator=g) > 0.3
+    p = torch.where(mask[:, None], torch.rand((rows, 4), generator=g) + 0.01, float("nan"))
+    t = torch.where(mask[:, None], torch.softmax(torch.randn((rows, 4), generator=g), -1),
+                    float("nan"))
+    clean = [torch.where(mask[:, None], a, 0.5) for a in (p, t)]
+    want_p, want_t = (a.clone().requires_grad_() for a in clean)
+    want = unilosses.categorical_cross_entropy(want_p, want_t, where=mask, reduction="sum")
+    want_grads = torch.autograd.grad(want, (want_p, want_t))
+    pg, tg = p.clone().requires_grad_(), t.clone().requires_grad_()
+    selects.clear()
+    got = unilosses.categorical_cross_entropy(pg, tg, where=mask, reduction="sum")
+    assert not [s for s in selects if s == t.shape]
+    torch.testing.assert_close(got, want)
+    for grad, ref in zip(torch.autograd.grad(got, (pg, tg)), want_grads, strict=True):
+        assert torch.isfinite(grad).all() and (grad[~mask] == 0).all()
+        torch.testing.assert_close(grad, ref)

@@ -1564,6 +1564,104 @@ def test_blockwise_focal_second_derivatives_and_repeated_backward(used):  # type
     _close(g1, used.generic(grad, x), torch.float64)
 
 
+WEIGHTED_BLOCKS = ["binary_focal_loss_with_logits", "binary_focal_loss", "log_cosh",
+                   "binary_cross_entropy"]
+
+
+def _weighted_block_case(name, dtype):  # type: ignore[no-untyped-def]
+    """Inputs of a weighted block sum: (loss, inputs, weights, mask), the mask leaving out
+    elements whose inputs and weights are NaN or inf; the shape not a multiple of the block."""
+    x, t = _focal_inputs(dtype, soft=True)
+    g = torch.Generator().manual_seed(8)
+    shape = (x.numel() // 3, 3)
+    x, t = x[:shape[0] * 3].reshape(shape), t[:shape[0] * 3].reshape(shape)
+    w = torch.rand(shape, generator=g, dtype=dtype) * 2
+    mask = torch.rand(shape, generator=g) > 0.25
+    mask.view(-1)[3:5] = False  # the infinite logits
+    if name in ("binary_focal_loss", "binary_cross_entropy"):
+        x = torch.sigmoid(x.clamp(-30, 30))
+        x.view(-1)[:2] = torch.tensor([1.0, 0.0], dtype=dtype)  # beyond the clip
+    elif name == "log_cosh":
+        t = torch.randn(shape, generator=g, dtype=dtype)
+        x = x.clamp(-60, 60)
+    nan = torch.tensor(math.nan, dtype=dtype)
+    return getattr(unilosses, name), torch.where(mask, x, nan), torch.where(mask, t, nan), \
+        torch.where(mask, w, nan), mask
+
+
+@pytest.mark.parametrize("name", WEIGHTED_BLOCKS)
+@pytest.mark.parametrize("options", ["weights", "where", "weights, where"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_weighted_block_sums_match_the_composition(used, monkeypatch, name, options,
+                                                    reduction, dtype):  # type: ignore[no-untyped-def]
+    """Weighted or masked calls of the elementwise losses with a closed form, on large CPU
+    inputs, are reduced block by block (``weighted_block_sum``: each block weighed and
+    selected by the mask's bits): the composition's value and gradient (the masked inputs
+    replaced, the loss weighed and masked whole), NaN and inf in the masked inputs and
+    weights reaching neither, with and without a gradient wanted."""
+    calls = _blockwise_calls(monkeypatch)
+    f, x, t, w, mask = _weighted_block_case(name, dtype)
+    kw = {"reduction": reduction}
+    if "weights" in options:
+        kw["weights"] = w if "where" in options else torch.where(mask, w, 0.5)
+    if "where" in options:
+        kw["where"] = mask
+    else:
+        x, t = (torch.where(mask, a, 0.5) for a in (x, t))
+    v1, g1 = _value_and_grad(f, x, t, **kw)
+    assert calls == [True]
+    v2, g2 = used.generic(_value_and_grad, f, x, t, **kw)
+    _close(v1, v2, dtype, x.numel())
+    _close(g1, g2, dtype)
+    assert bool(torch.isfinite(g1).all()) and bool((g1[~mask] == 0).all() or "where" not in kw)
+    with torch.no_grad():
+        _close(f(x, t, **kw), v2, dtype, x.numel())
+    assert calls == [True, True]
+
+
+def test_weighted_block_sums_decline_what_the_composition_answers(used, monkeypatch):  # type: ignore[no-untyped-def]
+    """A gradient wanted in the weights (the Function gives them none), a divisor of 0 (no
+    element kept, weights summing to 0: the composition's 0 with a zero gradient) and
+    reduction "none" take the composition; a derivative of the derivative and a repeated
+    backward go through the blocks' Function as unweighted calls do."""
+    calls = _blockwise_calls(monkeypatch)
+    f, x, t, w, mask = _weighted_block_case("binary_focal_loss_with_logits", torch.float64)
+    wg = torch.where(mask, w, 0.0).requires_grad_(True)
+    xg = x.clone().requires_grad_(True)
+    out = f(xg, t, weights=wg, where=mask)
+    gx, gw = torch.autograd.grad(out, (xg, wg))
+    assert calls == []
+    ref = f(torch.where(mask, x, 0.0), torch.where(mask, t, 0.0), reduction="none").detach()
+    _close(gw, torch.where(mask, ref, 0.0) / int(mask.sum()), torch.float64)
+    none = torch.zeros_like(mask)
+    for kw in ({"where": none}, {"weights": torch.zeros_like(w), "reduction": "weighted_mean"},
+               {"weights": w, "where": none, "reduction": "weighted_mean"}):
+        v, g = _value_and_grad(f, x.nan_to_num(0.0), t.nan_to_num(0.0), **kw)
+        assert float(v.detach()) == 0.0 and not bool(g.any())
+    assert f(x, t, where=mask, reduction="none").shape == x.shape and calls == []
+    # through the blocks: create_graph (the composition per block, with autograd), and the
+    # buffer handed on by a first backward, recomputed by a second
+    keep = torch.where(mask, w, 0.0)
+    xf, tf = (torch.where(mask, a, 0.0).clamp(-30, 30) for a in (x, t))
+
+    def hvp(a, **kw):  # type: ignore[no-untyped-def]
+        a = a.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(a, tf, where=mask, **kw), a, create_graph=True)
+        return torch.autograd.grad((g * g).sum(), a)[0]
+
+    for kw in ({}, {"weights": keep}):  # (unweighted, the masked elements count but for the mask)
+        _close(hvp(xf, **kw), used.generic(hvp, xf, **kw), torch.float64)
+    assert calls == [True, True]
+    calls.clear()
+    xr = xf.clone().requires_grad_(True)
+    out = f(xr, tf, weights=keep, where=mask) * 3.0
+    (g1,) = torch.autograd.grad(out, xr, retain_graph=True)
+    kept = g1.clone()
+    (g2,) = torch.autograd.grad(out, xr)
+    assert torch.equal(g1, g2) and torch.equal(g1, kept) and calls == [True]
+
+
 @pytest.mark.parametrize("n", [1, 16, 1000])
 @pytest.mark.parametrize("name", ["binary_focal_loss_with_logits", "binary_focal_loss",
                                   "anchor_focal_loss_with_logits", "log_cosh"])

@@ -177,6 +177,17 @@ class Adapter:
         """
         return None
 
+    def weighted_block_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any,
+                           weights: Array | None, mask: Array | None, reduction: str,
+                           bounds: bool = False) -> Array | None:
+        """:meth:`chunked_sum` of a weighted or masked call of an elementwise loss (the
+        arrays, the loss's shape): the sum of ``where(mask, weights * elementwise(...), 0)``
+        divided as ``Call.reduce`` divides it for ``reduction`` ("sum", "mean" over the
+        unmasked, "weighted_mean" over their weights' sum), differentiated in the first array
+        by the closed form; a NaN in a masked element reaches neither value nor derivative.
+        None where the backend gains nothing (the caller composes it)."""
+        return None
+
     def elementwise_closed_form(self, elementwise: Any, value_and_grad: Any,
                                 *arrays: Array) -> Array | None:
         """``elementwise(*arrays)``, differentiated in the first array by the closed form

@@ -1558,5 +1558,85 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
     return _BlockwiseSum.apply(f, value_and_grad, block, scale, bounds, x, *rest)
 
 
+def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
+                       value_and_grad: Callable[..., tuple[Array, Array]],
+                       weights: Array | None, mask: Array | None, reduction: str,
+                       bounds: bool = False) -> Array | None:
+    """``TorchAdapter.weighted_block_sum``: the weighted or masked elementwise loss, reduced
+    as ``Call.reduce`` reduces it, block by block through :class:`_BlockwiseSum` on the CPU.
+
+    Each block's value and closed-form derivative are multiplied by the block's weights and
+    selected by the mask's bits (as :class:`_MaskSelect`: a NaN in a masked element reaches
+    neither), while the block is in cache; the composition wrote each of its ~15
+    intermediates at full size and walked them back (the binary focal loss with logits at
+    1e6 elements, weighted, forward and backward: 4.6x torchvision's formula's time).  The
+    reduction's divisor is read once: the unmasked count ("mean") or the kept weights' sum
+    ("weighted_mean"); where it is 0 the composition serves (its 0 with a zero gradient).
+    None (the composition) off the CPU (the read would synchronise), traced, in forward
+    mode, where a gradient is wanted in the weights or the targets, or below
+    ``_CLOSED_MIN`` elements."""
+    n = x.numel()
+    kind = _BITS.get(x.dtype)
+    if (kind is None or not x.is_floating_point() or not x.is_cpu or n < _CLOSED_MIN
+            or reduction not in ("sum", "mean", "weighted_mean")
+            or torch.compiler.is_compiling() or x.is_meta or _forward_ad()
+            or any(a.requires_grad for a in rest)
+            or any(a.shape != x.shape for a in rest)):
+        return None
+    shape = x.shape
+    w = bits = None
+    if weights is not None:
+        if (weights.requires_grad and torch.is_grad_enabled()) or weights.dtype != x.dtype \
+                or torch.broadcast_shapes(weights.shape, shape) != shape:
+            return None
+        w = weights.expand(shape).reshape(n, 1)  # (a copy where broadcast)
+    if mask is not None:
+        if mask.dtype != torch.bool or torch.broadcast_shapes(mask.shape, shape) != shape:
+            return None
+        bits = mask.expand(shape).reshape(n, 1).to(kind).neg_()
+    if tracing(x, *rest, *(a for a in (weights, mask) if a is not None)):
+        return None
+    if reduction == "sum":
+        scale = 1.0
+    elif reduction == "weighted_mean" and w is not None:
+        kept = w if bits is None else (w.view(kind) & bits).view(w.dtype)
+        wsum = float(torch.sum(kept).item())
+        if wsum == 0.0:
+            return None
+        scale = 1.0 / wsum
+    else:
+        count = n if mask is None else int(torch.count_nonzero(mask.expand(shape)).item())
+        if count == 0:
+            return None
+        scale = 1.0 / count
+    core = len(rest)
+
+    def weigh(v: Array | None, extra: tuple[Array, ...], composed: bool = False) -> Array | None:
+        if v is None:
+            return None
+        if w is not None:
+            v = v * extra[0]
+        if bits is not None:
+            b = extra[-1]
+            # (composed: a derivative of the derivative differentiates this, which the
+            # bits' integer view would not pass)
+            v = torch.where(b != 0, v, 0.0) if composed else \
+                (v.contiguous().view(kind) & b).view(v.dtype)
+        return v
+
+    def elementwise(xb: Array, *rb: Array) -> Array:
+        out = weigh(f(xb, *rb[:core]), rb[core:], composed=True)
+        assert out is not None
+        return out
+
+    def closed(xb: Array, *rb: Array, **kw: Any) -> tuple[Array | None, Array | None]:
+        v, g = value_and_grad(xb, *rb[:core], **kw)
+        return weigh(v, rb[core:]), weigh(g, rb[core:])
+
+    extra = tuple(a for a in (w, bits) if a is not None)
+    return _BlockwiseSum.apply(elementwise, closed, _BLOCK, scale, bounds, x.reshape(n, 1),
+                               *(a.reshape(n, 1) for a in rest), *extra)
+
+
 __all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_elementwise", "closed_form_sum",
-           "functorch_wrapped", "tracing"]
+           "functorch_wrapped", "tracing", "weighted_block_sum"]

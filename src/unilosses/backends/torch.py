@@ -165,6 +165,14 @@ class TorchAdapter(Adapter):
                                           scale=scale, columns=columns,
                                           blocks_only=blocks_only, bounds=bounds)
 
+    def weighted_block_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any,
+                           weights: Array | None, mask: Array | None, reduction: str,
+                           bounds: bool = False) -> Array | None:
+        return _torch_kernels.weighted_block_sum(elementwise, *arrays,
+                                                 value_and_grad=value_and_grad,
+                                                 weights=weights, mask=mask,
+                                                 reduction=reduction, bounds=bounds)
+
     def elementwise_closed_form(self, elementwise: Any, value_and_grad: Any,
                                 *arrays: Array) -> Array | None:
         # compiled, the Function is traced with its backward; under torch.func transforms

@@ -486,7 +486,9 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
             if total is not None:
                 return total
         logp = call.xp.log(_renormalized(call, q, ax))
-        t = call.clean(t, 0.0, axis=ax, grad_only=True)
+        # (q replaced where masked: a NaN in masked targets reaches only their rows'
+        # derivatives, which the replacement's select drops)
+        (t,) = call.clean_inputs(t, axis=ax)
     ts = _smooth(call, t, ls, p, ax)
     if cw is None:
         return call.reduce(-xp.sum(ts * logp, axis=ax))
@@ -943,6 +945,6 @@ def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon
     call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,
                            weights=weights, where=where, class_axis=ax)
     xp = call.xp
-    logp = clamped_log_softmax(call, call.clean(x, 0.0, axis=ax, grad_only=True), ax)
-    t = call.clean(t, 0.0, axis=ax, grad_only=True)
+    x, t = call.clean_inputs(x, t, axis=ax)
+    logp = clamped_log_softmax(call, x, ax)
     return call.reduce(xp.sum(t * (eps * (1.0 - xp.exp(logp)) - logp), axis=ax))

@@ -443,9 +443,11 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
                 call, xb, tb, a, gamma, hard=call.ad.known_binary(tb), **kw))
         if total is not None:
             return total
-    x = finite_logits(call, call.clean(out[0], 0.0, grad_only=True))
-    return call.reduce(_focal_from_logits(call, x, call.clean(out[1], 0.0, grad_only=True), a,
-                                          gamma))
+    if _scalar(a):
+        x, t = call.clean_inputs(out[0], out[1])
+    else:  # (alpha an array, differentiable, whose gradient sums over the masked too)
+        x, t = call.clean(out[0], 0.0, grad_only=True), call.clean(out[1], 0.0, grad_only=True)
+    return call.reduce(_focal_from_logits(call, finite_logits(call, x), t, a, gamma))
 
 
 _NORMALIZE = ("batch", "image")

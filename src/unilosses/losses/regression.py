@@ -410,8 +410,8 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         value_and_grad=lambda pb, tb, **kw: _log_cosh_value_grad(call, pb, tb, **kw))
     if total is not None:
         return total
-    return call.reduce(_log_cosh(call, call.clean(p, 0.0, grad_only=True)
-                                 - call.clean(t, 0.0, grad_only=True)))
+    p, t = call.clean_inputs(p, t)
+    return call.reduce(_log_cosh(call, p - t))
 
 
 #: Keras's ``backend.epsilon()``, the floor of MSLE's and MAPE's divisors and logs
@@ -460,7 +460,7 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     xp, ad = call.xp, call.ad
-    p, t = call.clean(p, 0.0, grad_only=True), call.clean(t, 0.0, grad_only=True)
+    p, t = call.clean_inputs(p, t)
     lp = xp.log1p(ad.where(p > KERAS_EPSILON, p, KERAS_EPSILON))
     lt = xp.log1p(ad.where(t > KERAS_EPSILON, t, KERAS_EPSILON))
     d = lp - lt

@@ -4,7 +4,8 @@ The main table times plain calls.  This one times the options a training loop ad
 weights, a ``where`` mask of padding, labels equal to ``ignore_index``, class weights),
 eagerly on torch's CPU, each next to the torch formula a user writes today (the peer:
 ``F.<loss>`` with
-``reduction="none"``, times the weights, ``torch.where`` of the mask, summed;
+``reduction="none"`` (torchvision's focal formula and Keras's log-cosh formula in torch ops,
+unreduced, as in the main table), times the weights, ``torch.where`` of the mask, summed;
 ``F.cross_entropy(ignore_index=-100)``, ``F.cross_entropy(weight=)``) and next to
 unilosses's own generic composition (every fast path off: torch's kernels, the plain calls'
 kernels, ``prepare``'s short path and the masks' selects; what these calls took before they
@@ -24,6 +25,7 @@ from typing import Any
 
 from .cases import parse_size
 from .memory import MALLOC_SETTINGS, configure_malloc
+from .peers import ALPHA, GAMMA, LOG2
 from .timing import Timing, time_group
 
 
@@ -48,6 +50,18 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
     soft = torch.softmax(torch.randn(rows, classes, generator=g), -1)
     ignored = y.clone()
     ignored[1::5] = -100  # (every fifth row from the second: a row kept at 16 elements)
+
+    def focal_terms(x: Any, t: Any, reduction: str = "none") -> Any:
+        # torchvision.ops.sigmoid_focal_loss's formula, unreduced (as the main table's peer)
+        q = torch.sigmoid(x)
+        ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+        p_t = q * t + (1 - q) * (1 - t)
+        return (ALPHA * t + (1 - ALPHA) * (1 - t)) * (ce * ((1 - p_t) ** GAMMA))
+
+    def log_cosh_terms(p: Any, t: Any, reduction: str = "none") -> Any:
+        d = p - t
+        return d + F.softplus(-2.0 * d) - LOG2
+
     out: list[Any] = []
     for mask in (None, m):
         tag = "weights" if mask is None else "weights, where"
@@ -58,6 +72,9 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
              {}, w, mask),
             (f"bce with logits, {tag}", unilosses.binary_cross_entropy_with_logits,
              F.binary_cross_entropy_with_logits, (p, tb), {}, w, mask),
+            (f"focal with logits, {tag}", unilosses.binary_focal_loss_with_logits,
+             focal_terms, (p, tb), {}, w, mask),
+            (f"log_cosh, {tag}", unilosses.log_cosh, log_cosh_terms, (p, t), {}, w, mask),
         ]
     for mask in (None, mr):
         tag = "weights" if mask is None else "weights, where"
@@ -77,7 +94,7 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
     return out
 
 
-def _declined(*args: Any) -> None:
+def _declined(*args: Any, **kwargs: Any) -> None:
     return None
 
 
@@ -111,17 +128,17 @@ def _steps(torch: Any, case: tuple[Any, ...],
 
     def composition() -> Any:
         # every fast path off: the kernels, the plain calls' kernels, prepare's short path,
-        # and the masks' (inputs replaced with or without a gradient, torch.where, the
-        # mask's count cast)
+        # the masks' (inputs replaced with or without a gradient, torch.where, the mask's
+        # count cast) and the weighted block sums
         saved, plain = dict(kernels.KERNELS), dict(kernels.PLAIN)
         kernels.KERNELS.clear()
         kernels.PLAIN.clear()
         short = call_module._prepare_plain
         setattr(call_module, "_prepare_plain", _declined)  # noqa: B010 (a module's function)
         masks = {name: TorchAdapter.__dict__[name]
-                 for name in ("no_gradient", "mask_selector", "count")}
+                 for name in ("no_gradient", "mask_selector", "count", "weighted_block_sum")}
         for name, off in (("no_gradient", _never), ("mask_selector", _declined),
-                          ("count", Adapter.count)):
+                          ("count", Adapter.count), ("weighted_block_sum", _declined)):
             setattr(TorchAdapter, name, off)
         try:
             return ours()
@@ -154,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=0.05,
                         help="seconds per sample (calls are repeated to fill it)")
     parser.add_argument("--malloc", choices=tuple(MALLOC_SETTINGS), default="retain")
+    parser.add_argument("--cases", default="",
+                        help="comma-separated words; only the cases whose label holds one "
+                             "(e.g. focal,log_cosh)")
     args = parser.parse_args(argv)
+    words = [word.strip() for word in args.cases.split(",") if word.strip()]
     import torch
 
     configure_malloc(args.malloc)
@@ -168,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.sizes.split(","):
         n = parse_size(text).elements
         for case in _cases(torch, n):
+            if words and not any(word in case[0] for word in words):
+                continue
             for grad in (False, True):
                 steps, _ = _steps(torch, case, grad)
                 timings = [Timing() for _ in steps]

@@ -307,3 +307,10 @@ def test_options_benchmark_compares_like_with_like(capsys: pytest.CaptureFixture
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "16" in r]
     assert len(rows) == 2 * len(options._cases(torch, 16))
     assert all(len(r.split("|")) == 10 for r in rows), rows
+    # --cases: only the cases whose label holds one of the words (with and without a mask)
+    assert options.main(["--sizes", "16", "--repeats", "1", "--min-time", "0",
+                         "--cases", "focal,log_cosh"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "16" in r]
+    assert sorted({r.split("|")[1].split(",")[0].strip() for r in rows}) == [
+        "focal with logits", "log_cosh"]
+    assert len(rows) == 8

@@ -705,12 +705,14 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
     ]
     focal, focal_p = unilosses.binary_focal_loss_with_logits, unilosses.binary_focal_loss
     cat_p, rmse = unilosses.categorical_cross_entropy, unilosses.rmse
-    others += [  # alpha an array or 1, gamma not 0/1/2 or not a Python number, masks,
-        # mixed dtypes, smoothing, class weights, 3-D, the classes first, int32 labels
+    others += [  # alpha an array or 1, gamma not 0/1/2 or not a Python number, weights and
+        # masks broadcast, mixed dtypes, smoothing, class weights, 3-D, the classes first,
+        # int32 labels
         lambda: focal(x, t, alpha=torch.full((5,), 0.25)), lambda: focal(x, t, gamma=0.5),
         lambda: focal(x, t, alpha=1.0), lambda: focal(x, t, gamma=np.float64(2.0)),
-        lambda: focal(x, t, weights=torch.ones(4, 5)), lambda: focal(x, t.double()),
-        lambda: focal_p(p, t, gamma=3.0), lambda: focal_p(p, t, where=t == 0),
+        lambda: focal(x, t, weights=torch.ones(5)), lambda: focal(x, t.double()),
+        lambda: focal_p(p, t, gamma=3.0), lambda: focal_p(p, t, where=t[0] == 0),
+        lambda: unilosses.log_cosh(x, t, weights=torch.ones(4, 5, dtype=torch.float64)),
         lambda: cat_p(soft, soft, label_smoothing=0.1),
         lambda: cat_p(soft, soft, class_weights=torch.ones(5)),
         lambda: cat_p(soft.reshape(2, 2, 5), soft.reshape(2, 2, 5)),
@@ -1018,6 +1020,9 @@ def _plain_option_cases(dtype):  # type: ignore[no-untyped-def]
         ("cross_entropy_with_logits", unilosses.categorical_cross_entropy_with_logits, x, soft),
         ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits, x, t),
         ("binary_cross_entropy", unilosses.binary_cross_entropy, p, t),
+        ("binary_focal_loss_with_logits", unilosses.binary_focal_loss_with_logits, x, t),
+        ("binary_focal_loss", unilosses.binary_focal_loss, p, t),
+        ("log_cosh", unilosses.log_cosh, x, soft * 3),
     ]
 
 
@@ -1025,6 +1030,19 @@ def _peer_elementwise(name, x, t):  # type: ignore[no-untyped-def]
     """What a torch user writes for the unreduced loss (probabilities clipped as unilosses
     clips them)."""
     F = torch.nn.functional
+    if name == "log_cosh":  # (Keras's formula, of |d|: no overflow, float64's digits here)
+        d = (x - t).abs()
+        return d + F.softplus(-2.0 * d) - math.log(2.0)
+    if name.startswith("binary_focal_loss"):
+        # torchvision's formula, alpha 0.25, gamma 2, for soft labels as unilosses defines
+        # it (the same for hard ones): alpha weighs the positive term, |t - p| is its 1 - p_t
+        if name.endswith("logits"):
+            p, log_p, log_q = torch.sigmoid(x), F.logsigmoid(x), F.logsigmoid(-x)
+        else:
+            p = x
+            log_p, log_q = torch.log(x.clamp(1e-7, 1 - 1e-7)), torch.log1p(-x.clamp(1e-7,
+                                                                                1 - 1e-7))
+        return -(0.25 * t * log_p + 0.75 * (1 - t) * log_q) * (t - p) ** 2
     if name == "binary_cross_entropy_with_logits":
         return F.binary_cross_entropy_with_logits(x, t, reduction="none")
     if name == "binary_cross_entropy":
@@ -1114,7 +1132,7 @@ def test_plain_masked_calls_with_nonfinite_masked_inputs(used):  # type: ignore[
         mx = m[:, None].expand(x.shape) if rows else m
         # (probabilities: torch's kernel refuses NaN and values outside [0, 1] wherever they
         # are, and the generic path answers; their weights only, then)
-        logits = name != "binary_cross_entropy"
+        logits = name not in ("binary_cross_entropy", "binary_focal_loss")
         if logits:
             bad = torch.tensor([math.nan, math.inf, -math.inf], dtype=dtype).repeat(10)
             x = torch.where(mx, x, bad[:x.numel()].reshape(x.shape))

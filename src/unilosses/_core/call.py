@@ -377,7 +377,8 @@ def plain(name: str, *args: Any, weights: Any = None, where: Any = None) -> Arra
     """The backend's whole-loss kernel ``name`` for a plain call (``Adapter.plain``), on the
     loss's own arguments, first array first; None: take the generic path.  ``weights`` and
     ``where``, where either is given, go to the kernels that take them as keywords: those of
-    binary and categorical cross-entropy, which decline what they cannot weigh or mask.
+    binary and categorical cross-entropy, the binary focal losses and ``log_cosh``, which
+    decline what they cannot weigh or mask.
 
     On tiny inputs the generic path's checks, dispatch and conditions cost more than the
     kernel itself; a plain kernel checks what it relies on in a few comparisons and declines

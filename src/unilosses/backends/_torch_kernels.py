@@ -414,6 +414,16 @@ def _gradient_wanted(*arrays: Array | None) -> bool:
     return torch.is_grad_enabled() and any(a is not None and a.requires_grad for a in arrays)
 
 
+def _masked_finite(where: Array | None, x: Array, t: Array, w: Array | None) -> bool:
+    """Whether a plain call's elementwise loss may be masked after the fact (:func:`_weighted`
+    selects it): no mask, or no gradient wanted (in x, t or the weights ``w``), or reads show
+    x and t finite, so that the loss and its derivatives are finite at the masked elements
+    too (a NaN there would reach the gradient through ``0 * NaN``: the generic path replaces
+    masked inputs instead)."""
+    return (where is None or not _gradient_wanted(x, t, w)
+            or (_bounded(x) and _bounded(t)))
+
+
 def _masked_inputs(x: Array, t: Array | None, w: Array | None) -> Array | None:
     """Logits ``x`` for a masked plain call: clamped where no gradient is wanted (the masked
     elements' losses, NaN or inf maybe, are then selected away after the kernel); where one
@@ -818,20 +828,30 @@ class _PlainLogCosh(torch.autograd.Function):
             return grad * g, None, None
 
 
-def plain_log_cosh(p: Array, t: Array, reduction: Any) -> Array | None:
+def plain_log_cosh(p: Array, t: Array, reduction: Any, *, weights: Any = None,
+                   where: Any = None) -> Array | None:
     """log cosh(p - t) on small plain inputs: the value's seven ops (``_log_cosh_value``);
     where a gradient is wanted in ``p``, :class:`_PlainLogCosh`; a gradient in the targets,
-    or in forward mode, takes the generic path."""
+    or in forward mode, takes the generic path.  ``weights`` and ``where``: the elementwise
+    loss weighed, masked and reduced by :func:`_weighted` (:func:`_masked_finite`)."""
     r = _code(reduction)
     if (r is None or type(p) is not _Tensor or type(t) is not _Tensor or t.dtype != p.dtype
             or p.dtype not in _BOUNDS or not p.is_cpu or not t.is_cpu or t.shape != p.shape
             or not 0 < p.numel() < _CHECK_MIN or tracing(p, t)):
         return None
+    options = weights is not None or where is not None
+    if options and not (_plain_options(p, p.shape, weights, where)
+                        and _masked_finite(where, p, t, weights)):
+        return None
     if torch.is_grad_enabled() and (p.requires_grad or t.requires_grad):
         if t.requires_grad or _forward_ad():
             return None
+        if options:
+            return _weighted(_PlainLogCosh.apply(p, t, None), weights, where, reduction)
         return _PlainLogCosh.apply(p, t, None if r == 0 else 1.0 / p.numel() if r == 1 else 1.0)
     v = _log_cosh_value(torch.sub(p, t))
+    if options:
+        return _weighted(v, weights, where, reduction)
     return v if r == 0 else v.mean() if r == 1 else v.sum()
 
 
@@ -957,24 +977,42 @@ def _probability_terms(p: Array, t: Array, alpha: float | None, inside: bool,
 
 
 def plain_focal_with_logits(x: Array, t: Array, alpha: Any, gamma: Any,
-                            reduction: str) -> Array | None:
-    """The binary focal loss on small plain logits (:func:`_logit_terms`)."""
+                            reduction: str, *, weights: Any = None,
+                            where: Any = None) -> Array | None:
+    """The binary focal loss on small plain logits (:func:`_logit_terms`); ``weights`` and
+    ``where``: the elementwise loss weighed, masked and reduced by :func:`_weighted`."""
     r = _code(reduction)
     if r is None or not _plain_focal_inputs(x, t, alpha, gamma, True):
         return None
-    return _focal_sum(*_logit_terms(x, t, alpha, gamma), gamma, r)
+    if weights is None and where is None:
+        return _focal_sum(*_logit_terms(x, t, alpha, gamma), gamma, r)
+    if not (_plain_options(x, x.shape, weights, where)
+            and _masked_finite(where, x, t, weights)):
+        return None
+    return _weighted(_focal_sum(*_logit_terms(x, t, alpha, gamma), gamma, 0), weights, where,
+                     reduction)
 
 
 def plain_focal(p: Array, t: Array, alpha: Any, gamma: Any, reduction: str, eps: float,
-                check: Callable[[], bool]) -> Array | None:
-    """The binary focal loss on small plain probabilities (:func:`_probability_terms`)."""
+                check: Callable[[], bool], *, weights: Any = None,
+                where: Any = None) -> Array | None:
+    """The binary focal loss on small plain probabilities (:func:`_probability_terms`);
+    ``weights`` and ``where`` as :func:`plain_focal_with_logits`'s (the range check reads
+    the masked probabilities too: a NaN there declines)."""
     r = _code(reduction)
     if r is None or not _plain_focal_inputs(p, t, alpha, gamma, False):
+        return None
+    options = weights is not None or where is not None
+    if options and not (_plain_options(p, p.shape, weights, where)
+                        and _masked_finite(where, p, t, weights)):
         return None
     inside = _probabilities_inside(p, eps, check)
     if inside is None:
         return None
-    return _focal_sum(*_probability_terms(p, t, alpha, inside, eps), gamma, r)
+    terms = _probability_terms(p, t, alpha, inside, eps)
+    if options:
+        return _weighted(_focal_sum(*terms, gamma, 0), weights, where, reduction)
+    return _focal_sum(*terms, gamma, r)
 
 
 def _plain_anchor(x: Array, t: Array, state: Array, alpha: Any, gamma: Any, normalizer: Any,

@@ -339,11 +339,10 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     >>> round(float(unilosses.binary_focal_loss(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.003479
     """
-    if weights is None and where is None:
-        fused = plain("binary_focal_loss", predictions, targets, alpha, gamma, reduction,
-                      EPSILON, checks_enabled)
-        if fused is not None:
-            return fused
+    fused = plain("binary_focal_loss", predictions, targets, alpha, gamma, reduction,
+                  EPSILON, checks_enabled, weights=weights, where=where)
+    if fused is not None:
+        return fused
     a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
     names, arrays = _with_alpha(("predictions", "targets"), (predictions, targets), a_array)
@@ -424,11 +423,10 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     >>> round(float(unilosses.binary_focal_loss_with_logits(x, t)), 6)
     0.008722
     """
-    if weights is None and where is None:
-        fused = plain("binary_focal_loss_with_logits", logits, targets, alpha, gamma,
-                      reduction)
-        if fused is not None:
-            return fused
+    fused = plain("binary_focal_loss_with_logits", logits, targets, alpha, gamma,
+                  reduction, weights=weights, where=where)
+    if fused is not None:
+        return fused
     a, a_array = _alpha(alpha)
     gamma = check_nonnegative("gamma", gamma)
     names, arrays = _with_alpha(("logits", "targets"), (logits, targets), a_array)

@@ -399,10 +399,9 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> round(float(unilosses.log_cosh(np.array([0.0]), np.array([1.0]))), 6)
     0.433781
     """
-    if weights is None and where is None:
-        fused = plain("log_cosh", predictions, targets, reduction)
-        if fused is not None:
-            return fused
+    fused = plain("log_cosh", predictions, targets, reduction, weights=weights, where=where)
+    if fused is not None:
+        return fused
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     total = call.reduced_sum(

@@ -4,10 +4,10 @@ All the implementations of one measurement (unilosses and its peers) are timed i
 process, on the same arrays, in rounds: each round times every implementation once, starting
 from a different one each round, so that drift on a busy machine (other jobs, frequency
 changes) falls on all of them alike.  A sample is the mean of ``number`` back-to-back calls,
-``number`` chosen once so that a sample lasts at least ``min_time`` seconds (small sizes are
-too fast to time one call at a time); each call is synchronised before the next starts, except
-on a GPU, where a step's ``run`` is called back to back and ``wait`` once at the end of the
-sample (see :mod:`benchmarks.backends`).
+``number`` chosen once, from calls timed after the warm-up, so that a sample lasts at least
+``min_time`` seconds (small sizes are too fast to time one call at a time); each call is
+synchronised before the next starts, except on a GPU, where a step's ``run`` is called back
+to back and ``wait`` once at the end of the sample (see :mod:`benchmarks.backends`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,21 @@ def first_call(step: Step) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
+def _calibrate(step: Step, budget: float) -> float:
+    """Seconds per call of ``step`` after its warm-up, from calls lasting ``budget`` (at least
+    one).  Timed after the warm-up, not during it: a first call's one-time costs (imports,
+    caches) made the warm-up's mean many times a call's time on small inputs, and each
+    sample a few calls long (49 calls, 3 ms, for weighted ``log_cosh`` on 16 elements, whose
+    samples then scattered by 3x)."""
+    count, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        count += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= budget:
+            return elapsed / count
+
+
 def time_group(steps: Sequence[Step | None], *, repeats: int, warmup: int,
                min_time: float, timings: Sequence[Timing]) -> None:
     """Fill ``timings[i]`` for ``steps[i]`` (skipping None steps and those with an error)."""
@@ -67,10 +82,9 @@ def time_group(steps: Sequence[Step | None], *, repeats: int, warmup: int,
         step = steps[i]
         assert step is not None
         try:
-            t0 = time.perf_counter()
             for _ in range(max(warmup, 1)):
                 step()
-            per_call = (time.perf_counter() - t0) / max(warmup, 1)
+            per_call = _calibrate(step, min_time / 10)
         except Exception as exc:  # noqa: BLE001 - recorded, the other implementations go on
             timings[i].error = _describe(exc)
             live.remove(i)

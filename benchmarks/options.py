@@ -5,7 +5,8 @@ weights, a ``where`` mask of padding, labels equal to ``ignore_index``, class we
 eagerly on torch's CPU, each next to the torch formula a user writes today (the peer:
 ``F.<loss>`` with
 ``reduction="none"`` (torchvision's focal formula and Keras's log-cosh formula in torch ops,
-unreduced, as in the main table), times the weights, ``torch.where`` of the mask, summed;
+unreduced, as in the main table; ``F.cross_entropy(log p)`` for probabilities), times the
+weights, ``torch.where`` of the mask, summed;
 ``F.cross_entropy(ignore_index=-100)``, ``F.cross_entropy(weight=)``) and next to
 unilosses's own generic composition (every fast path off: torch's kernels, the plain calls'
 kernels, ``prepare``'s short path and the masks' selects; what these calls took before they
@@ -58,6 +59,9 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
         p_t = q * t + (1 - q) * (1 - t)
         return (ALPHA * t + (1 - ALPHA) * (1 - t)) * (ce * ((1 - p_t) ** GAMMA))
 
+    def ce_of_log(p: Any, t: Any, reduction: str = "none") -> Any:
+        return F.cross_entropy(torch.log(p), t, reduction=reduction)
+
     def log_cosh_terms(p: Any, t: Any, reduction: str = "none") -> Any:
         d = p - t
         return d + F.softplus(-2.0 * d) - LOG2
@@ -83,6 +87,8 @@ def _cases(torch: Any, n: int) -> list[tuple[str, Callable[..., Any], Callable[.
              F.cross_entropy, (x, y), {}, wr, mask),
             (f"categorical CE, {tag}", unilosses.categorical_cross_entropy_with_logits,
              F.cross_entropy, (x, soft), {}, wr, mask),
+            (f"categorical CE on probabilities, {tag}", unilosses.categorical_cross_entropy,
+             ce_of_log, (torch.softmax(x, -1), soft), {}, wr, mask),
         ]
     out += [
         ("sparse CE, ignore_index", unilosses.sparse_categorical_cross_entropy_with_logits,

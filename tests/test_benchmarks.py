@@ -321,9 +321,13 @@ def test_options_benchmark_compares_like_with_like(capsys: pytest.CaptureFixture
             for step in (ours, composition, theirs):
                 first.grad = None
                 got.append((step().detach().double(), first.grad.double()))
+            # (on probabilities the derivative -t/p + sum(t)/sum(p) cancels: float32's
+            # rounding, relative to its terms' size t/p)
+            terms = 1.0 if "probabilities" not in case[0] else float(
+                (case[3][1] / case[3][0]).abs().max())
             for value, grad in got[1:]:
                 torch.testing.assert_close(value, got[0][0], rtol=1e-5, atol=1e-6)
-                torch.testing.assert_close(grad, got[0][1], rtol=1e-5, atol=1e-7)
+                torch.testing.assert_close(grad, got[0][1], rtol=1e-5, atol=1e-7 * terms)
     assert options.main(["--sizes", "16", "--repeats", "1", "--min-time", "0"]) == 0
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "16" in r]
     assert len(rows) == 2 * len(options._cases(torch, 16))

@@ -1638,6 +1638,45 @@ def test_weighted_block_sums_match_the_composition(used, monkeypatch, name, opti
     assert calls == [True, True]
 
 
+@pytest.mark.parametrize("shape", [(2700, 100), (9, 300, 101)], ids=["2-D", "3-D"])
+@pytest.mark.parametrize("options", ["weights", "where", "weights, where"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_weighted_row_block_sums_match_the_composition(used, monkeypatch, shape, options,
+                                                       reduction, dtype):  # type: ignore[no-untyped-def]
+    """Categorical CE on probabilities, weighted or masked per row, with a gradient, from
+    2^18 elements: block by block as without weights (``weighted_block_sum`` with the
+    classes as columns: the weights and the mask's bits one per row, along the rows of the
+    derivative), the composition's value and gradient; NaN in the masked rows' targets and
+    weights and zeros in its probabilities; the value alone composed, as unweighted."""
+    calls = _blockwise_calls(monkeypatch)
+    g = torch.Generator().manual_seed(9)
+    p = torch.rand(shape, generator=g, dtype=dtype) * 2
+    p.view(-1, shape[-1])[:5, :3] = 0.0  # beyond the clip once renormalised
+    t = torch.softmax(torch.randn(shape, generator=g, dtype=dtype), dim=-1)
+    rows = shape[:-1]
+    w = torch.rand(rows, generator=g, dtype=dtype) + 0.5
+    mask = torch.rand(rows, generator=g) > 0.25
+    kw = {"reduction": reduction}
+    if "where" in options:
+        kw["where"] = mask
+        t = torch.where(mask[..., None], t, math.nan)
+        w = torch.where(mask, w, math.nan)
+    if "weights" in options:
+        kw["weights"] = w
+    f = unilosses.categorical_cross_entropy
+    v1, g1 = _value_and_grad(f, p, t, **kw)
+    assert calls == [True]
+    v2, g2 = used.generic(_value_and_grad, f, p, t, **kw)
+    _close(v1, v2, dtype, p.numel())
+    _close(g1, g2, dtype)
+    assert bool(torch.isfinite(g1).all())
+    if "where" in kw:
+        assert bool((g1[~mask] == 0).all())
+    _close(f(p, t, **kw), v2, dtype, p.numel())
+    assert calls == [True]
+
+
 def test_weighted_block_sums_decline_what_the_composition_answers(used, monkeypatch):  # type: ignore[no-untyped-def]
     """A gradient wanted in the weights (the Function gives them none), a divisor of 0 (no
     element kept, weights summing to 0: the composition's 0 with a zero gradient) and

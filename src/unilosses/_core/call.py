@@ -181,19 +181,19 @@ class Call:
                     bounds: bool = False, light: bool = False) -> Array | None:
         """The loss reduced by this call's "mean" or "sum" through :meth:`chunked_sum`, or
         None (reduction "none", a size unknown while tracing, or no gain on the backend).
-        Weighted or masked, an elementwise loss (``columns`` 1) with a closed form through
-        ``Adapter.weighted_block_sum``, which weighs, masks and divides it as :meth:`reduce`
-        would."""
+        Weighted or masked, a loss with a closed form through ``Adapter.weighted_block_sum``,
+        which weighs, masks and divides it as :meth:`reduce` would."""
         n = size_of(self.loss_shape)
         if self.reduction == "none" or n is None:
             return None
         if self.mask is not None or self.weights is not None:
-            if value_and_grad is None or columns != 1 or blocks_only:
+            if value_and_grad is None:
                 return None
             return self.ad.weighted_block_sum(elementwise, *arrays,
                                               value_and_grad=value_and_grad,
                                               weights=self.weights, mask=self.mask,
-                                              reduction=self.reduction, bounds=bounds)
+                                              reduction=self.reduction, columns=columns,
+                                              blocks_only=blocks_only, bounds=bounds)
         return self.chunked_sum(elementwise, *arrays, value_and_grad=value_and_grad,
                                 scale=1.0 if self.reduction == "sum" else 1.0 / max(n, 1),
                                 columns=columns, blocks_only=blocks_only, bounds=bounds,

@@ -179,9 +179,11 @@ class Adapter:
 
     def weighted_block_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any,
                            weights: Array | None, mask: Array | None, reduction: str,
+                           columns: int = 1, blocks_only: bool = False,
                            bounds: bool = False) -> Array | None:
         """:meth:`chunked_sum` of a weighted or masked call of an elementwise loss (the
-        arrays, the loss's shape): the sum of ``where(mask, weights * elementwise(...), 0)``
+        arrays, the loss's shape; ``columns`` > 1: a row-wise loss of the arrays' last axis,
+        as there): the sum of ``where(mask, weights * elementwise(...), 0)``
         divided as ``Call.reduce`` divides it for ``reduction`` ("sum", "mean" over the
         unmasked, "weighted_mean" over their weights' sum), differentiated in the first array
         by the closed form; a NaN in a masked element reaches neither value nor derivative.

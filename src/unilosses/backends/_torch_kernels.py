@@ -1599,9 +1599,12 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
 def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
                        value_and_grad: Callable[..., tuple[Array, Array]],
                        weights: Array | None, mask: Array | None, reduction: str,
+                       columns: int = 1, blocks_only: bool = False,
                        bounds: bool = False) -> Array | None:
-    """``TorchAdapter.weighted_block_sum``: the weighted or masked elementwise loss, reduced
-    as ``Call.reduce`` reduces it, block by block through :class:`_BlockwiseSum` on the CPU.
+    """``TorchAdapter.weighted_block_sum``: the weighted or masked elementwise (``columns``
+    1) or row-wise loss (``columns`` classes along x's last axis, the loss one per row),
+    reduced as ``Call.reduce`` reduces it, block by block through :class:`_BlockwiseSum` on
+    the CPU.
 
     Each block's value and closed-form derivative are multiplied by the block's weights and
     selected by the mask's bits (as :class:`_MaskSelect`: a NaN in a masked element reaches
@@ -1611,27 +1614,32 @@ def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
     reduction's divisor is read once: the unmasked count ("mean") or the kept weights' sum
     ("weighted_mean"); where it is 0 the composition serves (its 0 with a zero gradient).
     None (the composition) off the CPU (the read would synchronise), traced, in forward
-    mode, where a gradient is wanted in the weights or the targets, or below
-    ``_CLOSED_MIN`` elements."""
+    mode, where a gradient is wanted in the weights or the targets, below ``_CLOSED_MIN``
+    elements, or, ``blocks_only`` (a closed form that pays only for its backward, in
+    blocks), where no gradient is wanted or below ``_CHUNK_MIN``, as :func:`chunked_sum`."""
     n = x.numel()
     kind = _BITS.get(x.dtype)
+    wanted = x.requires_grad and torch.is_grad_enabled()
     if (kind is None or not x.is_floating_point() or not x.is_cpu or n < _CLOSED_MIN
+            or (blocks_only and (not wanted or n < _CHUNK_MIN))
             or reduction not in ("sum", "mean", "weighted_mean")
             or torch.compiler.is_compiling() or x.is_meta or _forward_ad()
             or any(a.requires_grad for a in rest)
-            or any(a.shape != x.shape for a in rest)):
+            or any(a.shape != x.shape for a in rest)
+            or (columns != 1 and (x.ndim < 2 or x.shape[-1] != columns))):
         return None
-    shape = x.shape
+    shape = x.shape if columns == 1 else x.shape[:-1]  # the loss's
+    m = n // columns
     w = bits = None
     if weights is not None:
         if (weights.requires_grad and torch.is_grad_enabled()) or weights.dtype != x.dtype \
                 or torch.broadcast_shapes(weights.shape, shape) != shape:
             return None
-        w = weights.expand(shape).reshape(n, 1)  # (a copy where broadcast)
+        w = weights.expand(shape).reshape(m)  # (a copy where broadcast)
     if mask is not None:
         if mask.dtype != torch.bool or torch.broadcast_shapes(mask.shape, shape) != shape:
             return None
-        bits = mask.expand(shape).reshape(n, 1).to(kind).neg_()
+        bits = mask.expand(shape).reshape(m).to(kind).neg_()
     if tracing(x, *rest, *(a for a in (weights, mask) if a is not None)):
         return None
     if reduction == "sum":
@@ -1643,19 +1651,24 @@ def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
             return None
         scale = 1.0 / wsum
     else:
-        count = n if mask is None else int(torch.count_nonzero(mask.expand(shape)).item())
+        count = m if mask is None else int(torch.count_nonzero(mask.expand(shape)).item())
         if count == 0:
             return None
         scale = 1.0 / count
     core = len(rest)
 
     def weigh(v: Array | None, extra: tuple[Array, ...], composed: bool = False) -> Array | None:
+        # (a block's weights and bits, one per row, along each row of a value of x's layout:
+        # the elementwise loss's (rows, 1), a row-wise loss's derivative)
         if v is None:
             return None
         if w is not None:
-            v = v * extra[0]
+            e = extra[0]
+            v = v * (e.unsqueeze(-1) if e.ndim < v.ndim else e)
         if bits is not None:
             b = extra[-1]
+            if b.ndim < v.ndim:
+                b = b.unsqueeze(-1)
             # (composed: a derivative of the derivative differentiates this, which the
             # bits' integer view would not pass)
             v = torch.where(b != 0, v, 0.0) if composed else \
@@ -1672,8 +1685,8 @@ def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
         return weigh(v, rb[core:]), weigh(g, rb[core:])
 
     extra = tuple(a for a in (w, bits) if a is not None)
-    return _BlockwiseSum.apply(elementwise, closed, _BLOCK, scale, bounds, x.reshape(n, 1),
-                               *(a.reshape(n, 1) for a in rest), *extra)
+    return _BlockwiseSum.apply(elementwise, closed, max(1, _BLOCK // columns), scale, bounds,
+                               x.reshape(m, -1), *(a.reshape(m, -1) for a in rest), *extra)
 
 
 __all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_elementwise", "closed_form_sum",

@@ -167,11 +167,13 @@ class TorchAdapter(Adapter):
 
     def weighted_block_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any,
                            weights: Array | None, mask: Array | None, reduction: str,
+                           columns: int = 1, blocks_only: bool = False,
                            bounds: bool = False) -> Array | None:
         return _torch_kernels.weighted_block_sum(elementwise, *arrays,
                                                  value_and_grad=value_and_grad,
                                                  weights=weights, mask=mask,
-                                                 reduction=reduction, bounds=bounds)
+                                                 reduction=reduction, columns=columns,
+                                                 blocks_only=blocks_only, bounds=bounds)
 
     def elementwise_closed_form(self, elementwise: Any, value_and_grad: Any,
                                 *arrays: Array) -> Array | None:

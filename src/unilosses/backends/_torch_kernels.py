@@ -635,14 +635,6 @@ def _closed_form_wanted(p: Array, t: Array) -> bool:
             and not t.requires_grad)
 
 
-def _row_scale(g: Array, r: int, rows: int, dtype: Any) -> Array:
-    """The cotangent of each row's loss, negated: ``-g`` per row (reduction "none"), or
-    ``-g / rows`` ("mean") and ``-g`` ("sum") as a 0-d tensor."""
-    if r == 0:
-        return torch.neg(g)
-    return torch.mul(g, _const(-1.0 / rows if r == 1 else -1.0, dtype))
-
-
 class _PlainCategoricalProbabilities(torch.autograd.Function):
     r"""Categorical cross-entropy on probabilities, :math:`-\sum_c t_c \log \hat r_c` per row
     (:math:`\hat r = \mathrm{clip}(r)`, :math:`r = p / S`), with its derivative in ``p`` in
@@ -671,9 +663,11 @@ class _PlainCategoricalProbabilities(torch.autograd.Function):
                    else ctx.parts)
         # (a with its sign folded into the scale: t / c where the clip passes)
         a = torch.where(q == c, torch.div(t, c), _const(0.0, p.dtype))
-        scale = _row_scale(g, ctx.r, p.shape[0], p.dtype)
+        # each row's cotangent, negated: per row ("none"), or g / rows ("mean") and g ("sum")
         if ctx.r == 0:
-            scale = scale.unsqueeze(1)
+            scale = torch.neg(g).unsqueeze(1)
+        else:
+            scale = torch.mul(g, _const(-1.0 / p.shape[0] if ctx.r == 1 else -1.0, p.dtype))
         return (torch.mul(torch.sub(a, torch.sum(torch.mul(a, q), 1, keepdim=True)),
                           torch.div(scale, s)), None, None, None)
 
@@ -1277,6 +1271,12 @@ class _MaskGradient(_MaskSelect):
         return x.view_as(x)
 
 
+def _mask_bits(mask: Array, kind: Any) -> Array:
+    """A boolean mask as integers of ``kind`` (x's width), all ones where True and zeros
+    elsewhere: the operand of :class:`_MaskSelect`'s ``and``."""
+    return mask.to(kind).neg_()
+
+
 def mask_selector(mask: Array) -> Callable[..., Array] | None:
     """``TorchAdapter.mask_selector``: on the CPU, eagerly, a select of ``where(mask, x, 0)``
     (``axis``: x has an extra axis there, along which the mask is broadcast) by
@@ -1296,7 +1296,7 @@ def mask_selector(mask: Array) -> Callable[..., Array] | None:
             return None
         b = bits.get(kind)
         if b is None:
-            b = bits[kind] = mask.to(kind).neg_()
+            b = bits[kind] = _mask_bits(mask, kind)
         return b if axis is None else b.unsqueeze(axis)
 
     def select(x: Array, axis: int | None = None, zero: Any = 0) -> Array:
@@ -1639,7 +1639,7 @@ def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
     if mask is not None:
         if mask.dtype != torch.bool or torch.broadcast_shapes(mask.shape, shape) != shape:
             return None
-        bits = mask.expand(shape).reshape(m).to(kind).neg_()
+        bits = _mask_bits(mask.expand(shape).reshape(m), kind)
     if tracing(x, *rest, *(a for a in (weights, mask) if a is not None)):
         return None
     if reduction == "sum":
@@ -1672,7 +1672,7 @@ def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
             # (composed: a derivative of the derivative differentiates this, which the
             # bits' integer view would not pass)
             v = torch.where(b != 0, v, 0.0) if composed else \
-                (v.contiguous().view(kind) & b).view(v.dtype)
+                _MaskSelect.forward(v.contiguous(), b)
         return v
 
     def elementwise(xb: Array, *rb: Array) -> Array:

@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch")
 import unilosses  # noqa: E402
 from conftest import tolerance  # noqa: E402
 from unilosses.backends import _torch_kernels as kernels  # noqa: E402
+from unilosses.backends.torch import TorchAdapter  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -2746,6 +2747,44 @@ def test_rmse_forward_mode_at_zero_error():
         want = torch.func.jvp(lambda q, c=b: unilosses.rmse(q, c), (a,), (torch.ones_like(a),))[1]
         assert torch.isfinite(tangent) and torch.equal(tangent, want), (tangent, want)
     assert float(tangent) == pytest.approx(-1.0)  # d/dq sqrt(mean((q - p - 1)^2)) . 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_torch_log_cosh_terms_to_three_eps(monkeypatch, dtype):  # type: ignore[no-untyped-def]
+    """``TorchAdapter.log_cosh``, the blocks' value and derivative: log cosh within 3 eps
+    (relative) of mpmath's from 1e-30 to 1e4 and across both tails, and tanh from its
+    ``sinh(|d|/2)`` too, tiny errors included (where ``cosh(d) - 1`` underflows); 0, +-inf
+    and NaN; and the block sums (value alone, and with the gradient) use it."""
+    d = np.concatenate([np.geomspace(1e-30, 1e4, 3000), np.linspace(11.0, 13.0, 401),
+                        np.linspace(39.0, 41.0, 401)])
+    d = np.concatenate([d, -d]).astype(str(dtype).split(".")[1])
+    x = torch.from_numpy(d)
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 120
+    value = np.array([float(mpmath.log1p(2 * mpmath.sinh(mpmath.mpf(float(v)) / 2) ** 2))
+                      for v in d])
+    slope = np.array([float(mpmath.tanh(mpmath.mpf(float(v)))) for v in d])
+    v, g = TorchAdapter().log_cosh(x, True)
+    v_alone, none = TorchAdapter().log_cosh(x, False)
+    assert none is None and torch.equal(v_alone, v)
+    info = torch.finfo(dtype)
+    for got, want in ((v, value), (g, slope)):
+        got = got.double().numpy()
+        normal = np.abs(want) > info.tiny / info.eps  # (below: the dtype's own underflow)
+        err = np.abs(got - want)
+        assert float(np.max(err[normal] / np.abs(want[normal]))) <= 3 * info.eps
+        assert float(np.max(err[~normal], initial=0.0)) <= info.tiny
+    odd = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan], dtype=dtype)
+    v, g = TorchAdapter().log_cosh(odd, True)
+    assert v[:4].tolist() == [0.0, 0.0, math.inf, math.inf] and math.isnan(v[4].item())
+    assert g[:4].tolist() == [0.0, -0.0, 1.0, -1.0] and math.isnan(g[4].item())
+    calls = _spy(monkeypatch, kernels, "log_cosh_terms", lambda out, a, kw: a[1])
+    p = _logits(dtype, (N_BLOCKWISE,), scale=3.0, seed=7)
+    t = torch.zeros_like(p)
+    with torch.no_grad():
+        unilosses.log_cosh(p, t)
+    _value_and_grad(unilosses.log_cosh, p, t)
+    assert False in calls and True in calls
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])

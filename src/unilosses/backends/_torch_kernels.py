@@ -761,10 +761,37 @@ def _log_cosh_value(d: Array) -> Array:
     nine (a ``sinh`` for the ``expm1``, one ``addcmul`` for the
     quotient's three, a ``maximum`` for the excess's two; on 16 elements 1.22x the inline
     formula's time against 1.30x, interleaved, fastest of 25)."""
+    return _log_cosh_parts(d)[0]
+
+
+def _log_cosh_parts(d: Array) -> tuple[Array, Array]:
+    """:func:`_log_cosh_value` and its ``sinh(h)`` (h clamped)."""
     half, zero, ln2, bound = _log_cosh_constants(d.dtype)
     a = torch.abs(d)
     s = torch.sinh(torch.clamp_max(torch.mul(a, half), bound))
-    return torch.maximum(torch.log1p(torch.addcmul(zero, s, s, value=2.0)), torch.sub(a, ln2))
+    v = torch.maximum(torch.log1p(torch.addcmul(zero, s, s, value=2.0)), torch.sub(a, ln2))
+    return v, s
+
+
+def log_cosh_terms(d: Array, grad: bool) -> tuple[Array, Array | None] | None:
+    """``TorchAdapter.log_cosh``: log cosh(d) as :func:`_log_cosh_value` (eight ops against
+    the generic formula's ten), and where ``grad``, tanh(d) from its ``s = sinh(h)``,
+    ``h = |d| / 2``: ``tanh(2h) = s cosh(h) / (1/2 + s^2)``, ``cosh(h) = sqrt(1 + s^2)``,
+    signed as ``d`` (six ops, where ``torch.tanh`` alone costs as much as the value's
+    ``sinh`` and ``log1p`` together; ``s``, not its square, so that a tiny ``d`` keeps its
+    digits).  Beyond the tail ``h`` is the tail's, whose tanh rounds to 1, as tanh(d) does
+    there.  None for a dtype without its constants, off the CPU (the blocks' device; its
+    constants are the CPU's), and traced (inductor fuses the generic form)."""
+    if (d.dtype not in _LOG_COSH_HALF_TAIL or not d.is_cpu
+            or torch.compiler.is_compiling()):
+        return None
+    v, s = _log_cosh_parts(d)
+    if not grad:
+        return v, None
+    half, one = _const(0.5, d.dtype), _const(1.0, d.dtype)
+    c = torch.sqrt(torch.addcmul(one, s, s))
+    t = torch.mul(s, c).div_(torch.addcmul(half, s, s))
+    return v, torch.copysign(t, d)
 
 
 _LOG_COSH_CONSTANTS: dict[Any, tuple[Array, Array, Array, float]] = {}

@@ -165,6 +165,9 @@ class TorchAdapter(Adapter):
                                           scale=scale, columns=columns,
                                           blocks_only=blocks_only, bounds=bounds)
 
+    def log_cosh(self, d: Array, grad: bool) -> tuple[Array, Array | None] | None:
+        return _torch_kernels.log_cosh_terms(d, grad)
+
     def weighted_block_sum(self, elementwise: Any, *arrays: Array, value_and_grad: Any,
                            weights: Array | None, mask: Array | None, reduction: str,
                            columns: int = 1, blocks_only: bool = False,

@@ -350,6 +350,9 @@ def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
     d = p - t
     if grad and not value and call.ad.recompute_derivative:
         return None, call.xp.tanh(d)
+    fast = call.ad.log_cosh(d, grad)
+    if fast is not None:
+        return fast
     v, m = _log_cosh_terms(call, d)
     if not grad:
         return v, None

@@ -663,6 +663,32 @@ def test_plain_categorical_probabilities_take_a_closed_form_derivative(used, red
     assert "Plain" not in f(x, tg, reduction=reduction).grad_fn.name()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_large_categorical_probabilities_take_the_closed_form_before_the_blocks(
+        used, monkeypatch, dtype):  # type: ignore[no-untyped-def]
+    """From 2^18 elements, with a gradient, categorical CE on probabilities is the plain
+    call's one node up to ``_CATEGORICAL_CLOSED_MAX`` elements (faster than the blocks
+    there), then the blocks: values and gradients as composed, zeros and an almost one-hot
+    row beyond the clip; the value alone composed."""
+    rows = kernels._CHUNK_MIN // 100 + 7
+    g = torch.Generator().manual_seed(12)
+    p = torch.softmax(3.0 * torch.randn(rows, 100, generator=g, dtype=dtype), -1) * 2.5
+    p[0, :7] = 0.0
+    p[-1] = 1e-9
+    p[-1, 3] = 1.0
+    t = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1)
+    f = unilosses.categorical_cross_entropy
+    blocks = _blockwise_calls(monkeypatch)
+    x = p.clone().requires_grad_()
+    assert "_PlainCategoricalProbabilities" in f(x, t).grad_fn.name() and blocks == []
+    _compare(used, "categorical_cross_entropy", f, p, t, n=p.numel())
+    with torch.no_grad():
+        assert f(x, t).grad_fn is None
+    assert used.plain["categorical_cross_entropy"] >= 1
+    monkeypatch.setattr(kernels, "_CATEGORICAL_CLOSED_MAX", p.numel())
+    assert "_BlockwiseSum" in f(x, t).grad_fn.name() and blocks == [True]
+
+
 def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped-def]
     """Anything a plain kernel does not check for goes the generic way: converted, served by
     the kernels after the generic checks, composed, or refused with unilosses's errors."""
@@ -1768,7 +1794,10 @@ def test_small_inputs_take_the_closed_form_when_a_gradient_is_wanted(used, no_pl
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_blockwise_categorical_on_probabilities(used, monkeypatch, rows, smoothing, dtype):  # type: ignore[no-untyped-def]
     # by rows in closed form (renormalised and clipped probabilities): zeros and a row that
-    # holds nearly all its mass in one class put entries outside the clip on both sides
+    # holds nearly all its mass in one class put entries outside the clip on both sides.
+    # (Plain calls take the blocks only beyond _CATEGORICAL_CLOSED_MAX elements: lowered
+    # here, the blocks' own test at a size that runs quickly)
+    monkeypatch.setattr(kernels, "_CATEGORICAL_CLOSED_MAX", kernels._CHUNK_MIN)
     calls = _blockwise_calls(monkeypatch)
     g = torch.Generator().manual_seed(rows)
     p = torch.softmax(3.0 * torch.randn(rows, 100, generator=g, dtype=dtype), -1) * 2.5

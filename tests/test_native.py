@@ -571,6 +571,39 @@ def test_plain_calls_take_the_plain_kernels_and_match_the_composition(used, redu
         assert used.plain.get(name, 0) == before + 3, name
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_sparse_probabilities_row_by_row(used, monkeypatch, reduction, dtype):  # type: ignore[no-untyped-def]
+    """From ``_SPARSE_ROWS_MIN`` elements a plain call of sparse CE on probabilities picks
+    each label's probability before renormalising, clipping and logging it (no full-size
+    intermediates): the composition's values and gradients, with unnormalised rows, a
+    label's probability 0 and one of nearly all the row's mass (beyond the clip on both
+    sides); a label out of range gets unilosses's error, or, checks off, the clamp."""
+    rows = kernels._SPARSE_ROWS_MIN // 100 + 3
+    g = torch.Generator().manual_seed(13)
+    p = torch.softmax(2.0 * torch.randn(rows, 100, generator=g, dtype=dtype), -1) * 3.0
+    y = torch.randint(0, 100, (rows,), generator=g)
+    p[0, y[0]] = 0.0
+    p[1] = 1e-12
+    p[1, y[1]] = 5.0
+    f = unilosses.sparse_categorical_cross_entropy
+    _compare(used, "sparse_categorical_cross_entropy", f, p, y, reduction=reduction,
+             n=p.numel())
+    gather = _spy(monkeypatch, torch, "gather", lambda out, a, kw: True)
+    f(p, y, reduction=reduction)
+    assert used.plain["sparse_categorical_cross_entropy"] == 2 and gather == [True]
+    small = p[:kernels._SPARSE_ROWS_MIN // 100 - 1]
+    f(small, y[:len(small)], reduction=reduction)
+    assert used.plain["sparse_categorical_cross_entropy"] == 3 and gather == [True]
+    bad = y.clone()
+    bad[5] = 100
+    with pytest.raises(ValueError, match="labels"):
+        f(p, bad, reduction=reduction)
+    with unilosses.checks(False):
+        _close(f(p, bad, reduction=reduction),
+               used.generic(f, p, bad.clamp(0, 99), reduction=reduction), dtype, p.numel())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_plain_constants_as_cached_tensors_equal_python_numbers(dtype, monkeypatch):  # type: ignore[no-untyped-def]
     # plain calls pass their constants as cached 0-d tensors: values and gradients are those

@@ -685,7 +685,12 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
     """Sparse cross-entropy on probabilities: each row renormalised, clipped to [eps, 1 - eps]
     and logged, the label's entry picked by ``nll_loss`` (which refuses a label out of range
     on the CPU; the generic path then gives its error, or clamps it, checks off).  Where
-    ``check()``, the probabilities must not be negative (one read of their minimum)."""
+    ``check()``, the probabilities must not be negative (one read of their minimum).  From
+    :data:`_SPARSE_ROWS_MIN` elements, as the generic path: the label's probability picked
+    first and divided by its row's sum, each row's loss on its own (the same numbers), where
+    the whole array's renormalisation, clip and log, and their backward, cost more (60,000
+    elements: 103 us forward and 410 with backward, against 33 and 158; at 4,000 elements
+    the whole array's, 18 and 103 us, against 22 and 116)."""
     r = _code(reduction)
     if (r is None or not _zero(label_smoothing) or type(axis) is not int
             or (axis != -1 and axis != 1) or type(p) is not _Tensor
@@ -696,11 +701,24 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
         return None
     if check() and not torch.amin(p).item() >= 0.0:  # (NaN too) the generic path's error
         return None
+    if p.numel() >= _SPARSE_ROWS_MIN:
+        try:
+            py = torch.gather(p, 1, labels.unsqueeze(1)).squeeze(1)
+        except RuntimeError:  # (a label out of range)
+            return None
+        v = torch.log(torch.clamp(torch.div(py, p.sum(1)), eps, 1.0 - eps))
+        if r == 0:
+            return v.neg()
+        return torch.mul(v.sum(), _const(-1.0 / p.shape[0] if r == 1 else -1.0, p.dtype))
     q = torch.clamp(p / p.sum(1, keepdim=True), eps, 1.0 - eps)
     try:
         return _nn.nll_loss(torch.log(q), labels, None, r, _NO_INDEX)
     except IndexError:
         return None
+
+
+#: from this many elements sparse CE on probabilities works row by row (see above)
+_SPARSE_ROWS_MIN = 1 << 13
 
 
 #: categorical CE on probabilities with a gradient takes the plain call's closed form up to

@@ -718,6 +718,23 @@ def test_large_categorical_probabilities_take_the_closed_form_before_the_blocks(
     with torch.no_grad():
         assert f(x, t).grad_fn is None
     assert used.plain["categorical_cross_entropy"] >= 1
+    # backward's buffer, filled in place: a second backward (retain_graph) equal to the
+    # first, a derivative of the derivative and a batch of cotangents as composed
+    xs = p[:50].clone().requires_grad_()
+    out = f(xs, t[:50]) * 3.0
+    (g1,) = torch.autograd.grad(out, xs, retain_graph=True)
+    (g2,) = torch.autograd.grad(out, xs, retain_graph=True)
+    assert torch.equal(g1, g2)
+    cot = torch.tensor([1.0, -2.0], dtype=dtype)
+    (gb,) = torch.autograd.grad(out, xs, cot, is_grads_batched=True, retain_graph=True)
+    _close(gb, torch.stack([g1, -2.0 * g1]), dtype)
+
+    def hvp(a):  # type: ignore[no-untyped-def]
+        a = a.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(a, t[:50], reduction="sum"), a, create_graph=True)
+        return torch.autograd.grad((g * g).sum(), a)[0]
+
+    _close(hvp(p[:50]), used.generic(hvp, p[:50]), dtype, 100)
     monkeypatch.setattr(kernels, "_CATEGORICAL_CLOSED_MAX", p.numel())
     assert "_BlockwiseSum" in f(x, t).grad_fn.name() and blocks == [True]
 

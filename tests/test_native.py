@@ -845,11 +845,14 @@ def test_other_calls_decline_the_plain_kernels(used):  # type: ignore[no-untyped
     assert used.plain == {}
 
 
+@pytest.mark.parametrize("tiles", [1, 137], ids=["small", "row-bits"])
 @pytest.mark.parametrize("logits", [True, False], ids=["logits", "probabilities"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_plain_anchor_focal_matches_the_composition(used, logits, dtype):  # type: ignore[no-untyped-def]
+def test_plain_anchor_focal_matches_the_composition(used, monkeypatch, tiles, logits, dtype):  # type: ignore[no-untyped-def]
     """Ignored anchors (NaN and +-inf there) weigh nothing, background anchors' targets are
-    0, the sum is divided by max(1, positives); values and gradients as the composition's."""
+    0, the sum is divided by max(1, positives); values and gradients as the composition's.
+    Tiled along the anchors past ``_ROW_BITS_MIN`` elements, the row masks select by their
+    bits (logits with a gradient then take the blocks: the value alone there)."""
     x = _logits(dtype, (2, 6, 5))
     x[0, 0, :2] = torch.tensor([1e4, -1e4], dtype=dtype)  # a positive anchor
     x[0, 2, :2] = torch.tensor([math.inf, math.nan], dtype=dtype)  # an ignored one
@@ -864,6 +867,8 @@ def test_plain_anchor_focal_matches_the_composition(used, logits, dtype):  # typ
         x[0, 0, 2] = 0.0  # beyond the clip
         x[1, 0, 3] = t[1, 0, 3] = 1.0  # (a background anchor: its target 0 is used)
         x[1, 3, 1] = t[1, 3, 1]  # a zero error
+    x, t, state = x.repeat(1, tiles, 1), t.repeat(1, tiles, 1), state.repeat(1, tiles)
+    bits = _spy(monkeypatch, kernels, "_mask_bits", lambda out, a, kw: True)
     name = f.__name__
     for kw in ({}, {"alpha": None, "gamma": 1}, {"alpha": 0.75, "gamma": 0}):
         for on in (True, False):
@@ -873,12 +878,18 @@ def test_plain_anchor_focal_matches_the_composition(used, logits, dtype):  # typ
                                          state, **kw)
                 v2, g2 = used.generic(_value_and_grad, lambda a, *r, reduction, **k: f(a, *r, **k),
                                       x, t, state, **kw)
-            # (probabilities at gamma 0 with a gradient decline: see _plain_focal_inputs)
-            taken = logits or kw.get("gamma") != 0
-            assert used.plain[name] == before + taken
+                with torch.no_grad():
+                    v3 = f(x, t, state, **kw)
+            # (with a gradient, probabilities at gamma 0, and logits beyond _FOCAL_GRAD_MAX,
+            # decline: see _plain_focal_inputs)
+            taken = (kw.get("gamma") != 0 if not logits
+                     else x.numel() <= kernels._FOCAL_GRAD_MAX)
+            assert used.plain[name] == before + taken + 1
             _close(v1, v2, dtype, x.numel())
+            _close(v3, v2, dtype, x.numel())
             _close(g1, g2, dtype)
             assert bool(torch.isfinite(g1).all()) and bool((g1[state == -1] == 0).all())
+    assert bool(bits) == (x.numel() >= kernels._ROW_BITS_MIN)
     # declined: other normalisations, a normaliser, states of another dtype, alpha arrays
     declined = [lambda: f(x, t, state, normalize="image"), lambda: f(x, t, state, normalizer=3.0),
                 lambda: f(x, t, state.float()), lambda: f(x, t, state.int()),

@@ -1204,6 +1204,56 @@ def test_plain_calls_with_weights_and_masks(used, reduction, dtype, options):  #
         _close(got, ref, dtype, x.numel())
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "weighted_mean"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_plain_masks_select_by_their_bits(used, monkeypatch, reduction, dtype):  # type: ignore[no-untyped-def]
+    """From ``_SELECT_BITS_MIN`` elements (where autograd records the selected array, from
+    ``MASK_SELECT_MIN``) a plain call's ``where`` mask selects by its bits (torch's CPU
+    ``where`` is a scalar loop): the composition's values and gradients, in the inputs and
+    the weights, masked elements' gradients exactly 0; without a gradient, NaN and inf in
+    the masked inputs and weights selected away."""
+    n = kernels.MASK_SELECT_MIN + 5
+    rows = kernels._SELECT_BITS_MIN + 5  # (rows of 5 classes: a plain call below 2^16)
+    g = torch.Generator().manual_seed(14)
+    x = torch.randn(n, generator=g, dtype=dtype) * 3
+    t = (torch.rand(n, generator=g) < 0.3).to(dtype)
+    xr = torch.randn(rows, 5, generator=g, dtype=dtype)
+    y = torch.randint(0, 5, (rows,), generator=g)
+    cases = [("log_cosh", unilosses.log_cosh, x, t * 3),
+             ("binary_cross_entropy_with_logits", unilosses.binary_cross_entropy_with_logits,
+              x, t),
+             ("cross_entropy_with_logits",
+              unilosses.sparse_categorical_cross_entropy_with_logits, xr, y)]
+    bits = _spy(monkeypatch, kernels, "_mask_bits", lambda out, a, kw: True)
+    nan = torch.tensor(math.nan, dtype=dtype)
+    for name, fn, a, b in cases:
+        k = a.shape[0]
+        w = torch.rand(k, generator=g, dtype=dtype) * 2
+        m = torch.rand(k, generator=g) > 0.3
+        for weights in (None, torch.where(m, w, nan)):
+            before = used.plain.get(name, 0)
+            bits.clear()
+            v1, ga1, gw1 = _options_value_and_grads(fn, a, b, weights, m, reduction)
+            assert used.plain.get(name, 0) == before + 1, name
+            # (a gradient wanted, in the inputs and the weights: from MASK_SELECT_MIN)
+            assert bool(bits) == (k >= kernels.MASK_SELECT_MIN), name
+            v2, ga2, gw2 = used.generic(_options_value_and_grads, fn, a, b, weights, m,
+                                        reduction)
+            for got, want in ((v1, v2), (ga1, ga2), (gw1, gw2)):
+                if got is not None:
+                    _close(got, want, dtype, a.numel())
+            kept = m if m.shape == a.shape else m[:, None].expand(a.shape)
+            assert bool((ga1[~kept] == 0).all())
+            if gw1 is not None:
+                assert bool((gw1[~m] == 0).all())
+            bad = torch.where(kept, a, nan if name == "log_cosh" else math.inf)
+            bits.clear()
+            with torch.no_grad():
+                got = fn(bad, b, weights=weights, where=m, reduction=reduction)
+            assert used.plain.get(name, 0) == before + 2 and bits, name
+            _close(got, v2, dtype, a.numel())
+
+
 def test_plain_masked_calls_with_nonfinite_masked_inputs(used):  # type: ignore[no-untyped-def]
     """NaN and inf in masked logits, targets and weights: without a gradient the plain
     kernels select the loss's product away; with one wanted (in the inputs or the weights)

@@ -718,16 +718,18 @@ def test_large_categorical_probabilities_take_the_closed_form_before_the_blocks(
     with torch.no_grad():
         assert f(x, t).grad_fn is None
     assert used.plain["categorical_cross_entropy"] >= 1
-    # backward's buffer, filled in place: a second backward (retain_graph) equal to the
-    # first, a derivative of the derivative and a batch of cotangents as composed
-    xs = p[:50].clone().requires_grad_()
-    out = f(xs, t[:50]) * 3.0
-    (g1,) = torch.autograd.grad(out, xs, retain_graph=True)
-    (g2,) = torch.autograd.grad(out, xs, retain_graph=True)
-    assert torch.equal(g1, g2)
-    cot = torch.tensor([1.0, -2.0], dtype=dtype)
-    (gb,) = torch.autograd.grad(out, xs, cot, is_grads_batched=True, retain_graph=True)
-    _close(gb, torch.stack([g1, -2.0 * g1]), dtype)
+    # backward's buffer, filled in place (large) or not (small): a second backward
+    # (retain_graph) equal to the first, a batch of cotangents, and a derivative of the
+    # derivative as composed
+    for k in (50, rows):
+        xs = p[:k].clone().requires_grad_()
+        out = f(xs, t[:k]) * 3.0
+        (g1,) = torch.autograd.grad(out, xs, retain_graph=True)
+        (g2,) = torch.autograd.grad(out, xs, retain_graph=True)
+        assert torch.equal(g1, g2)
+        cot = torch.tensor([1.0, -2.0], dtype=dtype)
+        (gb,) = torch.autograd.grad(out, xs, cot, is_grads_batched=True, retain_graph=True)
+        _close(gb, torch.stack([g1, -2.0 * g1]), dtype)
 
     def hvp(a):  # type: ignore[no-untyped-def]
         a = a.detach().clone().requires_grad_(True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import faulthandler
+import os
 import sys
 import warnings
 from unittest import mock
@@ -97,6 +98,7 @@ def step(model: torch.nn.Module, loss_fn, x, t, s) -> tuple[float, np.ndarray]: 
 
 def main() -> None:
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    faulthandler.enable()  # an abort (SIGABRT from C++) shows every thread's Python stack
     faulthandler.dump_traceback_later(270, exit=True)  # a hang shows where, then exits
     torch.set_num_threads(1)
     x, t, s = make_data()
@@ -122,6 +124,12 @@ def main() -> None:
         dist.barrier()  # both ranks are done before either tears the group down
     finally:
         dist.destroy_process_group()
+    # Skip the interpreter's finalization: gloo's C++ threads can still hold tensors there and
+    # abort the process ("terminate called without an active exception", exit -6, once in CI
+    # after both ranks had written their results; pytorch/pytorch#179291 describes the race).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

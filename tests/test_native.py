@@ -2930,6 +2930,55 @@ def test_torch_log_cosh_terms_to_three_eps(monkeypatch, dtype):  # type: ignore[
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_log_cosh_within_the_tail(monkeypatch, used, dtype):  # type: ignore[no-untyped-def]
+    """Where every |d| lies within the tail (12 in float32, 40 in float64; the read's
+    ``aminmax``), the value is ``log1p(2 sinh(d/2)^2)`` and tanh comes from that signed
+    ``sinh``: both within 3 eps (relative) of mpmath's, the tail's ends included, in the
+    blocks' terms, in plain calls' values and in their gradients, below and from
+    ``_TANH_FROM_SINH_MIN`` elements (``torch.tanh`` below); just beyond either end the
+    clamped form serves, with the same figures; NaN is not within."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 120
+    limit = 12.0 if dtype == torch.float32 else 40.0
+    np_dtype = str(dtype).split(".")[1]
+    inner = np.concatenate([np.geomspace(1e-30, limit, 3000), [limit, 0.0]])
+    info = torch.finfo(dtype)
+
+    def check(x, v, g):  # type: ignore[no-untyped-def]
+        for got, f in ((v, lambda u: mpmath.log1p(2 * mpmath.sinh(u / 2) ** 2)),
+                       (g, mpmath.tanh)):
+            if got is None:
+                continue
+            want = np.array([float(f(mpmath.mpf(float(u)))) for u in x.tolist()])
+            got = got.double().numpy()
+            normal = np.abs(want) > info.tiny / info.eps  # (below: the dtype's underflow)
+            err = np.abs(got - want)
+            assert float(np.max(err[normal] / np.abs(want[normal]))) <= 3 * info.eps
+            assert float(np.max(err[~normal], initial=0.0)) <= info.tiny
+            assert np.array_equal(np.signbit(got[want != 0]), np.signbit(want[want != 0]))
+            assert normal.sum() > len(want) // 2
+
+    within = _spy(monkeypatch, kernels, "_within", lambda out, a, kw: out)
+    beyond = float(np.nextafter(np.array(limit, np_dtype), np.array(np.inf, np_dtype)))
+    for case, taken in ((inner, True), (-inner, True), (np.concatenate([inner, [beyond]]), False),
+                        (np.concatenate([inner, [-beyond]]), False)):
+        x = torch.from_numpy(case.astype(np_dtype))
+        del within[:]
+        check(x, *TorchAdapter().log_cosh(x, True))
+        assert within == [taken]
+        for n in (100, kernels._TANH_FROM_SINH_MIN + 7):  # torch.tanh; tanh from sinh
+            # (spread over the range; the last element, beyond or not, kept)
+            part = x[torch.linspace(0, len(x) - 1, n).round().long()]
+            v = unilosses.log_cosh(part, torch.zeros_like(part), reduction="none")
+            q = part.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(unilosses.log_cosh(q, torch.zeros_like(q),
+                                                          reduction="sum"), q)
+            check(part, v, g)
+    assert used.plain["log_cosh"] >= 16 and not kernels._within(
+        torch.tensor([0.0, math.nan], dtype=dtype), limit)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 def test_plain_log_cosh_value_to_three_eps(used, dtype):
     """The plain call's form, max(log1p(2 sinh(h)^2), |d| - log 2), within 3 eps (relative)
     of log cosh from 1e-18 to 1e4 and across both tails (12 and 40); +-inf and NaN kept."""

@@ -2930,16 +2930,17 @@ def test_torch_log_cosh_terms_to_three_eps(monkeypatch, dtype):  # type: ignore[
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_log_cosh_within_the_tail(monkeypatch, used, dtype):  # type: ignore[no-untyped-def]
-    """Where every |d| lies within the tail (12 in float32, 40 in float64; the read's
-    ``aminmax``), the value is ``log1p(2 sinh(d/2)^2)`` and tanh comes from that signed
-    ``sinh``: both within 3 eps (relative) of mpmath's, the tail's ends included, in the
-    blocks' terms, in plain calls' values and in their gradients, below and from
-    ``_TANH_FROM_SINH_MIN`` elements (``torch.tanh`` below); just beyond either end the
-    clamped form serves, with the same figures; NaN is not within."""
+def test_log_cosh_unclamped_below_its_overflow(monkeypatch, used, dtype):  # type: ignore[no-untyped-def]
+    """Where every |d| is at most 80 in float32, 700 in float64 (the read's ``aminmax``), the
+    value is ``log1p(2 sinh(d/2)^2)``, unclamped, and tanh comes from that signed ``sinh``:
+    both within 3 eps (relative) of mpmath's, the ends included, in the blocks' terms, in
+    plain calls' values and in their gradients, below and from ``_TANH_FROM_SINH_MIN``
+    elements (``torch.tanh`` below); just beyond either end the clamped form serves, with
+    the same figures; NaN is not within."""
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 120
-    limit = 12.0 if dtype == torch.float32 else 40.0
+    limit = 80.0 if dtype == torch.float32 else 700.0
+    assert kernels._LOG_COSH_FINITE[dtype] == limit
     np_dtype = str(dtype).split(".")[1]
     inner = np.concatenate([np.geomspace(1e-30, limit, 3000), [limit, 0.0]])
     info = torch.finfo(dtype)

@@ -604,6 +604,73 @@ def test_plain_sparse_probabilities_row_by_row(used, monkeypatch, reduction, dty
                used.generic(f, p, bad.clamp(0, 99), reduction=reduction), dtype, p.numel())
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_probabilities_skip_an_idle_clip(used, monkeypatch, dtype):  # type: ignore[no-untyped-def]
+    """CE on probabilities (plain calls): where the value check's read shows every
+    renormalised probability within [eps, 1 - eps] (``lo >= 4 eps C hi``), the clip is left
+    out, forward and in the closed-form backward: values and gradients as composed, small and
+    large, categorical and sparse, with the clip idle and with it acting (one tiny entry);
+    whenever the read says idle, the renormalised rows do lie within the clip, in the dtype,
+    down to the bound itself; negative values and NaN decline, zeros and one class are not
+    idle, and without checks nothing is read."""
+    inside = _spy(monkeypatch, kernels, "_renormalised_inside", lambda out, a, kw: out)
+    g = torch.Generator().manual_seed(21)
+    eps = 1e-7
+    cat, sparse = unilosses.categorical_cross_entropy, unilosses.sparse_categorical_cross_entropy
+    for rows in (10, kernels._CHUNK_MIN // 100 + 7):
+        p = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1) * 2.5
+        t = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1)
+        y = torch.randint(0, 100, (rows,), generator=g)
+        for idle in (True, False):
+            if not idle:
+                p[2, y[2]] = 1e-12  # (the sparse loss's own label: its clip acts)
+            del inside[:]
+            _compare(used, "categorical_cross_entropy", cat, p, t, n=p.numel())
+            if rows * 100 < kernels._CHECK_MIN:  # (larger: the generic path)
+                _compare(used, "sparse_categorical_cross_entropy", sparse, p, y, n=p.numel())
+            with torch.no_grad():
+                _close(cat(p, t), used.generic(cat, p, t), dtype, p.numel())
+            assert inside and set(inside) == {idle}
+    rows = kernels._SPARSE_ROWS_MIN // 100 + 3  # the sparse loss row by row
+    p = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1)
+    y = torch.randint(0, 100, (rows,), generator=g)
+    del inside[:]
+    _compare(used, "sparse_categorical_cross_entropy", sparse, p, y, n=p.numel())
+    assert inside == [True]
+    # soundness: rows of C values in [lo, hi] with lo at the bound or just above
+    for classes in (2, 3, 10, 100):
+        for scale in (1.0, 1e-30, 3e20):
+            hi = scale
+            lo = float(torch.tensor(4.0 * eps * classes * hi, dtype=dtype).nextafter(
+                torch.tensor(math.inf, dtype=dtype)))
+            u = torch.rand(64, classes, generator=g, dtype=dtype)
+            x = (lo + (hi - lo) * u).to(dtype)
+            x[:, 0], x[0, :] = lo, hi  # (each row a lo; one row all hi but its first)
+            x[1] = lo
+            x[1, 1] = hi  # (one row of lows but one high: r near 1 - eps)
+            got = kernels._renormalised_inside(x, eps, lambda: True)
+            if got:
+                r = x / x.sum(1, keepdim=True)
+                assert bool(((r >= eps) & (r <= 1.0 - eps)).all()), (classes, scale)
+            else:
+                assert float(x.min()) < 4.0 * eps * classes * float(x.max())
+            for f in (0.1, 0.25):  # (lower: rows where the clip does act are never idle)
+                lo = float(torch.tensor(f * eps * classes * hi, dtype=dtype).nextafter(
+                    torch.tensor(math.inf, dtype=dtype)))
+                x = torch.full((2, classes), hi, dtype=dtype)
+                x[0, 0], x[1, 1:] = lo, lo
+                r = x / x.sum(1, keepdim=True)
+                assert bool(((r < eps) | (r > 1.0 - eps)).any())
+                assert kernels._renormalised_inside(x, eps, lambda: True) is False
+    check = kernels._renormalised_inside
+    assert check(torch.tensor([[0.5, -0.1]], dtype=dtype), eps, lambda: True) is None
+    assert check(torch.tensor([[0.5, math.nan]], dtype=dtype), eps, lambda: True) is None
+    assert check(torch.zeros(2, 3, dtype=dtype), eps, lambda: True) is False
+    assert check(torch.ones(3, 1, dtype=dtype), eps, lambda: True) is False
+    assert check(torch.ones(3, 4, dtype=dtype), eps, lambda: True) is True
+    assert check(torch.ones(3, 4, dtype=dtype), eps, lambda: False) is False
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_plain_constants_as_cached_tensors_equal_python_numbers(dtype, monkeypatch):  # type: ignore[no-untyped-def]
     # plain calls pass their constants as cached 0-d tensors: values and gradients are those

@@ -612,31 +612,35 @@ def test_probabilities_skip_an_idle_clip(used, monkeypatch, dtype):  # type: ign
     large, categorical and sparse, with the clip idle and with it acting (one tiny entry);
     whenever the read says idle, the renormalised rows do lie within the clip, in the dtype,
     down to the bound itself; negative values and NaN decline, zeros and one class are not
-    idle, and without checks nothing is read."""
+    idle, and without checks nothing is read.  Where the clip acts on finite rows (no zero,
+    no inf), backward zeroes its derivative by bits (``_clip_bits``) from
+    ``_SELECT_BITS_MIN`` elements, with ``where`` below, and with ``masked_fill`` otherwise."""
     inside = _spy(monkeypatch, kernels, "_renormalised_inside", lambda out, a, kw: out)
+    bits = _spy(monkeypatch, kernels, "_clip_bits", lambda out, a, kw: True)
     g = torch.Generator().manual_seed(21)
     eps = 1e-7
     cat, sparse = unilosses.categorical_cross_entropy, unilosses.sparse_categorical_cross_entropy
-    for rows in (10, kernels._CHUNK_MIN // 100 + 7):
+    for rows in (10, kernels._SELECT_BITS_MIN // 100 + 1, kernels._CHUNK_MIN // 100 + 7):
         p = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1) * 2.5
         t = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1)
         y = torch.randint(0, 100, (rows,), generator=g)
         for idle in (True, False):
             if not idle:
                 p[2, y[2]] = 1e-12  # (the sparse loss's own label: its clip acts)
-            del inside[:]
+            del inside[:], bits[:]
             _compare(used, "categorical_cross_entropy", cat, p, t, n=p.numel())
+            assert bits == ([] if idle or rows == 10 else [True])
             if rows * 100 < kernels._CHECK_MIN:  # (larger: the generic path)
                 _compare(used, "sparse_categorical_cross_entropy", sparse, p, y, n=p.numel())
             with torch.no_grad():
                 _close(cat(p, t), used.generic(cat, p, t), dtype, p.numel())
-            assert inside and set(inside) == {idle}
+            assert inside and set(inside) == {(idle, True)}
     rows = kernels._SPARSE_ROWS_MIN // 100 + 3  # the sparse loss row by row
     p = torch.softmax(torch.randn(rows, 100, generator=g, dtype=dtype), -1)
     y = torch.randint(0, 100, (rows,), generator=g)
     del inside[:]
     _compare(used, "sparse_categorical_cross_entropy", sparse, p, y, n=p.numel())
-    assert inside == [True]
+    assert inside == [(True, True)]
     # soundness: rows of C values in [lo, hi] with lo at the bound or just above
     for classes in (2, 3, 10, 100):
         for scale in (1.0, 1e-30, 3e20):
@@ -648,7 +652,7 @@ def test_probabilities_skip_an_idle_clip(used, monkeypatch, dtype):  # type: ign
             x[:, 0], x[0, :] = lo, hi  # (each row a lo; one row all hi but its first)
             x[1] = lo
             x[1, 1] = hi  # (one row of lows but one high: r near 1 - eps)
-            got = kernels._renormalised_inside(x, eps, lambda: True)
+            got = kernels._renormalised_inside(x, eps, lambda: True)[0]
             if got:
                 r = x / x.sum(1, keepdim=True)
                 assert bool(((r >= eps) & (r <= 1.0 - eps)).all()), (classes, scale)
@@ -661,14 +665,21 @@ def test_probabilities_skip_an_idle_clip(used, monkeypatch, dtype):  # type: ign
                 x[0, 0], x[1, 1:] = lo, lo
                 r = x / x.sum(1, keepdim=True)
                 assert bool(((r < eps) | (r > 1.0 - eps)).any())
-                assert kernels._renormalised_inside(x, eps, lambda: True) is False
+                assert kernels._renormalised_inside(x, eps, lambda: True) == (False, True)
     check = kernels._renormalised_inside
     assert check(torch.tensor([[0.5, -0.1]], dtype=dtype), eps, lambda: True) is None
     assert check(torch.tensor([[0.5, math.nan]], dtype=dtype), eps, lambda: True) is None
-    assert check(torch.zeros(2, 3, dtype=dtype), eps, lambda: True) is False
-    assert check(torch.ones(3, 1, dtype=dtype), eps, lambda: True) is False
-    assert check(torch.ones(3, 4, dtype=dtype), eps, lambda: True) is True
-    assert check(torch.ones(3, 4, dtype=dtype), eps, lambda: False) is False
+    assert check(torch.zeros(2, 3, dtype=dtype), eps, lambda: True) == (False, False)
+    assert check(torch.ones(3, 1, dtype=dtype), eps, lambda: True) == (False, True)
+    assert check(torch.ones(3, 4, dtype=dtype), eps, lambda: True) == (True, True)
+    assert check(torch.ones(3, 4, dtype=dtype), eps, lambda: False) == (False, False)
+    huge = torch.tensor([[1.0, math.inf]], dtype=dtype)
+    assert check(huge, eps, lambda: True) == (False, False)
+    # the bits: all ones where the clip passed, 0 where it acted, for each dtype's width
+    q = torch.tensor([0.0, 1e-30, 1e-7, 0.5, 1.0 - 1e-7, 1.0, 2.0], dtype=dtype)
+    c = torch.clamp(q, eps, 1.0 - eps)
+    want = torch.where(q == c, -1, 0).to(kernels._BITS[dtype])
+    assert torch.equal(kernels._clip_bits(q, c), want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -668,7 +668,7 @@ class _PlainCategoricalProbabilities(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, p: Array, t: Array, r: int, eps: float,  # type: ignore[override]
-                idle: bool) -> Array:
+                idle: bool, finite: bool) -> Array:
         s = torch.sum(p, 1, keepdim=True)
         q = torch.div(p, s)
         ctx.save_for_backward(p, t)
@@ -676,7 +676,8 @@ class _PlainCategoricalProbabilities(torch.autograd.Function):
         # large: the clipped probabilities are not kept (backward clips again, one op, where
         # keeping them held one more full-size array until then); small, the fewer ops
         small = p.numel() < _CHECK_MIN
-        ctx.r, ctx.eps, ctx.idle, ctx.parts = r, eps, idle, (s, q, c if small else None)
+        ctx.r, ctx.eps, ctx.idle, ctx.finite = r, eps, idle, finite
+        ctx.parts = (s, q, c if small else None)
         log_c = torch.log(c) if small or idle else c.log_()
         if r == 0:
             return torch.mul(t, log_c).sum(1).neg()
@@ -698,40 +699,66 @@ class _PlainCategoricalProbabilities(torch.autograd.Function):
                    else ctx.parts)
         if c is not None:
             # (a with its sign folded into the scale: t / c where the clip passes)
-            a = torch.div(t, q) if ctx.idle and not torch.is_grad_enabled() else \
-                torch.where(q == c, torch.div(t, c), _const(0.0, p.dtype))
+            recorded = torch.is_grad_enabled()
+            if ctx.idle and not recorded:
+                a = torch.div(t, q)
+            elif ctx.finite and not recorded and p.numel() >= _SELECT_BITS_MIN:
+                a = torch.div(t, c)
+                a.view(_BITS[a.dtype]).bitwise_and_(_clip_bits(q, c))
+            else:
+                a = torch.where(q == c, torch.div(t, c), _const(0.0, p.dtype))
             return (torch.mul(torch.sub(a, torch.sum(torch.mul(a, q), 1, keepdim=True)),
-                              torch.div(scale, s)), None, None, None, None)
+                              torch.div(scale, s)), None, None, None, None, None)
         # the same numbers in one full-size buffer (the clip's, then a's, then the
         # derivative's), where each op's own output held ~5 arrays at once at backward's peak
         if ctx.idle:
             a = torch.div(t, q)
+        elif ctx.finite:
+            c = torch.clamp(q, eps, 1.0 - eps)
+            keep = _clip_bits(q, c)
+            a = torch.div(t, c, out=c)
+            a.view(keep.dtype).bitwise_and_(keep)
         else:
             c = torch.clamp(q, eps, 1.0 - eps)
             clipped = torch.ne(q, c)
             a = torch.div(t, c, out=c).masked_fill_(clipped, 0.0)
         a.sub_(torch.sum(torch.mul(a, q), 1, keepdim=True))
         if batched(g):  # (vmap refuses a batched operand in place into an unbatched array)
-            return torch.mul(a, torch.div(scale, s)), None, None, None, None
-        return a.mul_(torch.div(scale, s)), None, None, None, None
+            return torch.mul(a, torch.div(scale, s)), None, None, None, None, None
+        return a.mul_(torch.div(scale, s)), None, None, None, None, None
 
 
-def _renormalised_inside(p: Array, eps: float, check: Callable[[], bool]) -> bool | None:
+def _renormalised_inside(p: Array, eps: float,
+                         check: Callable[[], bool]) -> tuple[bool, bool] | None:
     """Where ``check()``, one ``aminmax`` read of the rows ``p`` (classes along axis 1): None
-    (decline: the generic path's error) for a negative value or NaN, else whether every
-    renormalised ``r = p / S`` is shown to lie in [eps, 1 - eps] (the clip idle).  With
-    ``lo <= p <= hi`` over C >= 2 classes, ``r >= lo / (C hi)`` and ``1 - r >= (C - 1) lo /
-    (C hi)``: both hold from ``lo >= 4 eps C hi`` with a factor 2 to spare for the rounding
-    of ``S`` and of the quotient (float32's ``1 - eps`` is 1 - 1.19e-7).  Without the check,
-    False (clipped unread)."""
+    (decline: the generic path's error) for a negative value or NaN, else ``(idle,
+    finite)``: whether every renormalised ``r = p / S`` is shown to lie in [eps, 1 - eps]
+    (the clip idle), and to be finite (``0 < lo``, ``hi < inf``: no zero row, no inf; what
+    :func:`_clip_bits` relies on).  With ``lo <= p <= hi`` over C >= 2 classes,
+    ``r >= lo / (C hi)`` and ``1 - r >= (C - 1) lo / (C hi)``: both hold from
+    ``lo >= 4 eps C hi`` with a factor 2 to spare for the rounding of ``S`` and of the
+    quotient (float32's ``1 - eps`` is 1 - 1.19e-7).  Without the check, ``(False, False)``
+    (clipped unread)."""
     if not check():
-        return False
+        return False, False
     extrema = _aminmax(p)
     lo, hi = extrema[0].item(), extrema[1].item()
     if not lo >= 0.0:
         return None
-    classes = p.shape[1]
-    return classes >= 2 and 0.0 < hi < math.inf and lo >= 4.0 * eps * classes * hi
+    finite = 0.0 < lo and hi < math.inf
+    return finite and p.shape[1] >= 2 and lo >= 4.0 * eps * p.shape[1] * hi, finite
+
+
+def _clip_bits(q: Array, c: Array) -> Array:
+    """For finite ``q`` and its clip ``c``, integers of q's width: all ones where the clip
+    passed q (``q == c``), 0 where it acted, to select by ``&``.  ``|q - c|`` is 0 or
+    positive, its sign 0.0 or 1.0, whose bits shifted right by the width less 3 are 0 or 1
+    (the top of 1.0's exponent), less 1: -1 or 0.  torch's CPU comparisons and ``where`` are
+    scalar-slow: at 65,500 elements ``where(q == c, ...)`` took 151 us, this and its ``&``
+    43 (4,096: 13.1 against 17.3, hence :data:`_SELECT_BITS_MIN` on small calls)."""
+    kind = _BITS[q.dtype]
+    shift = (32 if kind == torch.int32 else 64) - 3
+    return torch.sub(q, c).abs_().sign_().view(kind).bitwise_right_shift_(shift).sub_(1)
 
 
 def _categorical_probability_parts(p: Array, eps: float) -> tuple[Array, Array, Array]:
@@ -762,9 +789,10 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
             or not p.is_cpu or not labels.is_cpu or not 0 < p.numel() < _CHECK_MIN
             or tracing(p, labels)):
         return None
-    idle = _renormalised_inside(p, eps, check)
-    if idle is None:  # (NaN too) the generic path's error
+    inside = _renormalised_inside(p, eps, check)
+    if inside is None:  # (NaN too) the generic path's error
         return None
+    idle = inside[0]
     if p.numel() >= _SPARSE_ROWS_MIN:
         try:
             py = torch.gather(p, 1, labels.unsqueeze(1)).squeeze(1)
@@ -820,11 +848,12 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
     wanted = _closed_form_wanted(p, t)
     if not 0 < n < (_CATEGORICAL_CLOSED_MAX if wanted else _CHECK_MIN):
         return None
-    idle = _renormalised_inside(p, eps, check)
-    if idle is None:  # (NaN too) the generic path's error
+    inside = _renormalised_inside(p, eps, check)
+    if inside is None:  # (NaN too) the generic path's error
         return None
+    idle, finite = inside
     if wanted:
-        return _PlainCategoricalProbabilities.apply(p, t, r, eps, idle)
+        return _PlainCategoricalProbabilities.apply(p, t, r, eps, idle, finite)
     q = p / p.sum(1, keepdim=True)
     log_q = torch.log(q if idle else torch.clamp(q, eps, 1.0 - eps))
     if r == 0:

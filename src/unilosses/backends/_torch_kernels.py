@@ -982,9 +982,8 @@ class _PlainLogCosh(torch.autograd.Function):
     ops (forward+backward on 16 elements: 1.10x the inline formula's time, against 1.9x
     composed); from :data:`_TANH_FROM_SINH_MIN` elements tanh comes from the value's
     ``sinh`` (65,535 elements, forward+backward, with the value's four ops: 0.67x the
-    time with ``torch.tanh`` and eight).  Asked
-    for a derivative of the derivative (``create_graph``), backward differentiates ``tanh``
-    itself, whose curvature at 0 is 1."""
+    time with ``torch.tanh`` and eight).  Asked for a derivative of the derivative
+    (``create_graph``), backward differentiates ``tanh`` itself, whose curvature at 0 is 1."""
 
     @staticmethod
     def forward(ctx: Any, p: Array, t: Array, scale: float | None) -> Array:  # type: ignore[override]

@@ -220,8 +220,9 @@ class TorchAdapter(Adapter):
 
     def clip(self, x: Array, lo: float | None, hi: float | None) -> Array:
         # torch.clamp's backward passes the gradient on the closed interval [lo, hi] and zero
-        # outside, the same rule as the generic double select, in one fused kernel.
-        return torch.clamp(x, lo, hi)
+        # outside, the same rule as the generic double select, in one fused kernel (on a
+        # large CPU input, with its backward by bits: _torch_kernels.clip)
+        return _torch_kernels.clip(x, lo, hi)
 
     def take_along_axis(self, x: Array, indices: Array, axis: int) -> Array:
         return torch.gather(x, axis, indices.to(torch.int64))

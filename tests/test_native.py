@@ -1725,11 +1725,11 @@ def test_known_binary_reads_0_1_labels_only():  # type: ignore[no-untyped-def]
     assert not unilosses.backends.adapter_named("numpy").known_binary(np.array([0.0, 1.0]))
 
 
-@pytest.mark.parametrize("n", [16, kernels._CHECK_MIN], ids=["numpy-read", "torch-read"])
+@pytest.mark.parametrize("n", [16, kernels._CHECK_MIN], ids=["small", "large"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type: ignore[no-untyped-def]
-    # small inputs are read through NumPy, large ones through torch: the same test, whose
-    # True means that the clamp to +-max/4 changes nothing
+    # float32/float64 are read through NumPy, what NumPy cannot view through torch's dot:
+    # the same test, whose True means that the clamp to +-max/4 changes nothing
     root = math.sqrt(torch.finfo(dtype).max)
     base = torch.linspace(-3.0, 3.0, n, dtype=dtype)
     assert kernels._bounded(base)
@@ -1738,10 +1738,13 @@ def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type:
     one = base.clone()
     one[n // 2] = root * 0.5  # its square is finite
     assert kernels._bounded(one)
+    assert kernels._bounded(torch._neg_view(one))
     for bad in (math.inf, -math.inf, math.nan, root * 2.0, torch.finfo(dtype).max / 4 * 1.5):
         x = base.clone()
         x[n // 3] = bad
         assert not kernels._bounded(x), bad
+        # (a negative view: NumPy refuses it, torch reads it)
+        assert not kernels._bounded(torch._neg_view(x)), bad
         assert not kernels._bounded(x.requires_grad_(True)), bad
     # not read at all: strided, integer, or off the layout the dot needs
     assert not kernels._bounded(base.reshape(-1, 2).T)

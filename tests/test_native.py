@@ -1536,8 +1536,16 @@ def _spy(monkeypatch, owner, name, record):  # type: ignore[no-untyped-def]
 
 
 def _blockwise_calls(monkeypatch):  # type: ignore[no-untyped-def]
-    # True: with a closed-form derivative (the second argument of apply)
-    return _spy(monkeypatch, kernels._BlockwiseSum, "apply", lambda out, a, kw: a[1] is not None)
+    # True: with a closed-form derivative (the second argument of apply); the value alone,
+    # with no gradient wanted, is the closed form's, summed without the Function
+    calls = _spy(monkeypatch, kernels._BlockwiseSum, "apply", lambda out, a, kw: a[1] is not None)
+    real = kernels._value_sum
+
+    def value_sum(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(True)
+        return real(*a, **kw)
+    monkeypatch.setattr(kernels, "_value_sum", value_sum)
+    return calls
 
 
 @pytest.mark.parametrize("gamma", [2.0, 0.0, 1.0, 0.5, 3.0])

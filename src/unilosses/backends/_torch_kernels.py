@@ -1403,6 +1403,15 @@ _CLOSED_GRAD_MIN = 1
 _CLOSED_MIN = 1 << 11
 
 
+def _value_sum(value_and_grad: Callable[..., tuple[Array, Array]], bounded: bool, rows: int,
+               scale: float, x: Array, rest: tuple[Array, ...]) -> Array:
+    """scale * the sum of the closed form's values, block by block (no gradient wanted)."""
+    parts = [value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest), grad=False,
+                            bounded=bounded)[0].sum()
+             for s in range(0, x.shape[0], rows)]
+    return (parts[0] if len(parts) == 1 else torch.stack(parts).sum()) * scale
+
+
 class _BlockwiseSum(torch.autograd.Function):
     """scale * sum(f(x, *rest)), block by block, keeping nothing full-size but the gradient.
 
@@ -1430,9 +1439,8 @@ class _BlockwiseSum(torch.autograd.Function):
             # (saved tensors are version-checked), and recomputes it if asked again
             ctx.value_and_grad, ctx.bounded, ctx.grad = value_and_grad, bounded, grad
         elif value_and_grad is not None:  # no gradient wanted: the closed form's value alone
-            parts = [value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest),
-                                    grad=False, bounded=bounded)[0].sum()
-                     for s in blocks]
+            ctx.save_for_backward(x, *rest)
+            return _value_sum(value_and_grad, bounded, rows, scale, x, rest)
         else:
             parts = [f(x[s:s + rows], *(a[s:s + rows] for a in rest)).sum() for s in blocks]
         ctx.save_for_backward(x, *rest)
@@ -1892,6 +1900,10 @@ def chunked_sum(f: Callable[..., Array], x: Array, *rest: Array,
         if n < max(least, 1):  # (the compiler failed) as without the fused form
             return None
     block = max(1, (_BLOCK if x.is_cpu else _DEVICE_BLOCK) // columns)
+    if value_and_grad is not None and not wanted:
+        # the value alone needs no Function: its apply and a stack of one part cost ~28 us,
+        # a seventh of log_cosh's time on 65,536 elements
+        return _value_sum(value_and_grad, bounds and _bounded(x), block, scale, x, rest)
     return _BlockwiseSum.apply(f, value_and_grad, block, scale, bounds, x, *rest)
 
 
@@ -1984,8 +1996,11 @@ def weighted_block_sum(f: Callable[..., Array], x: Array, *rest: Array,
         return weigh(v, rb[core:]), weigh(g, rb[core:])
 
     extra = tuple(a for a in (w, bits) if a is not None)
-    return _BlockwiseSum.apply(elementwise, closed, max(1, _BLOCK // columns), scale, bounds,
-                               x.reshape(m, -1), *(a.reshape(m, -1) for a in rest), *extra)
+    x, rest = x.reshape(m, -1), tuple(a.reshape(m, -1) for a in rest) + extra
+    block = max(1, _BLOCK // columns)
+    if not wanted:  # (as chunked_sum)
+        return _value_sum(closed, bounds and _bounded(x), block, scale, x, rest)
+    return _BlockwiseSum.apply(elementwise, closed, block, scale, bounds, x, *rest)
 
 
 __all__ = ["KERNELS", "PLAIN", "chunked_sum", "closed_form_elementwise", "closed_form_sum",

@@ -1733,11 +1733,22 @@ def test_known_binary_reads_0_1_labels_only():  # type: ignore[no-untyped-def]
     assert not unilosses.backends.adapter_named("numpy").known_binary(np.array([0.0, 1.0]))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [16, kernels._CHECK_MIN], ids=["small", "large"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type: ignore[no-untyped-def]
-    # float32/float64 are read through NumPy, what NumPy cannot view through torch's dot:
-    # the same test, whose True means that the clamp to +-max/4 changes nothing
+def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype, threads):  # type: ignore[no-untyped-def]
+    # float32/float64 are read through NumPy when small or on one thread, else (and what
+    # NumPy cannot view) through torch's dot: the same test, whose True means that the
+    # clamp to +-max/4 changes nothing
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_the_bound_read(n, dtype)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _check_the_bound_read(n, dtype):  # type: ignore[no-untyped-def]
     root = math.sqrt(torch.finfo(dtype).max)
     base = torch.linspace(-3.0, 3.0, n, dtype=dtype)
     assert kernels._bounded(base)
@@ -1760,6 +1771,38 @@ def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type:
     # float16 (no NumPy read there) goes through torch's dot
     assert kernels._bounded(base[:16].to(torch.float16))
     assert not kernels._bounded(torch.full((n,), 300.0, dtype=torch.float16))  # 9e4 > 65504
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_the_extrema_read(dtype, threads):  # type: ignore[no-untyped-def]
+    # read through NumPy between _NUMPY_EXTREMA's sizes on one thread, else through torch's
+    # aminmax: the minimum and maximum exactly, NaN as both
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(5)
+        for n in (16, kernels._NUMPY_EXTREMA[0], kernels._NUMPY_EXTREMA[0] * 3 + 5):
+            x = torch.rand(n, generator=g, dtype=dtype) * 6.0 - 3.0
+            x[n // 3] = -7.5
+            x[n // 2] = 9.25
+            expected = (-7.5, 9.25)
+            assert kernels._extrema(x) == expected
+            assert kernels._extrema(x.clone().requires_grad_(True)) == expected
+            if n % 4 == 0:
+                assert kernels._extrema(x.reshape(-1, 4)) == expected  # (a block's 2-D view)
+            assert kernels._extrema(torch._neg_view(x)) == (-9.25, 7.5)  # (NumPy refuses it)
+            assert kernels._extrema(x[::2]) == (float(x[::2].min()), float(x[::2].max()))
+            for bad in (math.nan, math.inf, -math.inf):
+                y = x.clone()
+                y[n - 1] = bad
+                lo, hi = kernels._extrema(y)
+                if math.isnan(bad):
+                    assert math.isnan(lo) and math.isnan(hi)
+                else:
+                    assert (lo, hi) == ((bad, 9.25) if bad < 0 else (-7.5, bad))
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])

@@ -75,12 +75,13 @@ def _bounded(x: Array) -> bool:
     """
     if not x.is_cpu or not x.is_contiguous() or not x.is_floating_point():
         return False
-    if x.dtype in _BOUNDS:
+    if x.dtype in _BOUNDS and (x.numel() < _CHECK_MIN or torch.get_num_threads() == 1):
         # NumPy's dot of the tensor's own memory (a view, no copy): on small inputs torch's
         # dispatch of ``dot`` and the ``.item()`` cost more than the product (16 elements:
-        # ~3.6 us against ~6.5), and on large ones torch's CPU ``dot`` reads at about 60% of
-        # NumPy's (BLAS's) speed (1e6 float32 elements, in cache: 86 us against 51; 1.6e7,
-        # from memory: 3.0 ms against 2.6)
+        # ~3.6 us against ~6.5), and on large ones, on one thread, torch's CPU ``dot`` reads
+        # at about 60% of NumPy's (BLAS's) speed (1e6 float32 elements, in cache: 86 us
+        # against 51; 1.6e7, from memory: 3.0 ms against 2.6).  With more threads torch
+        # splits the read and NumPy's dot did not (two: 49 us against 54, 2.0 ms against 2.2)
         try:
             a = (x.detach() if x.requires_grad else x).numpy()
         except RuntimeError:  # (a tensor NumPy cannot view: torch's read below)
@@ -1179,13 +1180,14 @@ _np_min, _np_max = np.minimum.reduce, np.maximum.reduce
 def _extrema(x: Array) -> tuple[float, float]:
     """The minimum and maximum of ``x`` (not empty), read back as numbers (NaN: both NaN).
 
-    Between the sizes of ``_NUMPY_EXTREMA``, NumPy's ``min`` and ``max`` of the tensor's own
-    memory: two vectorised passes over data still in cache read it faster than torch's one
-    ``aminmax`` (float32, 1e6 elements: 101 us against 168; 65,536: 7 against 12), where
-    on larger inputs the second pass comes from memory (1.6e7: 6.2 ms against 3.0), and on
-    small ones NumPy's calls cost more (1e3: 3.9 us against 2.9)."""
+    Between the sizes of ``_NUMPY_EXTREMA``, on one thread, NumPy's ``min`` and ``max`` of
+    the tensor's own memory: two vectorised passes over data still in cache read it faster
+    than torch's one ``aminmax`` (float32, 1e6 elements: 101 us against 168; 65,536: 7
+    against 12), where on larger inputs the second pass comes from memory (1.6e7: 6.2 ms
+    against 3.0), on small ones NumPy's calls cost more (1e3: 3.9 us against 2.9), and on
+    more threads torch splits its read (two, 1e6: 89 us against 116)."""
     if (_NUMPY_EXTREMA[0] <= x.numel() < _NUMPY_EXTREMA[1] and x.dtype in _BOUNDS
-            and x.is_cpu and x.is_contiguous()):
+            and x.is_cpu and x.is_contiguous() and torch.get_num_threads() == 1):
         try:
             a = x.detach().numpy()
         except RuntimeError:  # (one NumPy cannot view: torch's read below)

@@ -1411,6 +1411,11 @@ def _value_sum(value_and_grad: Callable[..., tuple[Array, Array]], bounded: bool
     parts = [value_and_grad(x[s:s + rows], *(a[s:s + rows] for a in rest), grad=False,
                             bounded=bounded)[0].sum()
              for s in range(0, x.shape[0], rows)]
+    return _total(parts, scale)
+
+
+def _total(parts: list[Array], scale: float) -> Array:
+    """scale * the sum of the blocks' sums (one block: no stack)."""
     return (parts[0] if len(parts) == 1 else torch.stack(parts).sum()) * scale
 
 
@@ -1446,7 +1451,7 @@ class _BlockwiseSum(torch.autograd.Function):
         else:
             parts = [f(x[s:s + rows], *(a[s:s + rows] for a in rest)).sum() for s in blocks]
         ctx.save_for_backward(x, *rest)
-        return torch.stack(parts).sum() * scale
+        return _total(parts, scale)
 
     @staticmethod
     def backward(ctx: Any, g: Array) -> Any:  # type: ignore[override]

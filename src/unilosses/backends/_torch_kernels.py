@@ -1450,19 +1450,16 @@ class _BlockwiseSum(torch.autograd.Function):
         ctx.f, ctx.rows, ctx.scale = f, rows, scale
         ctx.value_and_grad, ctx.grad = None, None
         blocks = range(0, x.shape[0], rows)
-        # one read of x (and a host sync), only for a closed form that uses it
-        bounded = value_and_grad is not None and bounds and _bounded(x)
         if value_and_grad is not None and ctx.needs_input_grad[5]:
+            # one read of x (and a host sync), only for a closed form that uses it
+            bounded = bounds and _bounded(x)
             grad = torch.empty_like(x)
             parts = [_block_value_grad(value_and_grad, bounded, scale, grad, x, rest, s, rows)
                      for s in blocks]
             # on the context, not saved: backward hands this buffer on, scaled in place
             # (saved tensors are version-checked), and recomputes it if asked again
             ctx.value_and_grad, ctx.bounded, ctx.grad = value_and_grad, bounded, grad
-        elif value_and_grad is not None:  # no gradient wanted: the closed form's value alone
-            ctx.save_for_backward(x, *rest)
-            return _value_sum(value_and_grad, bounded, rows, scale, x, rest)
-        else:
+        else:  # (no gradient wanted: the callers sum the closed form's value without this)
             parts = [f(x[s:s + rows], *(a[s:s + rows] for a in rest)).sum() for s in blocks]
         ctx.save_for_backward(x, *rest)
         return _total(parts, scale)

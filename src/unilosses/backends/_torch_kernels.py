@@ -75,13 +75,13 @@ def _bounded(x: Array) -> bool:
     """
     if not x.is_cpu or not x.is_contiguous() or not x.is_floating_point():
         return False
-    if x.dtype in _BOUNDS and (x.numel() < _CHECK_MIN or torch.get_num_threads() == 1):
+    if x.dtype in _BOUNDS and x.numel() < _CHECK_MIN:
         # NumPy's dot of the tensor's own memory (a view, no copy): on small inputs torch's
         # dispatch of ``dot`` and the ``.item()`` cost more than the product (16 elements:
-        # ~3.6 us against ~6.5), and on large ones, on one thread, torch's CPU ``dot`` reads
-        # at about 60% of NumPy's (BLAS's) speed (1e6 float32 elements, in cache: 86 us
-        # against 51; 1.6e7, from memory: 3.0 ms against 2.6).  With more threads torch
-        # splits the read and NumPy's dot did not (two: 49 us against 54, 2.0 ms against 2.2)
+        # ~3.6 us against ~6.5).  Not on large ones, though on one thread its BLAS reads
+        # faster (1e6 float32 elements: 51-55 us against 75-86): BLAS may start threads of
+        # its own there, beyond torch's count (OpenBLAS's float64 dot took two at 1.6e7
+        # elements with torch on one), and the saving was within the runs' noise
         try:
             a = (x.detach() if x.requires_grad else x).numpy()
         except RuntimeError:  # (a tensor NumPy cannot view: torch's read below)

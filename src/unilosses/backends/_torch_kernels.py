@@ -820,7 +820,8 @@ def plain_sparse_probabilities(p: Array, labels: Array, axis: Any, label_smoothi
     and logged, the label's entry picked by ``nll_loss`` (which refuses a label out of range
     on the CPU; the generic path then gives its error, or clamps it, checks off).  Where
     ``check()``, the probabilities must not be negative (one read of their extrema, which
-    also shows where the clip is idle and left out: :func:`_renormalised_inside`).  From
+    also shows where the clip is idle and left out: :func:`_renormalised_inside`, and then
+    below :data:`_SPARSE_ROWS_MIN` the loss is :func:`_idle_cross_entropy`'s).  From
     :data:`_SPARSE_ROWS_MIN` elements, as the generic path: the label's probability picked
     first and divided by its row's sum, each row's loss on its own (the same numbers), where
     the whole array's renormalisation, clip and log, and their backward, cost more (60,000
@@ -885,7 +886,8 @@ def plain_categorical_probabilities(p: Array, t: Array, axis: Any, label_smoothi
     """Categorical cross-entropy on probabilities, targets of their shape and dtype: rows
     renormalised, clipped and logged, and the targets' products summed in one ``dot``.
     Where ``check()``, the probabilities must not be negative (one read of their extrema,
-    which also shows where the clip is idle and left out, forward and in the closed-form
+    which also shows where the clip is idle and left out, forward (then the loss is
+    :func:`_idle_cross_entropy`'s) and in the closed-form
     backward: :func:`_renormalised_inside`; with backward at 65,500 to 1e6 elements, softmax
     rows, 0.50-0.66 of the time with the clip and its mask).  Where a gradient is wanted in
     ``p`` alone, :class:`_PlainCategoricalProbabilities`

@@ -82,11 +82,8 @@ def _bounded(x: Array) -> bool:
         # faster (1e6 float32 elements: 51-55 us against 75-86): BLAS may start threads of
         # its own there, beyond torch's count (OpenBLAS's float64 dot took two at 1.6e7
         # elements with torch on one), and the saving was within the runs' noise
-        try:
-            a = (x.detach() if x.requires_grad else x).numpy()
-        except RuntimeError:  # (a tensor NumPy cannot view: torch's read below)
-            pass
-        else:
+        a = _host_view(x)
+        if a is not None:
             return math.isfinite(_vdot(a, a))
     v = x.detach().view(-1)  # (not recorded by autograd)
     # the scalar read back and tested in Python: torch.isfinite on a 0-d tensor is five
@@ -96,6 +93,16 @@ def _bounded(x: Array) -> bool:
 
 _BOUNDS = {dt: torch.finfo(dt).max / 4 for dt in (torch.float32, torch.float64)}
 _vdot = np.vdot
+
+
+def _host_view(x: Array) -> Any:
+    """NumPy's view of a CPU tensor's own memory (no copy, not recorded by autograd), or
+    None for one NumPy cannot view (a negative or conjugate view): torch reads it then."""
+    try:
+        return (x.detach() if x.requires_grad else x).numpy()
+    except RuntimeError:
+        return None
+
 
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 _Tensor = torch.Tensor
@@ -1204,11 +1211,8 @@ def _extrema(x: Array) -> tuple[float, float]:
     more threads torch splits its read (two, 1e6: 89 us against 116)."""
     if (_NUMPY_EXTREMA[0] <= x.numel() < _NUMPY_EXTREMA[1] and x.dtype in _BOUNDS
             and x.is_cpu and x.is_contiguous() and torch.get_num_threads() == 1):
-        try:
-            a = x.detach().numpy()
-        except RuntimeError:  # (one NumPy cannot view: torch's read below)
-            pass
-        else:
+        a = _host_view(x)
+        if a is not None:
             return float(_np_min(a, axis=None)), float(_np_max(a, axis=None))
     lo, hi = _aminmax(x)
     return lo.item(), hi.item()

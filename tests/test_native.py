@@ -1733,16 +1733,20 @@ def test_known_binary_reads_0_1_labels_only():  # type: ignore[no-untyped-def]
     assert not unilosses.backends.adapter_named("numpy").known_binary(np.array([0.0, 1.0]))
 
 
-@pytest.mark.parametrize("n", [16, kernels._CHECK_MIN], ids=["numpy-read", "torch-read"])
+@pytest.mark.parametrize("n", [16, 1024, kernels._CHECK_MIN],
+                         ids=["list-read", "numpy-read", "torch-read"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type: ignore[no-untyped-def]
-    # small inputs are read through NumPy, large ones (and what NumPy cannot view) through
-    # torch: the same test, whose True means that the clamp to +-max/4 changes nothing
+    # tiny 1-D and 2-D inputs are read through their Python floats (hypot), small ones
+    # through NumPy, large ones (and what NumPy cannot view) through torch: the same test,
+    # whose True means that the clamp to +-max/4 changes nothing
+    assert (n <= kernels._LIST_MAX) == (n == 16)
     root = math.sqrt(torch.finfo(dtype).max)
     base = torch.linspace(-3.0, 3.0, n, dtype=dtype)
     assert kernels._bounded(base)
     assert kernels._bounded(base.clone().requires_grad_(True))
     assert kernels._bounded(base.reshape(-1, 8 if n == 16 else 256))
+    assert kernels._bounded(base.reshape(2, 2, -1))  # (3-D: NumPy's read)
     one = base.clone()
     one[n // 2] = root * 0.5  # its square is finite
     assert kernels._bounded(one)
@@ -1751,6 +1755,10 @@ def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type:
         x = base.clone()
         x[n // 3] = bad
         assert not kernels._bounded(x), bad
+        assert not kernels._bounded(x.reshape(-1, 8 if n == 16 else 256)), bad
+        if bad != bad:  # NaN next to an inf
+            x[n // 2] = math.inf
+            assert not kernels._bounded(x), "NaN and inf"
         # (a negative view: NumPy refuses it, torch reads it)
         assert not kernels._bounded(torch._neg_view(x)), bad
         assert not kernels._bounded(x.requires_grad_(True)), bad

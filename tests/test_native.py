@@ -1773,13 +1773,15 @@ def test_the_bound_read_holds_exactly_when_x_dot_x_is_finite(n, dtype):  # type:
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_the_extrema_read(dtype, threads):  # type: ignore[no-untyped-def]
-    # read through NumPy between _NUMPY_EXTREMA's sizes on one thread, else through torch's
-    # aminmax: the minimum and maximum exactly, NaN as both
+    # read through Python's numbers up to _EXTREMA_LIST_MAX elements, through NumPy between
+    # _NUMPY_EXTREMA's sizes on one thread, else through torch's aminmax: the minimum and
+    # maximum exactly, NaN as both
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         g = torch.Generator().manual_seed(5)
-        for n in (16, kernels._NUMPY_EXTREMA[0], kernels._NUMPY_EXTREMA[0] * 3 + 5):
+        assert kernels._EXTREMA_LIST_MAX == 16
+        for n in (16, 64, kernels._NUMPY_EXTREMA[0], kernels._NUMPY_EXTREMA[0] * 3 + 5):
             x = torch.rand(n, generator=g, dtype=dtype) * 6.0 - 3.0
             x[n // 3] = -7.5
             x[n // 2] = 9.25
@@ -1798,6 +1800,16 @@ def test_the_extrema_read(dtype, threads):  # type: ignore[no-untyped-def]
                     assert math.isnan(lo) and math.isnan(hi)
                 else:
                     assert (lo, hi) == ((bad, 9.25) if bad < 0 else (-7.5, bad))
+            y = x.clone()
+            y[0] = math.nan  # (where min and max would pass over it)
+            assert all(map(math.isnan, kernels._extrema(y)))
+            if n % 4 == 0:
+                assert all(map(math.isnan, kernels._extrema(y.reshape(-1, 4))))
+            y[0], y[1] = -math.inf, math.inf  # (a NaN sum, no NaN)
+            assert kernels._extrema(y) == (-math.inf, math.inf)
+            states = torch.remainder(torch.arange(n), 3) - 1  # (int64: the anchor states)
+            assert kernels._extrema(states) == (-1, 1)
+            assert kernels._extrema(states[:16].clamp(0, 1).reshape(-1, 2)) == (0, 1)
     finally:
         torch.set_num_threads(before)
 

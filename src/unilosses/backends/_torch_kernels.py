@@ -158,13 +158,20 @@ def tracing(x: Array, *others: Array) -> bool:
     the time, which counts on tiny calls; the subclass test only after the exact type's, which
     a plain tensor passes at once.)  ``others``: the call's other arrays, on x's device, which
     a transform may wrap alone (vmap over the targets; the gradient in them)."""
-    if (torch.compiler.is_compiling() or functorch_wrapped(x) or x.is_meta
+    if (_compiling() or _wrapped(x) or x.is_meta
             or (type(x) is not _Tensor and isinstance(x, FakeTensor))):
         return True
     for a in others:
-        if functorch_wrapped(a):
+        if _wrapped(a):
             return True
     return False
+
+
+# (called as they are, not through a Python function of ours: :func:`tracing` of two
+# tensors in 0.46-0.48 us against 0.62-0.68; torch.compile knows is_compiling by the
+# function object, whatever its name here)
+_compiling = torch.compiler.is_compiling
+_wrapped: Callable[[Array], bool] = _is_wrapped or (lambda x: False)
 
 
 def _clamped(x: Array) -> Array:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backends import _BY_TYPE, Adapter
-from .checks import checks_enabled
+from .checks import checks_enabled, deferred
 from .dispatch import resolve
 from .validate import (
     REDUCTIONS,
@@ -223,17 +223,33 @@ class Call:
         :mod:`unilosses._core.checks`.
         """
         # is_tracing first: under torch.compile the ContextVar read in checks_enabled()
-        # cannot be traced, and a traced value is never checked anyway
-        if self.ad.is_tracing(ok) or not checks_enabled():
+        # cannot be traced, and a traced value is never checked anyway (but where an eager
+        # call is compiled whole, which checks its predicates after the run)
+        if self.ad.is_tracing(ok):
+            self._defer(ok)
+            return
+        if not checks_enabled():
             return
         if not bool(self.xp.all(ok)):
             raise ValueError(message())
+
+    def _defer(self, ok: Array) -> None:
+        """Hand a traced check's predicate ``ok`` to the eager call compiled whole around
+        this one, if any (:func:`~unilosses._core.checks.deferred`)."""
+        if self.ad.compile_whole is not None:
+            found = deferred()
+            if found is not None:
+                found.append(self.xp.all(ok))
 
     def require_within(self, x: Array, lo: float, hi: float, message: Callable[[], str]) -> bool:
         """Raise ``ValueError(message())`` unless every element of ``x`` lies in [lo, hi]
         (NaN does not); eager only and while checks are enabled, as :meth:`require`.  True
         when the values were read and passed (a clamp to [lo, hi] is then the identity)."""
-        if self.ad.is_tracing(x) or not checks_enabled():
+        if self.ad.is_tracing(x):
+            if self.ad.compile_whole is not None:
+                self._defer((x >= lo) & (x <= hi))
+            return False
+        if not checks_enabled():
             return False
         ok = self._within(x, lo, hi, self.ad.extrema(x))
         if ok is False:
@@ -258,6 +274,8 @@ class Call:
         change anything.  ``read=False``: with checks off, do not read the values only to
         answer that (on small inputs the read costs as much as the clip it would spare)."""
         tracing = self.ad.is_tracing(p)
+        if tracing and self.ad.compile_whole is not None:
+            self._defer((p >= 0.0) & (p <= 1.0))
         check = not tracing and checks_enabled()
         extrema = (self.ad.extrema(p)
                    if check or (inside is not None and read and not tracing) else None)

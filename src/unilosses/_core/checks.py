@@ -17,6 +17,10 @@ from contextvars import ContextVar
 _OFF = ("0", "false", "off", "no")
 _default = os.environ.get("UNILOSSES_CHECKS", "1").strip().lower() not in _OFF
 _override: ContextVar[bool | None] = ContextVar("unilosses_checks", default=None)
+#: while an eager call is traced into one compiled function (:mod:`._core.eager`): the
+#: checks' predicates (boolean arrays, all True when the check passes), returned by that
+#: function, where a traced check would otherwise be skipped
+_deferred: ContextVar[list[object] | None] = ContextVar("unilosses_deferred", default=None)
 
 
 def set_checks(enabled: bool) -> None:
@@ -43,3 +47,19 @@ def checks(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _override.reset(token)
+
+
+def deferred() -> list[object] | None:
+    """The list a traced check appends its predicate to, or None (the check is skipped)."""
+    return _deferred.get() if checks_enabled() else None
+
+
+@contextmanager
+def deferring() -> Iterator[list[object]]:
+    """Collect the predicates of the checks traced in the body (see :func:`deferred`)."""
+    found: list[object] = []
+    token = _deferred.set(found)
+    try:
+        yield found
+    finally:
+        _deferred.reset(token)

@@ -31,6 +31,10 @@ class Adapter:
     #: short path (a backend that leaves them empty always takes the long one)
     plain_dtypes: tuple[Any, ...] = ()
     label_dtypes: tuple[Any, ...] = ()
+    #: ``compile(fn)``, a function of arrays compiled whole and cached by their shapes and
+    #: dtypes (``jax.jit``), for a backend whose eager calls dispatch op by op at a cost far
+    #: above the ops' own (:mod:`unilosses._core.eager`); None: eager calls run as they are
+    compile_whole: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
 
     # -- array facts -------------------------------------------------------------------------
     def device(self, x: Array) -> Any:

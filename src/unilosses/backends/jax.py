@@ -166,6 +166,7 @@ def _sharded_along(x: Array, axis: int) -> bool:
 
 class JaxAdapter(Adapter):
     name = "jax"
+    compile_whole = staticmethod(jax.jit)
 
     def __init__(self) -> None:
         super().__init__(jnp)

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
+from .._core.eager import compiled_eagerly
 from .._core.validate import check_positive, fmt_shape, host_shape
 
 Array = Any
@@ -63,6 +64,7 @@ def _prepare(boxes: Array, target_boxes: Array, eps: float, reduction: str, weig
     return call, _Geometry(call, b, g, eps)
 
 
+@compiled_eagerly
 def giou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -118,6 +120,7 @@ def giou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
     return call.reduce(1.0 - geo.iou + (area_c - geo.union) / (area_c + eps))
 
 
+@compiled_eagerly
 def diou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -167,6 +170,7 @@ def _aspect(call: Call, w: Array, h: Array) -> Array:
                     call.xp.sign(w) * (math.pi / 2))
 
 
+@compiled_eagerly
 def ciou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._core.call import Call, broadcast_checked, plain, prepare
 from .._core.checks import checks_enabled
+from .._core.eager import compiled_eagerly
 from .._core.validate import (
     _number,
     as_index,
@@ -141,6 +142,7 @@ def _smooth_binary(t: Array, label_smoothing: float) -> Array:
     return t * (1.0 - label_smoothing) + 0.5 * label_smoothing
 
 
+@compiled_eagerly
 def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothing: float = 0.0,
                          reduction: str = "mean", weights: Array | None = None,
                          where: Array | None = None) -> Array:
@@ -228,6 +230,7 @@ def _bce_probabilities_value_grad(call: Call, p: Array, t: Array, grad: bool = T
     return v, (p - t) / (p * (1.0 - p))
 
 
+@compiled_eagerly
 def binary_cross_entropy_with_logits(
     logits: Array, targets: Array, /, *, pos_weight: Array | float | None = None,
     label_smoothing: float = 0.0, reduction: str = "mean", weights: Array | None = None,
@@ -497,6 +500,7 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     return call.reduce(-xp.sum(cw * ts * logp, axis=ax), norm=xp.sum(cw * t, axis=ax))
 
 
+@compiled_eagerly
 def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: int = -1,
                               label_smoothing: float = 0.0,
                               class_weights: Array | None = None, reduction: str = "mean",
@@ -559,6 +563,7 @@ def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: in
                         weights, where, logits=False)
 
 
+@compiled_eagerly
 def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, axis: int = -1,
                                           label_smoothing: float = 0.0,
                                           class_weights: Array | None = None,
@@ -755,6 +760,7 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     return call.reduce(nll, norm=wy)
 
 
+@compiled_eagerly
 def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, axis: int = -1,
                                      ignore_index: int | None = None,
                                      label_smoothing: float = 0.0,
@@ -821,6 +827,7 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
                    reduction, weights, where, logits=False)
 
 
+@compiled_eagerly
 def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /, *,
                                                  axis: int = -1,
                                                  ignore_index: int | None = None,
@@ -890,6 +897,7 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
                    reduction, weights, where, logits=True)
 
 
+@compiled_eagerly
 def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon: float = 2.0,
                                     axis: int = -1, reduction: str = "mean",
                                     weights: Array | None = None,

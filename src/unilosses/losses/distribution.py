@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, broadcast_checked, prepare
+from .._core.eager import compiled_eagerly
 from .._core.validate import (
     check_flag,
     check_positive,
@@ -25,6 +26,7 @@ def _straight_through_floor(call: Call, v: Array, eps: float) -> Array:
     return v + call.ad.stop_gradient(floored - v)
 
 
+@compiled_eagerly
 def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None = -1,
                   log_target: bool = False, reduction: str = "mean",
                   weights: Array | None = None, where: Array | None = None) -> Array:
@@ -136,6 +138,7 @@ def _batch_count(call: Call, loss: Array) -> Any:
     return ad.where(n > 0, n, 1.0)
 
 
+@compiled_eagerly
 def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True,
                 full: bool = False, eps: float = 1e-8, reduction: str = "mean",
                 weights: Array | None = None, where: Array | None = None) -> Array:
@@ -208,6 +211,7 @@ def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True
     return call.reduce(loss)
 
 
+@compiled_eagerly
 def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full: bool = False,
                  eps: float = 1e-6, reduction: str = "mean", weights: Array | None = None,
                  where: Array | None = None) -> Array:

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._core.call import Call, broadcast_checked, plain, prepare
 from .._core.checks import checks_enabled
+from .._core.eager import compiled_eagerly
 from .._core.validate import (
     check_nonnegative,
     check_positive,
@@ -289,6 +290,7 @@ def _focal_probabilities_value_grad(call: Call, p: Array, y: Array, alpha: float
     return v, df * ce + f * dce
 
 
+@compiled_eagerly
 def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
                       gamma: float = 2.0, reduction: str = "mean",
                       weights: Array | None = None, where: Array | None = None) -> Array:
@@ -368,6 +370,7 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     return call.closed_form_loss(elementwise, value_and_grad, p, t, per_element=gamma == 0.0)
 
 
+@compiled_eagerly
 def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
                                   alpha: Any = 0.25, gamma: float = 2.0,
                                   reduction: str = "mean", weights: Array | None = None,
@@ -571,6 +574,7 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     return call.in_dtype(total / normalizer)
 
 
+@compiled_eagerly
 def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /, *,
                       alpha: Any = 0.25, gamma: float = 2.0,
                       normalizer: Any = None, normalize: str = "batch") -> Array:
@@ -632,6 +636,7 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
                    logits=False)
 
 
+@compiled_eagerly
 def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: Array, /, *,
                                   alpha: Any = 0.25, gamma: float = 2.0,
                                   normalizer: Any = None, normalize: str = "batch") -> Array:
@@ -744,6 +749,7 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
     return call.reduce(xp.sum(t * term, axis=ax))
 
 
+@compiled_eagerly
 def categorical_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
                            gamma: float = 2.0, axis: int = -1, label_smoothing: float = 0.0,
                            reduction: str = "mean", weights: Array | None = None,
@@ -804,6 +810,7 @@ def categorical_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any 
                               where=where)
 
 
+@compiled_eagerly
 def categorical_focal_loss_with_logits(logits: Array, targets: Array, /, *, alpha: Any = 0.25,
                                        gamma: float = 2.0, axis: int = -1,
                                        label_smoothing: float = 0.0, reduction: str = "mean",
@@ -868,6 +875,7 @@ def categorical_focal_loss_with_logits(logits: Array, targets: Array, /, *, alph
                               where=where)
 
 
+@compiled_eagerly
 def sparse_categorical_focal_loss(predictions: Array, labels: Array, /, *, alpha: Any = 0.25,
                                   gamma: float = 2.0, axis: int = -1,
                                   ignore_index: int | None = None,
@@ -930,6 +938,7 @@ def sparse_categorical_focal_loss(predictions: Array, labels: Array, /, *, alpha
                               where=where)
 
 
+@compiled_eagerly
 def sparse_categorical_focal_loss_with_logits(logits: Array, labels: Array, /, *,
                                               alpha: Any = 0.25, gamma: float = 2.0,
                                               axis: int = -1, ignore_index: int | None = None,

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
+from .._core.eager import compiled_eagerly
 from .._core.validate import reduced_axis
 
 Array = Any
@@ -31,6 +32,7 @@ def _margins(predictions: Array, targets: Array, reduction: str, weights: Any,
     return call, 1.0 - t * call.clean(p, 0.0)
 
 
+@compiled_eagerly
 def hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
           weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Hinge loss for binary classification with a margin of 1.
@@ -72,6 +74,7 @@ def hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     return call.reduce(_positive_part(call, m))
 
 
+@compiled_eagerly
 def squared_hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
                   weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Squared hinge loss: :math:`\max(0, 1 - t\,p)^2`.
@@ -109,6 +112,7 @@ def squared_hinge(predictions: Array, targets: Array, /, *, reduction: str = "me
     return call.reduce(h * h)
 
 
+@compiled_eagerly
 def categorical_hinge(predictions: Array, targets: Array, /, *, axis: int = -1,
                       reduction: str = "mean", weights: Array | None = None,
                       where: Array | None = None) -> Array:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import plain, prepare
+from .._core.eager import compiled_eagerly
 from .._core.validate import check_positive_int, fmt_shape, host_shape
 
 Array = Any
@@ -50,6 +51,7 @@ def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
     return (xp.sum(above, axis=-1) < k) & valid
 
 
+@compiled_eagerly
 def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     r"""Whether each label is among the top ``k`` predictions of its row.
 
@@ -88,6 +90,7 @@ def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     return _in_top_k(call, p, y, k)
 
 
+@compiled_eagerly
 def top_k_accuracy(predictions: Array, labels: Array, /, *, k: int = 5,
                    where: Array | None = None) -> Array:
     r"""Fraction of rows whose label is in the top ``k`` (see :func:`in_top_k`).

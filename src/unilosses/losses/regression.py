@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import Call, plain, prepare
+from .._core.eager import compiled_eagerly
 from .._core.validate import (
     check_positive,
     check_unit_interval,
@@ -19,6 +20,7 @@ Array = Any
 _PT = ("predictions", "targets")
 
 
+@compiled_eagerly
 def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean squared error.
@@ -60,6 +62,7 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     return call.reduce(d * d)
 
 
+@compiled_eagerly
 def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Root mean squared error over ``axis`` (all axes by default).
@@ -112,6 +115,7 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
     return call.ad.safe_sqrt(ms)
 
 
+@compiled_eagerly
 def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean absolute error (L1).
@@ -181,6 +185,7 @@ def _smooth_l1(call: Any, d: Array, beta: float) -> Array:
     return ad.where(small, (0.5 * dq) * (dq / beta), al - 0.5 * beta)
 
 
+@compiled_eagerly
 def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reduction: str = "mean",
           weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Huber loss: quadratic for errors up to ``delta``, linear beyond.
@@ -238,6 +243,7 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     return call.reduce(_huber(call, d, delta))
 
 
+@compiled_eagerly
 def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -362,6 +368,7 @@ def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
     return v, call.xp.copysign(m * (m + 2.0) / (e * e + 1.0), d)
 
 
+@compiled_eagerly
 def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
              weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Log-cosh loss.
@@ -420,6 +427,7 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
 KERAS_EPSILON = 1e-7
 
 
+@compiled_eagerly
 def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean squared logarithmic error.
@@ -469,6 +477,7 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     return call.reduce(d * d)
 
 
+@compiled_eagerly
 def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean absolute percentage error (in percent).
@@ -515,6 +524,7 @@ def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
                                                               KERAS_EPSILON))
 
 
+@compiled_eagerly
 def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5,
                   reduction: str = "mean", weights: Array | None = None,
                   where: Array | None = None) -> Array:
@@ -602,6 +612,7 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
     return call.reduce(ad.where(d > 0, q * d, ad.where(d < 0, (q - 1.0) * d, 0.0)))
 
 
+@compiled_eagerly
 def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int = -1,
                            eps: float = 1e-7, reduction: str = "mean",
                            weights: Array | None = None, where: Array | None = None) -> Array:

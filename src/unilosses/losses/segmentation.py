@@ -6,6 +6,7 @@ from typing import Any
 
 from .._core.call import Call, broadcast_checked, check_host_value, prepare
 from .._core.dispatch import resolve
+from .._core.eager import compiled_eagerly
 from .._core.validate import check_nonnegative, normalize_axes
 
 Array = Any
@@ -68,6 +69,7 @@ def _smoothing(smooth: float, eps: float) -> tuple[float, float]:
     return smooth, eps
 
 
+@compiled_eagerly
 def dice_loss(predictions: Array, targets: Array, /, *, axis: Any = None, smooth: float = 0.0,
               eps: float = 1e-7, reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -132,6 +134,7 @@ def dice_loss(predictions: Array, targets: Array, /, *, axis: Any = None, smooth
     return call.reduce(1.0 - (2.0 * inter + smooth) / (mass + (smooth + eps)))
 
 
+@compiled_eagerly
 def tversky_loss(predictions: Array, targets: Array, /, *, alpha: float = 0.5,
                  beta: float = 0.5, axis: Any = None, smooth: float = 0.0, eps: float = 1e-7,
                  reduction: str = "mean", weights: Array | None = None,

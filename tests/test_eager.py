@@ -113,12 +113,7 @@ def test_deferred_checks_raise_their_errors(case, compiled):  # type: ignore[no-
 
 
 def test_eager_path_where_the_compiled_one_does_not_apply(compiled):  # type: ignore[no-untyped-def]
-    x, t = jnp.arange(4.0), jnp.ones(4)
-    # under a transform the arrays are tracers: no form of their own
-    jax.jit(unilosses.mse)(x, t)
-    jax.grad(unilosses.mse)(x, t)
-    jax.vmap(unilosses.mse)(x[None], t[None])
-    assert not compiled
+    x = jnp.arange(4.0)
     # a list, a NumPy array (refused as from two frameworks), an unhashable option
     assert float(unilosses.mse(x, [0.0, 1.0, 2.0, 3.0])) == 0.0
     with pytest.raises(TypeError, match="two frameworks"):
@@ -126,6 +121,34 @@ def test_eager_path_where_the_compiled_one_does_not_apply(compiled):  # type: ig
     with pytest.raises(ValueError, match="shape"):
         unilosses.mse(x, jnp.ones(3))  # (traced, raised, raised again eagerly)
     assert [key[1] for key in compiled] == [(eager._ARRAY, eager._ARRAY)]
+
+
+@pytest.mark.parametrize("transform", ["grad", "jit_grad", "vmap", "hessian"])
+def test_tracers_run_compiled_without_checks(transform, compiled, op_by_op):  # type: ignore[no-untyped-def]
+    x, p, y, t = (jnp.asarray(a) for a in _inputs(np.float32))
+
+    def loss(x, t):  # type: ignore[no-untyped-def]
+        return unilosses.binary_cross_entropy_with_logits(x, t, reduction="sum")
+
+    def f():  # type: ignore[no-untyped-def]  # (a jit of its own each time: jit caches traces)
+        return {"grad": lambda: jax.value_and_grad(loss),
+                "jit_grad": lambda: jax.jit(jax.grad(loss)), "vmap": lambda: jax.vmap(loss),
+                "hessian": lambda: lambda x, t: jax.hessian(loss)(x[0], t[0])}[transform]()
+
+    want = op_by_op(f(), x, t)
+    got = f()(x, t)
+    # (a tracer's values are not read: compiled with the checks off, as traced code has them)
+    assert compiled and all(key[-1] is None for key in compiled)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=4 * np.finfo(np.float32).eps,
+                                   atol=4 * np.finfo(np.float32).eps)
+    # a probability out of range: refused eagerly, unchecked under grad (op by op alike)
+    bad = t.at[0, 0].set(2.0)
+    with pytest.raises(ValueError, match="probabilit"):
+        unilosses.binary_cross_entropy(bad, t)
+    for run in (op_by_op, lambda f, *a: f(*a)):
+        run(jax.grad(lambda q: unilosses.binary_cross_entropy(q, t)), bad)
 
 
 def test_option_types_make_distinct_forms(compiled):  # type: ignore[no-untyped-def]

@@ -3,16 +3,22 @@
 Eagerly, JAX runs every operation as a compiled computation of its own, at 5-20 us each on
 the CPU whatever the size: binary cross-entropy with logits took 376 us on 16 elements where
 the same loss under ``jax.jit`` took 6, and optax's eager formula 86.  So a call whose arrays
-are all concrete arrays of such a backend runs through one compiled function of them
+are all arrays of such a backend runs through one compiled function of them
 (``Adapter.compile_whole``), traced once per loss, options and value-check setting; shapes
 and dtypes are the compiler's own cache.
 
 Value checks are skipped while tracing; here each check's predicate is returned by the
 compiled function instead (:func:`~unilosses._core.checks.deferring`), and where one fails
-the call runs again eagerly, which raises the check's own error.  Anything else the compiled
-path does not take (a tracer, so an enclosing ``jit``, ``grad`` or ``vmap``; an argument
-that is not an array of the backend, a number, a string, None, or a tuple of those; an error
-while tracing; more than :data:`_MAX_FORMS` option sets of one loss) runs eagerly as before.
+the call runs again eagerly, which raises the check's own error.
+
+Tracers (the call is under ``grad``, ``vmap`` or an enclosing ``jit``) take the compiled
+path too, with the checks off as traced code has them: eagerly, ``jax.grad`` traces its
+function at every call, and through one ``jit`` it differentiates the cached trace instead
+(value and gradient of BCE with logits on 16 elements: 0.8 ms, from 4.6; optax's 2.7).
+Under an enclosing ``jit`` the inner one is inlined.  What the compiled path does not take
+(an argument that is not an array of the backend, a number, a string, None, or a tuple of
+those; an error while tracing; more than :data:`_MAX_FORMS` option sets of one loss) runs
+op by op as before.
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ def _form(ad: Adapter, v: Any, arrays: list[Any]) -> Any:
     if t is tuple:
         parts = tuple(_form(ad, e, arrays) for e in v)
         return _NO if any(p is _NO for p in parts) else (tuple, parts)
-    if _BY_TYPE.get(t) is ad and not ad.is_tracing(v):
+    if _BY_TYPE.get(t) is ad:  # (a tracer too: see _run)
         arrays.append(v)
         return _ARRAY
     return _NO
@@ -93,7 +99,10 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
     named = tuple((k, _form(ad, kwargs[k], arrays)) for k in sorted(kwargs))
     if not arrays or any(f is _NO for f in forms) or any(f is _NO for _, f in named):
         return fn(*args, **kwargs)
-    key = (fn, forms, named, checks_enabled())
+    # a tracer's values are not read (its checks are skipped, as on the op-by-op path): the
+    # call is compiled without them
+    traced = any(ad.is_tracing(a) for a in arrays)
+    key = (fn, forms, named, None if traced else checks_enabled())
     try:
         compiled = _compiled.get(key)
     except TypeError:  # (an unhashable option: NaN is hashable, an array in a tuple is not)
@@ -101,7 +110,7 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
     if compiled is _EAGER:
         return fn(*args, **kwargs)
     if compiled is None:
-        compiled = _compile(ad, fn, key, forms, named)
+        compiled = _compile(ad, fn, key, forms, named, defer=not traced)
         if compiled is None:
             return fn(*args, **kwargs)
     try:
@@ -118,8 +127,8 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
 
 
 def _compile(ad: Adapter, fn: Callable[..., Any], key: tuple[Any, ...],
-             forms: tuple[Any, ...], named: tuple[tuple[str, Any], ...]
-             ) -> Callable[..., Any] | None:
+             forms: tuple[Any, ...], named: tuple[tuple[str, Any], ...], *,
+             defer: bool) -> Callable[..., Any] | None:
     count = _forms.get(fn, 0)
     if count >= _MAX_FORMS or ad.compile_whole is None:
         return None
@@ -130,6 +139,8 @@ def _compile(ad: Adapter, fn: Callable[..., Any], key: tuple[Any, ...],
         it = iter(arrays)
         args = [_value(f, it) for f in forms]
         kwargs = {k: _value(f, it) for k, f in named}
+        if not defer:
+            return fn(*args, **kwargs), None
         with deferring() as found:
             out = fn(*args, **kwargs)
         return out, (xp.all(xp.stack(found)) if found else None)

@@ -190,3 +190,22 @@ def test_a_form_that_cannot_be_traced_stays_eager(compiled):  # type: ignore[no-
     tracers = [t for t in runs if issubclass(t, jax.core.Tracer)]
     assert len(tracers) == 1 and len(runs) == 4
     assert list(compiled.values()) == [eager._EAGER]
+
+
+def test_symbolic_shapes_run_op_by_op(compiled):  # type: ignore[no-untyped-def]
+    # (through the inner jit, the second export of a loss found the first one's dimension
+    # value, a tracer, among its constants: "No constant handler for type")
+    from jax import export
+
+    def value_and_grad(x, t):  # type: ignore[no-untyped-def]
+        return jax.value_and_grad(lambda x: unilosses.binary_focal_loss(x, t))(x)
+
+    def exported():  # type: ignore[no-untyped-def]  # (each with dimensions of its own)
+        spec = jax.ShapeDtypeStruct(export.symbolic_shape("b, c"), jnp.float32)
+        return export.export(jax.jit(value_and_grad))(spec, spec)
+
+    x = jnp.asarray(_inputs(np.float32)[1])
+    exports = [exported(), exported()]
+    for e in exports:
+        for g, w in zip(e.call(x, x), value_and_grad(x, x), strict=True):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6)

@@ -17,8 +17,8 @@ function at every call, and through one ``jit`` it differentiates the cached tra
 (value and gradient of BCE with logits on 16 elements: 0.8 ms, from 4.6; optax's 2.7).
 Under an enclosing ``jit`` the inner one is inlined.  What the compiled path does not take
 (an argument that is not an array of the backend, a number, a string, None, or a tuple of
-those; an error while tracing; more than :data:`_MAX_FORMS` option sets of one loss) runs
-op by op as before.
+those; a tracer of symbolic shape; an error while tracing; more than :data:`_MAX_FORMS`
+option sets of one loss) runs op by op as before.
 """
 
 from __future__ import annotations
@@ -102,6 +102,11 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
     # a tracer's values are not read (its checks are skipped, as on the op-by-op path): the
     # call is compiled without them
     traced = any(ad.is_tracing(a) for a in arrays)
+    if traced and not all(type(d) is int for a in arrays for d in a.shape):
+        # symbolic dimensions (jax.export): a dimension's value, computed in the inner
+        # trace, belongs to the outer one, and the inner jit's cached trace would hand it
+        # to the next export as a constant
+        return fn(*args, **kwargs)
     key = (fn, forms, named, None if traced else checks_enabled())
     try:
         compiled = _compiled.get(key)

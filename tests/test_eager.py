@@ -209,3 +209,17 @@ def test_symbolic_shapes_run_op_by_op(compiled):  # type: ignore[no-untyped-def]
     for e in exports:
         for g, w in zip(e.call(x, x), value_and_grad(x, x), strict=True):
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6)
+
+
+def test_a_loss_within_a_compiled_loss_keeps_its_checks_inside(compiled):  # type: ignore[no-untyped-def]
+    # (a compiled call's checks are its own: one inside it is traced in a jit of its own,
+    # whose values the outer call cannot return)
+    @eager.compiled_eagerly
+    def outer(p, t):  # type: ignore[no-untyped-def]
+        return unilosses.binary_cross_entropy(p, t) + unilosses.mse(p, t)
+
+    p = jnp.asarray([0.2, 0.7, 0.9])
+    t = jnp.asarray([0.0, 1.0, 1.0])
+    want = (np.mean(-np.log([0.8, 0.7, 0.9])) + np.mean(np.square([0.2, 0.3, 0.1])))
+    np.testing.assert_allclose(float(outer(p, t)), want, rtol=1e-6)
+    assert len(compiled) == 3 and sum(key[-1] is None for key in compiled) == 2

@@ -55,9 +55,11 @@ def deferred() -> list[object] | None:
 
 
 @contextmanager
-def deferring() -> Iterator[list[object]]:
-    """Collect the predicates of the checks traced in the body (see :func:`deferred`)."""
-    found: list[object] = []
+def deferring(collect: bool = True) -> Iterator[list[object] | None]:
+    """Collect the predicates of the checks traced in the body (see :func:`deferred`); with
+    ``collect=False``, skip them, whatever an enclosing body collects (its list would get
+    another trace's values)."""
+    found: list[object] | None = [] if collect else None
     token = _deferred.set(found)
     try:
         yield found

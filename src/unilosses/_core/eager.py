@@ -144,9 +144,7 @@ def _compile(ad: Adapter, fn: Callable[..., Any], key: tuple[Any, ...],
         it = iter(arrays)
         args = [_value(f, it) for f in forms]
         kwargs = {k: _value(f, it) for k, f in named}
-        if not defer:
-            return fn(*args, **kwargs), None
-        with deferring() as found:
+        with deferring(defer) as found:
             out = fn(*args, **kwargs)
         return out, (xp.all(xp.stack(found)) if found else None)
 

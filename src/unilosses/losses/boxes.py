@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import check_positive, fmt_shape, host_shape
 
 Array = Any
@@ -64,7 +64,6 @@ def _prepare(boxes: Array, target_boxes: Array, eps: float, reduction: str, weig
     return call, _Geometry(call, b, g, eps)
 
 
-@compiled_eagerly
 def giou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -115,12 +114,13 @@ def giou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
     >>> round(float(unilosses.giou_loss(b, g)), 6)
     1.079365
     """
+    if runs_whole(boxes):
+        return run_whole(giou_loss, locals())
     call, geo = _prepare(boxes, target_boxes, eps, reduction, weights, where)
     area_c = geo.cw * geo.ch
     return call.reduce(1.0 - geo.iou + (area_c - geo.union) / (area_c + eps))
 
 
-@compiled_eagerly
 def diou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -158,6 +158,8 @@ def diou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
     >>> round(float(unilosses.diou_loss(b, g)), 6)
     0.968254
     """
+    if runs_whole(boxes):
+        return run_whole(diou_loss, locals())
     call, geo = _prepare(boxes, target_boxes, eps, reduction, weights, where)
     return call.reduce(1.0 - geo.iou + geo.distance_term(eps))
 
@@ -170,7 +172,6 @@ def _aspect(call: Call, w: Array, h: Array) -> Array:
                     call.xp.sign(w) * (math.pi / 2))
 
 
-@compiled_eagerly
 def ciou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -214,6 +215,8 @@ def ciou_loss(boxes: Array, target_boxes: Array, /, *, eps: float = 1e-7,
     >>> round(float(unilosses.ciou_loss(b, g)), 6)
     0.842091
     """
+    if runs_whole(boxes):
+        return run_whole(ciou_loss, locals())
     call, geo = _prepare(boxes, target_boxes, eps, reduction, weights, where)
     diff = _aspect(call, geo.wg, geo.hg) - _aspect(call, geo.w, geo.h)
     v = (4.0 / math.pi ** 2) * diff * diff

@@ -7,7 +7,7 @@ from typing import Any
 
 from .._core.call import Call, broadcast_checked, plain, prepare
 from .._core.checks import checks_enabled
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import (
     _number,
     as_index,
@@ -142,7 +142,6 @@ def _smooth_binary(t: Array, label_smoothing: float) -> Array:
     return t * (1.0 - label_smoothing) + 0.5 * label_smoothing
 
 
-@compiled_eagerly
 def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothing: float = 0.0,
                          reduction: str = "mean", weights: Array | None = None,
                          where: Array | None = None) -> Array:
@@ -188,6 +187,8 @@ def binary_cross_entropy(predictions: Array, targets: Array, /, *, label_smoothi
     >>> round(float(unilosses.binary_cross_entropy(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.164252
     """
+    if runs_whole(predictions):
+        return run_whole(binary_cross_entropy, locals())
     # (checks_enabled itself: its ContextVar cannot be read under torch.compile)
     fused = plain("binary_cross_entropy", predictions, targets, label_smoothing, reduction,
                   EPSILON, checks_enabled, weights=weights, where=where)
@@ -230,7 +231,6 @@ def _bce_probabilities_value_grad(call: Call, p: Array, t: Array, grad: bool = T
     return v, (p - t) / (p * (1.0 - p))
 
 
-@compiled_eagerly
 def binary_cross_entropy_with_logits(
     logits: Array, targets: Array, /, *, pos_weight: Array | float | None = None,
     label_smoothing: float = 0.0, reduction: str = "mean", weights: Array | None = None,
@@ -290,6 +290,8 @@ def binary_cross_entropy_with_logits(
     ...                                                        np.array([1.0, 0.0]))), 6)
     0.220095
     """
+    if runs_whole(logits):
+        return run_whole(binary_cross_entropy_with_logits, locals())
     if pos_weight is None:
         fused = plain("binary_cross_entropy_with_logits", logits, targets, label_smoothing,
                       reduction, weights=weights, where=where)
@@ -500,7 +502,6 @@ def _categorical(predictions: Array, targets: Array, axis: int, label_smoothing:
     return call.reduce(-xp.sum(cw * ts * logp, axis=ax), norm=xp.sum(cw * t, axis=ax))
 
 
-@compiled_eagerly
 def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: int = -1,
                               label_smoothing: float = 0.0,
                               class_weights: Array | None = None, reduction: str = "mean",
@@ -554,6 +555,8 @@ def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: in
     >>> round(float(unilosses.categorical_cross_entropy(p, t)), 6)
     0.164252
     """
+    if runs_whole(predictions):
+        return run_whole(categorical_cross_entropy, locals())
     if class_weights is None and weights is None and where is None:
         fused = plain("categorical_cross_entropy", predictions, targets, axis, label_smoothing,
                       reduction, EPSILON, checks_enabled)
@@ -563,7 +566,6 @@ def categorical_cross_entropy(predictions: Array, targets: Array, /, *, axis: in
                         weights, where, logits=False)
 
 
-@compiled_eagerly
 def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, axis: int = -1,
                                           label_smoothing: float = 0.0,
                                           class_weights: Array | None = None,
@@ -619,6 +621,8 @@ def categorical_cross_entropy_with_logits(logits: Array, targets: Array, /, *, a
     >>> round(float(unilosses.categorical_cross_entropy_with_logits(x, t)), 6)
     0.126928
     """
+    if runs_whole(logits):
+        return run_whole(categorical_cross_entropy_with_logits, locals())
     if class_weights is None:
         fused = plain("cross_entropy_with_logits", logits, targets, axis, label_smoothing,
                       reduction, False, weights=weights, where=where)
@@ -760,7 +764,6 @@ def _sparse(predictions: Array, labels: Array, axis: int, ignore_index: int | No
     return call.reduce(nll, norm=wy)
 
 
-@compiled_eagerly
 def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, axis: int = -1,
                                      ignore_index: int | None = None,
                                      label_smoothing: float = 0.0,
@@ -818,6 +821,8 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
     >>> round(float(unilosses.sparse_categorical_cross_entropy(p, np.array([0, 1]))), 6)
     0.164252
     """
+    if runs_whole(predictions):
+        return run_whole(sparse_categorical_cross_entropy, locals())
     if ignore_index is None and class_weights is None and weights is None and where is None:
         fused = plain("sparse_categorical_cross_entropy", predictions, labels, axis,
                       label_smoothing, reduction, EPSILON, checks_enabled)
@@ -827,7 +832,6 @@ def sparse_categorical_cross_entropy(predictions: Array, labels: Array, /, *, ax
                    reduction, weights, where, logits=False)
 
 
-@compiled_eagerly
 def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /, *,
                                                  axis: int = -1,
                                                  ignore_index: int | None = None,
@@ -888,6 +892,8 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
     >>> round(float(unilosses.sparse_categorical_cross_entropy_with_logits(x, np.array([0]))), 6)
     0.126928
     """
+    if runs_whole(logits):
+        return run_whole(sparse_categorical_cross_entropy_with_logits, locals())
     fused = plain("cross_entropy_with_logits", logits, labels, axis, label_smoothing,
                   reduction, True, ignore_index, class_weights, checks_enabled,
                   weights=weights, where=where)
@@ -897,7 +903,6 @@ def sparse_categorical_cross_entropy_with_logits(logits: Array, labels: Array, /
                    reduction, weights, where, logits=True)
 
 
-@compiled_eagerly
 def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon: float = 2.0,
                                     axis: int = -1, reduction: str = "mean",
                                     weights: Array | None = None,
@@ -948,6 +953,8 @@ def poly1_cross_entropy_with_logits(logits: Array, targets: Array, /, *, epsilon
     >>> round(float(unilosses.poly1_cross_entropy_with_logits(x, t)), 6)
     0.670117
     """
+    if runs_whole(logits):
+        return run_whole(poly1_cross_entropy_with_logits, locals())
     eps = check_finite("epsilon", epsilon)
     ax = reduced_axis(axis, logits, "logits")
     call, (x, t) = prepare(("logits", "targets"), (logits, targets), reduction=reduction,

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, broadcast_checked, prepare
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import (
     check_flag,
     check_positive,
@@ -26,7 +26,6 @@ def _straight_through_floor(call: Call, v: Array, eps: float) -> Array:
     return v + call.ad.stop_gradient(floored - v)
 
 
-@compiled_eagerly
 def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None = -1,
                   log_target: bool = False, reduction: str = "mean",
                   weights: Array | None = None, where: Array | None = None) -> Array:
@@ -89,6 +88,8 @@ def kl_divergence(log_predictions: Array, targets: Array, /, *, axis: int | None
     >>> round(float(unilosses.kl_divergence(logp, t)), 6)
     0.601986
     """
+    if runs_whole(log_predictions):
+        return run_whole(kl_divergence, locals())
     batchmean = reduction == "batchmean"
     log_target = check_flag("log_target", log_target)
     ax = None if axis is None else reduced_axis(axis, log_predictions, "log_predictions")
@@ -138,7 +139,6 @@ def _batch_count(call: Call, loss: Array) -> Any:
     return ad.where(n > 0, n, 1.0)
 
 
-@compiled_eagerly
 def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True,
                 full: bool = False, eps: float = 1e-8, reduction: str = "mean",
                 weights: Array | None = None, where: Array | None = None) -> Array:
@@ -188,6 +188,8 @@ def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True
     >>> round(float(unilosses.poisson_nll(np.array([0.0, 1.0]), np.array([1.0, 2.0]))), 6)
     0.859141
     """
+    if runs_whole(predictions):
+        return run_whole(poisson_nll, locals())
     eps = check_positive("eps", eps)
     log_input, full = check_flag("log_input", log_input), check_flag("full", full)
     call, (x, k) = prepare(("predictions", "targets"), (predictions, targets),
@@ -211,7 +213,6 @@ def poisson_nll(predictions: Array, targets: Array, /, *, log_input: bool = True
     return call.reduce(loss)
 
 
-@compiled_eagerly
 def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full: bool = False,
                  eps: float = 1e-6, reduction: str = "mean", weights: Array | None = None,
                  where: Array | None = None) -> Array:
@@ -263,6 +264,8 @@ def gaussian_nll(predictions: Array, targets: Array, variance: Array, /, *, full
     >>> round(float(unilosses.gaussian_nll(p, t, v)), 6)
     0.596574
     """
+    if runs_whole(predictions):
+        return run_whole(gaussian_nll, locals())
     eps = check_positive("eps", eps)
     full = check_flag("full", full)
     pshape, vshape = host_shape(predictions), host_shape(variance)

@@ -7,7 +7,7 @@ from typing import Any
 
 from .._core.call import Call, broadcast_checked, plain, prepare
 from .._core.checks import checks_enabled
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import (
     check_nonnegative,
     check_positive,
@@ -290,7 +290,6 @@ def _focal_probabilities_value_grad(call: Call, p: Array, y: Array, alpha: float
     return v, df * ce + f * dce
 
 
-@compiled_eagerly
 def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
                       gamma: float = 2.0, reduction: str = "mean",
                       weights: Array | None = None, where: Array | None = None) -> Array:
@@ -341,6 +340,8 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     >>> round(float(unilosses.binary_focal_loss(np.array([0.9, 0.2]), np.array([1, 0]))), 6)
     0.003479
     """
+    if runs_whole(predictions):
+        return run_whole(binary_focal_loss, locals())
     fused = plain("binary_focal_loss", predictions, targets, alpha, gamma, reduction,
                   EPSILON, checks_enabled, weights=weights, where=where)
     if fused is not None:
@@ -370,7 +371,6 @@ def binary_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.2
     return call.closed_form_loss(elementwise, value_and_grad, p, t, per_element=gamma == 0.0)
 
 
-@compiled_eagerly
 def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
                                   alpha: Any = 0.25, gamma: float = 2.0,
                                   reduction: str = "mean", weights: Array | None = None,
@@ -426,6 +426,8 @@ def binary_focal_loss_with_logits(logits: Array, targets: Array, /, *,
     >>> round(float(unilosses.binary_focal_loss_with_logits(x, t)), 6)
     0.008722
     """
+    if runs_whole(logits):
+        return run_whole(binary_focal_loss_with_logits, locals())
     fused = plain("binary_focal_loss_with_logits", logits, targets, alpha, gamma,
                   reduction, weights=weights, where=where)
     if fused is not None:
@@ -574,7 +576,6 @@ def _anchor(predictions: Array, targets: Array, anchor_state: Array, alpha: Any,
     return call.in_dtype(total / normalizer)
 
 
-@compiled_eagerly
 def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /, *,
                       alpha: Any = 0.25, gamma: float = 2.0,
                       normalizer: Any = None, normalize: str = "batch") -> Array:
@@ -628,6 +629,8 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
     >>> round(float(unilosses.anchor_focal_loss(p, t, s)), 6)
     0.031823
     """
+    if runs_whole(predictions):
+        return run_whole(anchor_focal_loss, locals())
     fused = plain("anchor_focal_loss", predictions, targets, anchor_state, alpha, gamma,
                   normalizer, normalize, EPSILON, checks_enabled)
     if fused is not None:
@@ -636,7 +639,6 @@ def anchor_focal_loss(predictions: Array, targets: Array, anchor_state: Array, /
                    logits=False)
 
 
-@compiled_eagerly
 def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: Array, /, *,
                                   alpha: Any = 0.25, gamma: float = 2.0,
                                   normalizer: Any = None, normalize: str = "batch") -> Array:
@@ -668,6 +670,8 @@ def anchor_focal_loss_with_logits(logits: Array, targets: Array, anchor_state: A
     >>> round(float(unilosses.anchor_focal_loss_with_logits(x, t, s)), 6)
     0.018879
     """
+    if runs_whole(logits):
+        return run_whole(anchor_focal_loss_with_logits, locals())
     fused = plain("anchor_focal_loss_with_logits", logits, targets, anchor_state, alpha,
                   gamma, normalizer, normalize, checks_enabled)
     if fused is not None:
@@ -749,7 +753,6 @@ def _categorical_focal(predictions: Array, targets: Array, *, sparse: bool, logi
     return call.reduce(xp.sum(t * term, axis=ax))
 
 
-@compiled_eagerly
 def categorical_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any = 0.25,
                            gamma: float = 2.0, axis: int = -1, label_smoothing: float = 0.0,
                            reduction: str = "mean", weights: Array | None = None,
@@ -804,13 +807,14 @@ def categorical_focal_loss(predictions: Array, targets: Array, /, *, alpha: Any 
     >>> round(float(unilosses.categorical_focal_loss(p, t)), 6)
     0.008025
     """
+    if runs_whole(predictions):
+        return run_whole(categorical_focal_loss, locals())
     return _categorical_focal(predictions, targets, sparse=False, logits=False, alpha=alpha,
                               gamma=gamma, axis=axis, label_smoothing=label_smoothing,
                               ignore_index=None, reduction=reduction, weights=weights,
                               where=where)
 
 
-@compiled_eagerly
 def categorical_focal_loss_with_logits(logits: Array, targets: Array, /, *, alpha: Any = 0.25,
                                        gamma: float = 2.0, axis: int = -1,
                                        label_smoothing: float = 0.0, reduction: str = "mean",
@@ -869,13 +873,14 @@ def categorical_focal_loss_with_logits(logits: Array, targets: Array, /, *, alph
     >>> round(float(unilosses.categorical_focal_loss_with_logits(x, t, alpha=None)), 6)
     1.184346
     """
+    if runs_whole(logits):
+        return run_whole(categorical_focal_loss_with_logits, locals())
     return _categorical_focal(logits, targets, sparse=False, logits=True, alpha=alpha,
                               gamma=gamma, axis=axis, label_smoothing=label_smoothing,
                               ignore_index=None, reduction=reduction, weights=weights,
                               where=where)
 
 
-@compiled_eagerly
 def sparse_categorical_focal_loss(predictions: Array, labels: Array, /, *, alpha: Any = 0.25,
                                   gamma: float = 2.0, axis: int = -1,
                                   ignore_index: int | None = None,
@@ -932,13 +937,14 @@ def sparse_categorical_focal_loss(predictions: Array, labels: Array, /, *, alpha
     >>> round(float(unilosses.sparse_categorical_focal_loss(p, np.array([0]))), 6)
     0.008025
     """
+    if runs_whole(predictions):
+        return run_whole(sparse_categorical_focal_loss, locals())
     return _categorical_focal(predictions, labels, sparse=True, logits=False, alpha=alpha,
                               gamma=gamma, axis=axis, label_smoothing=label_smoothing,
                               ignore_index=ignore_index, reduction=reduction, weights=weights,
                               where=where)
 
 
-@compiled_eagerly
 def sparse_categorical_focal_loss_with_logits(logits: Array, labels: Array, /, *,
                                               alpha: Any = 0.25, gamma: float = 2.0,
                                               axis: int = -1, ignore_index: int | None = None,
@@ -990,6 +996,8 @@ def sparse_categorical_focal_loss_with_logits(logits: Array, labels: Array, /, *
     ...     x, np.array([1]), alpha=None)), 6)
     1.184346
     """
+    if runs_whole(logits):
+        return run_whole(sparse_categorical_focal_loss_with_logits, locals())
     return _categorical_focal(logits, labels, sparse=True, logits=True, alpha=alpha,
                               gamma=gamma, axis=axis, label_smoothing=label_smoothing,
                               ignore_index=ignore_index, reduction=reduction, weights=weights,

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from .._core.call import Call, prepare
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import reduced_axis
 
 Array = Any
@@ -32,7 +32,6 @@ def _margins(predictions: Array, targets: Array, reduction: str, weights: Any,
     return call, 1.0 - t * call.clean(p, 0.0)
 
 
-@compiled_eagerly
 def hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
           weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Hinge loss for binary classification with a margin of 1.
@@ -70,11 +69,12 @@ def hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> round(float(unilosses.hinge(np.array([0.5, -2.0, 2.0]), np.array([1, 0, 0]))), 6)
     1.166667
     """
+    if runs_whole(predictions):
+        return run_whole(hinge, locals())
     call, m = _margins(predictions, targets, reduction, weights, where)
     return call.reduce(_positive_part(call, m))
 
 
-@compiled_eagerly
 def squared_hinge(predictions: Array, targets: Array, /, *, reduction: str = "mean",
                   weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Squared hinge loss: :math:`\max(0, 1 - t\,p)^2`.
@@ -107,12 +107,13 @@ def squared_hinge(predictions: Array, targets: Array, /, *, reduction: str = "me
     >>> round(float(unilosses.squared_hinge(p, t)), 6)
     3.083333
     """
+    if runs_whole(predictions):
+        return run_whole(squared_hinge, locals())
     call, m = _margins(predictions, targets, reduction, weights, where)
     h = _positive_part(call, m)
     return call.reduce(h * h)
 
 
-@compiled_eagerly
 def categorical_hinge(predictions: Array, targets: Array, /, *, axis: int = -1,
                       reduction: str = "mean", weights: Array | None = None,
                       where: Array | None = None) -> Array:
@@ -162,6 +163,8 @@ def categorical_hinge(predictions: Array, targets: Array, /, *, axis: int = -1,
     >>> round(float(unilosses.categorical_hinge(p, t)), 6)
     0.85
     """
+    if runs_whole(predictions):
+        return run_whole(categorical_hinge, locals())
     ax = reduced_axis(axis, predictions, "predictions")
     call, (p, t) = prepare(("predictions", "targets"), (predictions, targets),
                            reduction=reduction, weights=weights, where=where, class_axis=ax)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import plain, prepare
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import check_positive_int, fmt_shape, host_shape
 
 Array = Any
@@ -51,7 +51,6 @@ def _in_top_k(call: Any, scores: Array, labels: Array, k: int) -> Array:
     return (xp.sum(above, axis=-1) < k) & valid
 
 
-@compiled_eagerly
 def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     r"""Whether each label is among the top ``k`` predictions of its row.
 
@@ -80,6 +79,8 @@ def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     >>> unilosses.in_top_k(np.array([[0.1, 0.5, 0.5], [0.9, 0.0, 0.1]]), np.array([2, 2]), k=1)
     array([ True, False])
     """
+    if runs_whole(predictions):
+        return run_whole(in_top_k, locals())
     fused = plain("in_top_k", predictions, labels, k)
     if fused is not None:
         return fused
@@ -90,7 +91,6 @@ def in_top_k(predictions: Array, labels: Array, /, *, k: int) -> Array:
     return _in_top_k(call, p, y, k)
 
 
-@compiled_eagerly
 def top_k_accuracy(predictions: Array, labels: Array, /, *, k: int = 5,
                    where: Array | None = None) -> Array:
     r"""Fraction of rows whose label is in the top ``k`` (see :func:`in_top_k`).
@@ -122,6 +122,8 @@ def top_k_accuracy(predictions: Array, labels: Array, /, *, k: int = 5,
     ...                                np.array([2, 2]), k=2))
     1.0
     """
+    if runs_whole(predictions):
+        return run_whole(top_k_accuracy, locals())
     k = check_positive_int("k", k)
     _check_2d(predictions)
     call, (p, y) = prepare(("predictions", "labels"), (predictions, labels), class_axis=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._core.call import Call, plain, prepare
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import (
     check_positive,
     check_unit_interval,
@@ -20,7 +20,6 @@ Array = Any
 _PT = ("predictions", "targets")
 
 
-@compiled_eagerly
 def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean squared error.
@@ -52,6 +51,8 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> float(unilosses.mse(np.array([0.0, 2.0]), np.array([1.0, 2.0])))
     0.5
     """
+    if runs_whole(predictions):
+        return run_whole(mse, locals())
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     p, t = call.clean_inputs(p, t)
@@ -62,7 +63,6 @@ def mse(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     return call.reduce(d * d)
 
 
-@compiled_eagerly
 def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Root mean squared error over ``axis`` (all axes by default).
@@ -99,6 +99,8 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
     >>> float(unilosses.rmse(np.array([0.0, 2.0]), np.array([2.0, 2.0])))
     1.4142135623730951
     """
+    if runs_whole(predictions):
+        return run_whole(rmse, locals())
     if axis is None and weights is None and where is None:
         fused = plain("rmse", predictions, targets)
         if fused is not None:
@@ -115,7 +117,6 @@ def rmse(predictions: Array, targets: Array, /, *, axis: Any = None,
     return call.ad.safe_sqrt(ms)
 
 
-@compiled_eagerly
 def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
         weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean absolute error (L1).
@@ -151,6 +152,8 @@ def mae(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> float(unilosses.mae(np.array([0.0, 2.0]), np.array([1.0, 2.0])))
     0.5
     """
+    if runs_whole(predictions):
+        return run_whole(mae, locals())
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     p, t = call.clean_inputs(p, t)
@@ -185,7 +188,6 @@ def _smooth_l1(call: Any, d: Array, beta: float) -> Array:
     return ad.where(small, (0.5 * dq) * (dq / beta), al - 0.5 * beta)
 
 
-@compiled_eagerly
 def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reduction: str = "mean",
           weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Huber loss: quadratic for errors up to ``delta``, linear beyond.
@@ -232,6 +234,8 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     >>> float(unilosses.huber(np.array([0.0, 3.0]), np.array([0.5, 0.0])))
     1.3125
     """
+    if runs_whole(predictions):
+        return run_whole(huber, locals())
     delta = check_positive("delta", delta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
@@ -243,7 +247,6 @@ def huber(predictions: Array, targets: Array, /, *, delta: float = 1.0, reductio
     return call.reduce(_huber(call, d, delta))
 
 
-@compiled_eagerly
 def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
               reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -286,6 +289,8 @@ def smooth_l1(predictions: Array, targets: Array, /, *, beta: float = 1.0,
     >>> float(unilosses.smooth_l1(np.array([0.0, 3.0]), np.array([0.5, 0.0])))
     1.3125
     """
+    if runs_whole(predictions):
+        return run_whole(smooth_l1, locals())
     beta = check_positive("beta", beta)
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
@@ -368,7 +373,6 @@ def _log_cosh_value_grad(call: Call, p: Array, t: Array, *, grad: bool = True,
     return v, call.xp.copysign(m * (m + 2.0) / (e * e + 1.0), d)
 
 
-@compiled_eagerly
 def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
              weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Log-cosh loss.
@@ -409,6 +413,8 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> round(float(unilosses.log_cosh(np.array([0.0]), np.array([1.0]))), 6)
     0.433781
     """
+    if runs_whole(predictions):
+        return run_whole(log_cosh, locals())
     fused = plain("log_cosh", predictions, targets, reduction, weights=weights, where=where)
     if fused is not None:
         return fused
@@ -427,7 +433,6 @@ def log_cosh(predictions: Array, targets: Array, /, *, reduction: str = "mean",
 KERAS_EPSILON = 1e-7
 
 
-@compiled_eagerly
 def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean squared logarithmic error.
@@ -467,6 +472,8 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> round(float(unilosses.msle(np.array([1.0, 3.0]), np.array([0.0, 3.0]))), 6)
     0.240226
     """
+    if runs_whole(predictions):
+        return run_whole(msle, locals())
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     xp, ad = call.xp, call.ad
@@ -477,7 +484,6 @@ def msle(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     return call.reduce(d * d)
 
 
-@compiled_eagerly
 def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
          weights: Array | None = None, where: Array | None = None) -> Array:
     r"""Mean absolute percentage error (in percent).
@@ -515,6 +521,8 @@ def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
     >>> float(unilosses.mape(np.array([1.5, 2.0]), np.array([1.0, 4.0])))
     50.0
     """
+    if runs_whole(predictions):
+        return run_whole(mape, locals())
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,
                            where=where)
     ad = call.ad
@@ -524,7 +532,6 @@ def mape(predictions: Array, targets: Array, /, *, reduction: str = "mean",
                                                               KERAS_EPSILON))
 
 
-@compiled_eagerly
 def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5,
                   reduction: str = "mean", weights: Array | None = None,
                   where: Array | None = None) -> Array:
@@ -576,6 +583,8 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
     >>> unilosses.quantile_loss(p, t, quantiles=[0.1, 0.5, 0.9], reduction="none")
     array([[0.1, 0. , 0.1]])
     """
+    if runs_whole(predictions):
+        return run_whole(quantile_loss, locals())
     if type(quantiles) is not float and type(quantiles) is not int:  # (a bool is an int)
         refuse_boolean("quantiles", quantiles, "a number in [0, 1] or a 1-D array of levels")
         if getattr(quantiles, "shape", None) == ():
@@ -612,7 +621,6 @@ def quantile_loss(predictions: Array, targets: Array, /, *, quantiles: Any = 0.5
     return call.reduce(ad.where(d > 0, q * d, ad.where(d < 0, (q - 1.0) * d, 0.0)))
 
 
-@compiled_eagerly
 def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int = -1,
                            eps: float = 1e-7, reduction: str = "mean",
                            weights: Array | None = None, where: Array | None = None) -> Array:
@@ -662,6 +670,8 @@ def cosine_similarity_loss(predictions: Array, targets: Array, /, *, axis: int =
     >>> np.round(unilosses.cosine_similarity_loss(p, t, reduction="none"), 6)
     array([-0.707107,  1.      ])
     """
+    if runs_whole(predictions):
+        return run_whole(cosine_similarity_loss, locals())
     eps = check_positive("eps", eps)
     ax = reduced_axis(axis, predictions, "predictions")
     call, (p, t) = prepare(_PT, (predictions, targets), reduction=reduction, weights=weights,

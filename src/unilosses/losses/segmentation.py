@@ -6,7 +6,7 @@ from typing import Any
 
 from .._core.call import Call, broadcast_checked, check_host_value, prepare
 from .._core.dispatch import resolve
-from .._core.eager import compiled_eagerly
+from .._core.eager import run_whole, runs_whole
 from .._core.validate import check_nonnegative, normalize_axes
 
 Array = Any
@@ -69,7 +69,6 @@ def _smoothing(smooth: float, eps: float) -> tuple[float, float]:
     return smooth, eps
 
 
-@compiled_eagerly
 def dice_loss(predictions: Array, targets: Array, /, *, axis: Any = None, smooth: float = 0.0,
               eps: float = 1e-7, reduction: str = "mean", weights: Array | None = None,
               where: Array | None = None) -> Array:
@@ -129,12 +128,13 @@ def dice_loss(predictions: Array, targets: Array, /, *, axis: Any = None, smooth
     >>> round(float(unilosses.dice_loss(p, t)), 6)
     0.15
     """
+    if runs_whole(predictions):
+        return run_whole(dice_loss, locals())
     smooth, eps = _smoothing(smooth, eps)
     call, inter, _, _, mass = _overlap(predictions, targets, axis, reduction, weights, where)
     return call.reduce(1.0 - (2.0 * inter + smooth) / (mass + (smooth + eps)))
 
 
-@compiled_eagerly
 def tversky_loss(predictions: Array, targets: Array, /, *, alpha: float = 0.5,
                  beta: float = 0.5, axis: Any = None, smooth: float = 0.0, eps: float = 1e-7,
                  reduction: str = "mean", weights: Array | None = None,
@@ -185,6 +185,8 @@ def tversky_loss(predictions: Array, targets: Array, /, *, alpha: float = 0.5,
     >>> round(float(unilosses.tversky_loss(p, t, alpha=0.3, beta=0.7)), 6)
     0.174757
     """
+    if runs_whole(predictions):
+        return run_whole(tversky_loss, locals())
     alpha = check_nonnegative("alpha", alpha)
     beta = check_nonnegative("beta", beta)
     smooth, eps = _smoothing(smooth, eps)

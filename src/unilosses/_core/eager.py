@@ -72,8 +72,11 @@ def run_whole(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     code = fn.__code__
     n = code.co_argcount
     args = tuple(params[k] for k in code.co_varnames[:n])
-    # (by name: locals() holds the free variables of a function in a function too)
-    kwargs = {k: params[k] for k in code.co_varnames[n:n + code.co_kwonlyargcount]}
+    # (by name: locals() holds the free variables of a function in a function too; a
+    # keyword left at its default is left out, as its own object: fewer parts to the form)
+    defaults = fn.__kwdefaults__ or {}
+    kwargs = {k: v for k in code.co_varnames[n:n + code.co_kwonlyargcount]
+              if (v := params[k]) is not defaults.get(k, _NO)}
     ad = _BY_TYPE[type(args[0])]
     assert ad is not None  # (runs_whole said so)
     return _run(ad, fn, args, kwargs)
@@ -122,7 +125,7 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
          kwargs: dict[str, Any]) -> Any:
     arrays: list[Any] = []
     forms: list[Any] = []
-    for v in (*args, *kwargs.values()):  # (the keywords in the order of fn's signature)
+    for v in (*args, *kwargs.values()):
         f = _form(ad, v, arrays)
         if f is _NO:
             return _op_by_op(fn, args, kwargs)
@@ -137,7 +140,7 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
         # trace, belongs to the outer one, and the inner jit's cached trace would hand it
         # to the next export as a constant
         return _op_by_op(fn, args, kwargs)
-    key = (fn, tuple(forms), None if traced else checks_enabled())
+    key = (fn, tuple(forms), tuple(kwargs), None if traced else checks_enabled())
     try:
         compiled = _compiled.get(key)
     except TypeError:  # (an unhashable option: NaN is hashable, an array in a tuple is not)
@@ -145,7 +148,7 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
     if compiled is _EAGER:
         return _op_by_op(fn, args, kwargs)
     if compiled is None:
-        compiled = _compile(ad, fn, key, len(args), tuple(kwargs), defer=not traced)
+        compiled = _compile(ad, fn, key, len(args), defer=not traced)
         if compiled is None:
             return _op_by_op(fn, args, kwargs)
     try:
@@ -161,16 +164,16 @@ def _run(ad: Adapter, fn: Callable[..., Any], args: tuple[Any, ...],
     return out
 
 
-def _compile(ad: Adapter, fn: Callable[..., Any], key: tuple[Any, ...], npos: int,
-             names: tuple[str, ...], *, defer: bool) -> Callable[..., Any] | None:
+def _compile(ad: Adapter, fn: Callable[..., Any], key: tuple[Any, ...], npos: int, *,
+             defer: bool) -> Callable[..., Any] | None:
     """The compiled call of form ``key`` (:func:`_run`): ``npos`` positional arguments,
-    then keywords ``names``."""
+    then the keywords it names."""
     count = _forms.get(fn, 0)
     if count >= _MAX_FORMS or ad.compile_whole is None:
         return None
     _forms[fn] = count + 1
     xp = ad.xp
-    forms = key[1]
+    forms, names = key[1], key[2]
 
     def whole(*arrays: Any) -> tuple[Any, Any]:
         it = iter(arrays)

@@ -75,8 +75,11 @@ def run_whole(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     # (by name: locals() holds the free variables of a function in a function too; a
     # keyword left at its default is left out, as its own object: fewer parts to the form)
     defaults = fn.__kwdefaults__ or {}
-    kwargs = {k: v for k in code.co_varnames[n:n + code.co_kwonlyargcount]
-              if (v := params[k]) is not defaults.get(k, _NO)}
+    kwargs = {}
+    for k in code.co_varnames[n:n + code.co_kwonlyargcount]:
+        v = params[k]
+        if v is not defaults.get(k, _NO):
+            kwargs[k] = v
     ad = _BY_TYPE[type(args[0])]
     assert ad is not None  # (runs_whole said so)
     return _run(ad, fn, args, kwargs)
